@@ -1,0 +1,48 @@
+//! The command line: `bedrock-emulator --addr 127.0.0.1:4010 [--config FILE]`.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::EmulatorConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "bedrock-emulator", version, about = "Offline Amazon Bedrock Runtime for tests")]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4010")]
+    pub addr: SocketAddr,
+    /// TOML configuration file (see the README); defaults apply without one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Loads the configuration, binds, announces the address on stdout and serves until SIGINT
+/// or SIGTERM. Logs go to stderr so that stdout carries only the readiness line.
+pub async fn run(args: Args) -> io::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Fails only if a subscriber is already installed, which is then the one to keep.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+    let config = match &args.config {
+        Some(path) => EmulatorConfig::from_file(path),
+        None => Ok(EmulatorConfig::default()),
+    }
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, crate::error_chain(&e)))?;
+    // Built before binding, so that a bad file never looks like a started server.
+    let app = crate::router(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, crate::error_chain(&e)))?;
+    let listener = TcpListener::bind(args.addr).await?;
+    let addr = listener.local_addr()?;
+    let mut stdout = io::stdout();
+    writeln!(stdout, "bedrock-emulator listening on http://{addr}")?;
+    stdout.flush()?;
+    crate::serve_router(listener, app, crate::shutdown_signal()).await?;
+    tracing::info!("bedrock-emulator stopped");
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! The emulator's configuration: one TOML file in which every field is optional.
+//!
+//! Unknown keys are rejected so that a typo (`latency_scal = 0`) fails loudly instead of
+//! silently running with the default. Model keys are checked against the catalog when the
+//! emulator starts, for the same reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use gateway_core::catalog::{Catalog, CatalogError, ResolveError, Target, Tier};
+use serde::{Deserialize, Serialize};
+
+/// Everything that can be configured. `EmulatorConfig::default()` behaves like Bedrock with
+/// its default quotas, realistic latency and no injected faults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmulatorConfig {
+    /// Multiplies every modeled delay: 1.0 is real time, 0 answers at once. Default 1.0.
+    pub latency_scale: f64,
+    /// Length of the sliding quota window in seconds (Bedrock: one minute). Default 60.
+    pub quota_window_seconds: f64,
+    /// Seed of the fault-injection draws. Default 0.
+    pub seed: u64,
+    /// A catalog file to use instead of the one compiled into `gateway-core`.
+    pub catalog: Option<PathBuf>,
+    /// Quota overrides keyed by the ID that selects a quota: a base model ID (in-Region
+    /// on-demand), an inference-profile ID such as `us.anthropic...` or `global.anthropic...`,
+    /// or the ARN of either.
+    pub quotas: BTreeMap<String, QuotaOverride>,
+    pub faults: FaultsConfig,
+    pub latency: LatencyConfig,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            latency_scale: 1.0,
+            quota_window_seconds: 60.0,
+            seed: 0,
+            catalog: None,
+            quotas: BTreeMap::new(),
+            faults: FaultsConfig::default(),
+            latency: LatencyConfig::default(),
+        }
+    }
+}
+
+/// Replaces one or both limits of a quota; an absent field keeps the catalog's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverride {
+    pub tpm: Option<u64>,
+    pub rpm: Option<u64>,
+}
+
+/// Fault rates are probabilities per request in `0..=1`; 1.0 means every request.
+///
+/// The throttling, internal-error, unavailable and timeout rates share one draw per request,
+/// so together they must not exceed 1. The stream-error rate is drawn separately and only
+/// applies to streaming operations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultsConfig {
+    /// `ThrottlingException` (429) before the quota check, consuming no quota.
+    pub throttling_rate: f64,
+    /// `InternalServerException` (500).
+    pub internal_error_rate: f64,
+    /// `ServiceUnavailableException` (503).
+    pub service_unavailable_rate: f64,
+    /// `ModelTimeoutException` (408), after holding the request for `model_timeout_ms`.
+    pub model_timeout_rate: f64,
+    /// How long a timed-out request hangs before the 408, in milliseconds. Default 0.
+    pub model_timeout_ms: u64,
+    /// Streams cut after some deltas by an in-stream exception frame, inside the HTTP 200.
+    pub stream_error_rate: f64,
+    /// The exception that cuts a stream. Default `modelStreamErrorException`.
+    pub stream_error_type: StreamErrorType,
+    /// Per-model overrides. A base model ID applies to every way of calling that model; a
+    /// profile ID or ARN applies to that one only and wins over the base ID.
+    pub models: BTreeMap<String, FaultOverride>,
+}
+
+/// Per-model fault rates; an absent field inherits the global `[faults]` value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultOverride {
+    pub throttling_rate: Option<f64>,
+    pub internal_error_rate: Option<f64>,
+    pub service_unavailable_rate: Option<f64>,
+    pub model_timeout_rate: Option<f64>,
+    pub model_timeout_ms: Option<u64>,
+    pub stream_error_rate: Option<f64>,
+    pub stream_error_type: Option<StreamErrorType>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamErrorType {
+    #[default]
+    #[serde(rename = "modelStreamErrorException")]
+    ModelStreamError,
+    #[serde(rename = "internalServerException")]
+    InternalServer,
+    #[serde(rename = "serviceUnavailableException")]
+    ServiceUnavailable,
+    #[serde(rename = "throttlingException")]
+    Throttling,
+}
+
+/// The fault rates in force for one model, after overrides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultRates {
+    pub throttling_rate: f64,
+    pub internal_error_rate: f64,
+    pub service_unavailable_rate: f64,
+    pub model_timeout_rate: f64,
+    pub model_timeout_ms: u64,
+    pub stream_error_rate: f64,
+    pub stream_error_type: StreamErrorType,
+}
+
+impl FaultsConfig {
+    pub fn global_rates(&self) -> FaultRates {
+        FaultRates {
+            throttling_rate: self.throttling_rate,
+            internal_error_rate: self.internal_error_rate,
+            service_unavailable_rate: self.service_unavailable_rate,
+            model_timeout_rate: self.model_timeout_rate,
+            model_timeout_ms: self.model_timeout_ms,
+            stream_error_rate: self.stream_error_rate,
+            stream_error_type: self.stream_error_type,
+        }
+    }
+}
+
+impl FaultOverride {
+    pub fn apply_to(&self, base: FaultRates) -> FaultRates {
+        FaultRates {
+            throttling_rate: self.throttling_rate.unwrap_or(base.throttling_rate),
+            internal_error_rate: self.internal_error_rate.unwrap_or(base.internal_error_rate),
+            service_unavailable_rate: self.service_unavailable_rate.unwrap_or(base.service_unavailable_rate),
+            model_timeout_rate: self.model_timeout_rate.unwrap_or(base.model_timeout_rate),
+            model_timeout_ms: self.model_timeout_ms.unwrap_or(base.model_timeout_ms),
+            stream_error_rate: self.stream_error_rate.unwrap_or(base.stream_error_rate),
+            stream_error_type: self.stream_error_type.unwrap_or(base.stream_error_type),
+        }
+    }
+}
+
+impl FaultRates {
+    pub(crate) fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let rates = [
+            ("throttling_rate", self.throttling_rate),
+            ("internal_error_rate", self.internal_error_rate),
+            ("service_unavailable_rate", self.service_unavailable_rate),
+            ("model_timeout_rate", self.model_timeout_rate),
+            ("stream_error_rate", self.stream_error_rate),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(ConfigError::Invalid(format!("{at}.{name} = {rate} is outside 0..=1")));
+            }
+        }
+        let shared = self.throttling_rate + self.internal_error_rate + self.service_unavailable_rate + self.model_timeout_rate;
+        if shared > 1.0 + 1e-9 {
+            return Err(ConfigError::Invalid(format!(
+                "{at}: throttling, internal-error, unavailable and timeout rates add up to {shared}, more than 1"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Latency per tier; an absent field keeps the tier's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LatencyConfig {
+    pub haiku: TierLatency,
+    pub sonnet: TierLatency,
+    pub opus: TierLatency,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierLatency {
+    /// Time to first token, milliseconds.
+    pub ttft_ms: Option<u64>,
+    /// Time per output token after the first, milliseconds.
+    pub per_token_ms: Option<f64>,
+}
+
+impl LatencyConfig {
+    pub fn for_tier(&self, tier: Tier) -> TierLatency {
+        match tier {
+            Tier::Haiku => self.haiku,
+            Tier::Sonnet => self.sonnet,
+            Tier::Opus => self.opus,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl EmulatorConfig {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<EmulatorConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        EmulatorConfig::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<EmulatorConfig, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "<inline>".to_owned(),
+            source,
+        })
+    }
+
+    /// A configuration for tests: no latency, default quotas, no faults.
+    pub fn instant() -> EmulatorConfig {
+        EmulatorConfig {
+            latency_scale: 0.0,
+            ..EmulatorConfig::default()
+        }
+    }
+
+    /// The catalog this configuration names, or the embedded one.
+    pub fn load_catalog(&self) -> Result<Catalog, ConfigError> {
+        Ok(Catalog::load(self.catalog.as_deref())?)
+    }
+
+    /// Checks ranges and that every model key names something in `catalog`.
+    pub fn validate(&self, catalog: &Catalog) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if !self.latency_scale.is_finite() || self.latency_scale < 0.0 {
+            return invalid(format!("latency_scale = {} must be a finite number >= 0", self.latency_scale));
+        }
+        if !self.quota_window_seconds.is_finite() || self.quota_window_seconds <= 0.0 {
+            return invalid(format!("quota_window_seconds = {} must be > 0", self.quota_window_seconds));
+        }
+        for tier in Tier::ALL {
+            let latency = self.latency.for_tier(tier);
+            if let Some(ms) = latency.per_token_ms
+                && (!ms.is_finite() || ms < 0.0)
+            {
+                return invalid(format!("latency.{tier}.per_token_ms = {ms} must be a finite number >= 0"));
+            }
+        }
+        for (id, quota) in &self.quotas {
+            if let Err(e) = catalog.resolve(id) {
+                return invalid(format!("quotas.\"{id}\": {}", quota_key_problem(&e)));
+            }
+            if let Ok(Target::PromptRouter { .. }) = catalog.resolve(id) {
+                return invalid(format!(
+                    "quotas.\"{id}\": prompt routers draw on the quotas of the models they route to"
+                ));
+            }
+            if quota.tpm == Some(0) || quota.rpm == Some(0) {
+                return invalid(format!("quotas.\"{id}\": limits must be at least 1"));
+            }
+        }
+        let global = self.faults.global_rates();
+        global.validate("faults")?;
+        for (id, rates) in &self.faults.models {
+            let known = catalog.by_model_id(id).is_some() || matches!(catalog.resolve(id), Ok(Target::Model(_)));
+            if !known {
+                return invalid(format!("faults.models.\"{id}\": not a model, profile or ARN in the catalog"));
+            }
+            rates.apply_to(global).validate(&format!("faults.models.\"{id}\""))?;
+        }
+        Ok(())
+    }
+}
+
+fn quota_key_problem(e: &ResolveError) -> String {
+    match e {
+        ResolveError::NeedsProfile { suggestion, .. } => {
+            format!("this model has no in-Region quota; use a profile ID such as `{suggestion}`")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(EmulatorConfig::from_toml("").unwrap(), EmulatorConfig::default());
+    }
+
+    #[test]
+    fn a_full_file_parses_and_validates() {
+        let text = r#"
+            latency_scale = 0.5
+            quota_window_seconds = 10
+            seed = 7
+            [quotas."us.anthropic.claude-haiku-4-5-20251001-v1:0"]
+            rpm = 3
+            [faults]
+            throttling_rate = 0.1
+            stream_error_rate = 0.2
+            stream_error_type = "internalServerException"
+            [faults.models."anthropic.claude-sonnet-4-5-20250929-v1:0"]
+            internal_error_rate = 0.5
+            [latency.sonnet]
+            ttft_ms = 100
+        "#;
+        let config = EmulatorConfig::from_toml(text).unwrap();
+        config.validate(&Catalog::embedded().unwrap()).unwrap();
+        assert_eq!(config.quotas.values().next().unwrap().rpm, Some(3));
+        assert_eq!(config.latency.sonnet.ttft_ms, Some(100));
+        assert_eq!(config.faults.stream_error_type, StreamErrorType::InternalServer);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_rejected_with_the_reason() {
+        assert!(EmulatorConfig::from_toml("latency_scal = 0").is_err());
+        assert!(EmulatorConfig::from_toml("[faults]\nthrottle_rate = 1").is_err());
+        let catalog = Catalog::embedded().unwrap();
+        let check = |text: &str| {
+            EmulatorConfig::from_toml(text)
+                .unwrap()
+                .validate(&catalog)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(check("[quotas.\"gpt-4o\"]\nrpm = 1").contains("unknown model"));
+        assert!(check("[quotas.\"anthropic.claude-haiku-4-5-20251001-v1:0\"]\nrpm = 1").contains("profile ID"));
+        assert!(check("[faults]\nthrottling_rate = 0.6\ninternal_error_rate = 0.6").contains("more than 1"));
+        assert!(check("[faults]\nstream_error_rate = 2").contains("outside"));
+        assert!(check("quota_window_seconds = 0").contains("quota_window_seconds"));
+    }
+}

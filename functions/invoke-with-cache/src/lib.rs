@@ -1,0 +1,161 @@
+//! invoke-with-cache: `POST /v1/converse` over API Gateway HTTP API (payload v2).
+//!
+//! This crate only translates: HTTP request → [`ConverseCall`], [`Answer`] or error → HTTP
+//! response. Every rule (model resolution, cache policy, pricing) lives in `gateway-core`.
+
+mod error;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gateway_core::cache::{CacheOptions, Tenant};
+use gateway_core::metrics::InvocationMetrics;
+use gateway_core::ports::{CacheStore, ModelInvoker};
+use gateway_core::request::ConverseRequest;
+use gateway_core::service::{Answer, ConverseCall, Gateway};
+use lambda_http::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+
+pub use error::ApiError;
+
+const ROUTE: &str = "/v1/converse";
+const METRICS_NAMESPACE: &str = "BedrockGateway";
+const FUNCTION_NAME: &str = "invoke-with-cache";
+
+/// JSON logs for CloudWatch, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+#[derive(Debug)]
+pub struct Handler<S, M> {
+    gateway: Gateway<S, M>,
+    trust_tenant_header: bool,
+}
+
+impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
+    pub fn new(gateway: Gateway<S, M>, trust_tenant_header: bool) -> Self {
+        Handler { gateway, trust_tenant_header }
+    }
+
+    /// Never fails: every error becomes an HTTP response, so the runtime never sees a panic
+    /// or an unhandled error for a caller's mistake.
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Error> {
+        let request_id = request_id(&request);
+        let response = match self.converse(&request).await {
+            Ok(answer) => {
+                emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()));
+                success(&answer)
+            }
+            Err(error) => {
+                if let Some(label) = error.metric_label() {
+                    emit_metrics(&InvocationMetrics::from_error(label));
+                }
+                if error.status().is_server_error() {
+                    tracing::error!(error = %error, source = ?std::error::Error::source(&error), request_id, "request failed");
+                } else {
+                    tracing::info!(error = %error, request_id, "request rejected");
+                }
+                error.into_response(&request_id)
+            }
+        };
+        Ok(response)
+    }
+
+    async fn converse(&self, request: &Request) -> Result<Answer, ApiError> {
+        let path = request.raw_http_path();
+        if !path.ends_with(ROUTE) {
+            return Err(ApiError::NotFound(path.to_owned()));
+        }
+        if request.method() != Method::POST {
+            return Err(ApiError::MethodNotAllowed(request.method().to_string()));
+        }
+        let headers = request.headers();
+        let call = ConverseCall {
+            request: ConverseRequest::from_json(request.body().as_ref())?,
+            tenant: Tenant::resolve(
+                authenticated_identity(request),
+                header(headers, "x-tenant-id"),
+                self.trust_tenant_header,
+            )?,
+            cache: CacheOptions::parse(
+                header(headers, "x-cache-mode"),
+                header(headers, "x-cache-ttl"),
+                header(headers, "x-cache-allow-sampling"),
+            )?,
+        };
+        Ok(self.gateway.converse(call).await?)
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The caller identity API Gateway has verified: a JWT subject or an IAM principal.
+fn authenticated_identity(request: &Request) -> Option<String> {
+    let RequestContext::ApiGatewayV2(context) = request.request_context_ref()? else {
+        return None;
+    };
+    let authorizer = context.authorizer.as_ref()?;
+    if let Some(jwt) = &authorizer.jwt {
+        let issuer = jwt.claims.get("iss").map_or("", String::as_str);
+        if let Some(sub) = jwt.claims.get("sub") {
+            return Some(format!("jwt:{issuer}|{sub}"));
+        }
+    }
+    let iam = authorizer.iam.as_ref()?;
+    iam.user_arn.as_ref().or(iam.caller_id.as_ref()).map(|principal| format!("iam:{principal}"))
+}
+
+fn request_id(request: &Request) -> String {
+    match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.request_id.clone().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn success(answer: &Answer) -> Response<Body> {
+    let mut body = serde_json::to_value(&answer.response).unwrap_or_default();
+    if let Some(map) = body.as_object_mut() {
+        map.insert("modelId".into(), answer.model_id.clone().into());
+        map.insert("requestedModelId".into(), answer.requested_model.clone().into());
+        map.insert("costUsd".into(), answer.cost_usd.into());
+        map.insert("latencyMs".into(), (answer.latency.as_millis() as u64).into());
+        map.insert("cache".into(), serde_json::to_value(&answer.cache).unwrap_or_default());
+    }
+    json_response(StatusCode::OK, &body, &[("x-cache", answer.cache.result.as_str())])
+}
+
+pub(crate) fn json_response(
+    status: StatusCode,
+    body: &serde_json::Value,
+    extra: &[(&'static str, &str)],
+) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (name, value) in extra {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(*name, value);
+        }
+    }
+    response
+}
+
+/// One CloudWatch Embedded Metric Format line per request on stdout: CloudWatch turns it
+/// into metrics without a PutMetricData call on the request path.
+fn emit_metrics(metrics: &InvocationMetrics) {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    println!("{}", metrics.to_emf(METRICS_NAMESPACE, FUNCTION_NAME, now_ms));
+}

@@ -1,0 +1,12 @@
+use gateway_core::adapters::aws_gateway;
+use gateway_core::config::GatewayConfig;
+use invoke_with_cache::{Handler, init_tracing};
+use lambda_http::{Error, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let config = GatewayConfig::from_env()?;
+    let handler = Handler::new(aws_gateway(&config).await?, config.trust_tenant_header);
+    run(service_fn(|request| handler.handle(request))).await
+}

@@ -1,0 +1,214 @@
+//! The handler driven by the same API Gateway events that `sam local invoke -e` and
+//! `cargo lambda invoke --data-file` use, over in-memory fakes of the ports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed set-up should stop the test loudly.
+
+use std::sync::Arc;
+
+use gateway_core::catalog::Catalog;
+use gateway_core::ports::InvokeError;
+use gateway_core::service::{Gateway, GatewaySettings};
+use gateway_core::testing::{FakeInvoker, InMemoryCacheStore};
+use invoke_with_cache::Handler;
+use lambda_http::{Body, Request, Response};
+
+type TestHandler = Handler<Arc<InMemoryCacheStore>, Arc<FakeInvoker>>;
+
+struct Fixture {
+    handler: TestHandler,
+    store: Arc<InMemoryCacheStore>,
+    invoker: Arc<FakeInvoker>,
+}
+
+fn fixture() -> Fixture {
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let settings = GatewaySettings::from_catalog(&catalog);
+    let store = Arc::new(InMemoryCacheStore::default());
+    let invoker = Arc::new(FakeInvoker::default());
+    let gateway = Gateway::new(catalog, settings, store.clone(), invoker.clone());
+    Fixture { handler: Handler::new(gateway, false), store, invoker }
+}
+
+fn event(name: &str) -> Request {
+    let path = format!("{}/../../events/invoke-with-cache/{name}", env!("CARGO_MANIFEST_DIR"));
+    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    lambda_http::request::from_str(&json).unwrap_or_else(|e| panic!("{path} is not an API Gateway event: {e}"))
+}
+
+fn with_body(mut request: Request, body: &str) -> Request {
+    *request.body_mut() = Body::Text(body.to_owned());
+    request
+}
+
+fn with_header(mut request: Request, name: &'static str, value: &str) -> Request {
+    request.headers_mut().insert(name, value.parse().unwrap());
+    request
+}
+
+struct Reply {
+    status: u16,
+    cache_header: Option<String>,
+    retry_after: Option<String>,
+    body: serde_json::Value,
+}
+
+async fn send(f: &Fixture, request: Request) -> Reply {
+    let response: Response<Body> = f.handler.handle(request).await.unwrap();
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let body = match response.body() {
+        Body::Text(text) => serde_json::from_str(text).unwrap(),
+        other => panic!("expected a JSON text body, got {other:?}"),
+    };
+    assert_eq!(header("content-type").as_deref(), Some("application/json"));
+    Reply {
+        status: response.status().as_u16(),
+        cache_header: header("x-cache"),
+        retry_after: header("retry-after"),
+        body,
+    }
+}
+
+#[tokio::test]
+async fn valid_request_is_a_miss_then_the_reordered_repeat_is_a_hit() {
+    let f = fixture();
+    let first = send(&f, event("valid-request.json")).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.cache_header.as_deref(), Some("MISS"));
+    assert_eq!(first.body["cache"]["result"], "MISS");
+    assert_eq!(first.body["modelId"], "us.anthropic.claude-haiku-4-5-20251001-v1:0");
+    assert_eq!(first.body["requestedModelId"], "haiku");
+    assert!(first.body["costUsd"].as_f64().unwrap() > 0.0);
+    assert!(first.body["output"]["message"]["content"][0]["text"].is_string());
+    assert!(first.body["usage"]["inputTokens"].as_i64().unwrap() > 0);
+
+    let repeat = send(&f, event("repeat-request.json")).await;
+    assert_eq!(repeat.status, 200, "{}", repeat.body);
+    assert_eq!(repeat.cache_header.as_deref(), Some("HIT"));
+    assert_eq!(repeat.body["cache"]["savedUsd"], first.body["costUsd"]);
+    assert_eq!(repeat.body["costUsd"], 0.0);
+    assert_eq!(repeat.body["output"], first.body["output"]);
+    assert_eq!(f.invoker.calls(), 1);
+}
+
+#[tokio::test]
+async fn another_tenant_never_reads_the_first_tenants_answer() {
+    let f = fixture();
+    assert_eq!(send(&f, event("valid-request.json")).await.cache_header.as_deref(), Some("MISS"));
+    let other = send(&f, event("other-tenant.json")).await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.cache_header.as_deref(), Some("MISS"));
+    assert_eq!(f.invoker.calls(), 2);
+}
+
+#[tokio::test]
+async fn an_expired_entry_is_a_miss() {
+    let f = fixture();
+    send(&f, event("valid-request.json")).await;
+    f.store.expire_all();
+    assert_eq!(send(&f, event("repeat-request.json")).await.cache_header.as_deref(), Some("MISS"));
+}
+
+#[tokio::test]
+async fn malformed_body_is_a_400_naming_the_problem() {
+    let f = fixture();
+    let reply = send(&f, event("malformed-body.json")).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body["error"]["type"], "malformed_json");
+    assert!(reply.body["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    assert_eq!(f.invoker.calls(), 0);
+}
+
+#[tokio::test]
+async fn unknown_model_is_a_400_naming_the_model() {
+    let f = fixture();
+    let reply = send(&f, event("unknown-model.json")).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body["error"]["type"], "unknown_model");
+    assert!(reply.body["error"]["message"].as_str().unwrap().contains("gpt-4o"));
+}
+
+#[tokio::test]
+async fn invalid_fields_are_400s_that_name_the_field() {
+    let f = fixture();
+    let cases = [
+        (r#"{"modelId":"haiku","messages":[]}"#, "messages"),
+        (r#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#, "modelId"),
+        (
+            r#"{"modelId":"haiku","messages":[{"role":"user","content":[{"text":"hi"}]}],"inferenceConfig":{"temperature":3}}"#,
+            "inferenceConfig.temperature",
+        ),
+        (
+            r#"{"modelId":"haiku","messages":[{"role":"user","content":[{"text":"hi"}]}],"inferenceConfig":{"maxTokens":900000}}"#,
+            "inferenceConfig.maxTokens",
+        ),
+        (r#"{"modelId":"haiku","messages":[{"role":"user","content":[{"video":{}}]}]}"#, "messages[0].content[0]"),
+        (r#"[1,2,3]"#, "$"),
+    ];
+    for (body, field) in cases {
+        let reply = send(&f, with_body(event("valid-request.json"), body)).await;
+        assert_eq!(reply.status, 400, "{body}");
+        assert_eq!(reply.body["error"]["type"], "invalid_request", "{body}");
+        assert_eq!(reply.body["error"]["field"], field, "{body}");
+    }
+    let bad_header = send(&f, with_header(event("valid-request.json"), "x-cache-mode", "maybe")).await;
+    assert_eq!((bad_header.status, bad_header.body["error"]["field"].as_str()), (400, Some("x-cache-mode")));
+    assert_eq!(f.invoker.calls(), 0);
+}
+
+#[tokio::test]
+async fn cache_headers_bypass_and_refresh() {
+    let f = fixture();
+    let off = send(&f, with_header(event("valid-request.json"), "x-cache-mode", "off")).await;
+    assert_eq!(off.cache_header.as_deref(), Some("BYPASS"));
+    assert_eq!(f.store.len(), 0);
+    send(&f, event("valid-request.json")).await;
+    let refreshed = send(&f, with_header(event("valid-request.json"), "x-cache-mode", "write_only")).await;
+    assert_eq!(refreshed.cache_header.as_deref(), Some("BYPASS"));
+    assert_eq!(f.invoker.calls(), 3);
+}
+
+#[tokio::test]
+async fn throttling_that_survives_retries_is_a_429_with_retry_after() {
+    let f = fixture();
+    f.invoker.fail_with(|| InvokeError::Throttled { message: "Too many tokens".into(), retry_after: None });
+    let reply = send(&f, event("valid-request.json")).await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.body["error"]["type"], "throttled");
+    assert!(reply.retry_after.unwrap().parse::<u64>().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn bedrock_failures_map_to_gateway_statuses() {
+    let cases: [(fn() -> InvokeError, u16); 5] = [
+        (|| InvokeError::Unavailable { message: "x".into() }, 503),
+        (|| InvokeError::Internal { message: "x".into() }, 502),
+        (|| InvokeError::ModelTimeout { message: "x".into() }, 504),
+        (|| InvokeError::Timeout("deadline".into()), 504),
+        (|| InvokeError::Rejected { message: "too long".into() }, 400),
+    ];
+    for (make, status) in cases {
+        let f = fixture();
+        f.invoker.fail_with(make);
+        assert_eq!(send(&f, event("valid-request.json")).await.status, status);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_cache_does_not_fail_the_request() {
+    let f = fixture();
+    f.store.fail_reads(true);
+    f.store.fail_writes(true);
+    let reply = send(&f, event("valid-request.json")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.cache_header.as_deref(), Some("MISS"));
+    assert!(reply.body["cache"]["error"].as_str().unwrap().contains("failed"));
+}
+
+#[tokio::test]
+async fn wrong_route_and_method_are_rejected() {
+    let f = fixture();
+    let mut get = event("valid-request.json");
+    *get.method_mut() = lambda_http::http::Method::GET;
+    let reply = send(&f, get).await;
+    assert_eq!(reply.status, 405);
+}

@@ -1,0 +1,518 @@
+//! The model catalog: which Claude models exist, what they cost, what quotas they have, and
+//! how an identifier in a request (tier name, model ID, inference-profile ID or ARN) maps to
+//! one of them.
+//!
+//! The figures are data (`catalog.toml`, embedded at build time), not code, so that a deployer
+//! can replace them without a rebuild.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cost::{PricingMode, Usage};
+
+const EMBEDDED_CATALOG: &str = include_str!("../catalog.toml");
+
+/// Geographic prefixes of system-defined cross-Region inference profiles.
+const GEO_PREFIXES: &[&str] = &["us", "eu", "apac", "jp", "au", "ca", "us-gov"];
+const GLOBAL_PREFIX: &str = "global";
+
+/// The three Claude tiers, ordered from cheapest to strongest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Haiku,
+    Sonnet,
+    Opus,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Haiku, Tier::Sonnet, Tier::Opus];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Haiku => "haiku",
+            Tier::Sonnet => "sonnet",
+            Tier::Opus => "opus",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tier {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "haiku" => Ok(Tier::Haiku),
+            "sonnet" => Ok(Tier::Sonnet),
+            "opus" => Ok(Tier::Opus),
+            _ => Err(()),
+        }
+    }
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prices {
+    pub input: f64,
+    pub output: f64,
+    pub cache_read: f64,
+    pub cache_write_5m: f64,
+    pub cache_write_1h: f64,
+    pub batch_input: f64,
+    pub batch_output: f64,
+}
+
+/// Requests and tokens per minute for one way of reaching a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub tpm: u64,
+    pub rpm: u64,
+}
+
+/// Bedrock keeps separate quotas for in-Region on-demand, geographic cross-Region and global
+/// cross-Region calls of the same model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    pub in_region: Option<Quota>,
+    pub geo: Option<Quota>,
+    pub global: Option<Quota>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Short stable name, e.g. `claude-haiku-4-5`.
+    pub key: String,
+    pub display_name: String,
+    pub tier: Tier,
+    /// The base Bedrock model ID, e.g. `anthropic.claude-haiku-4-5-20251001-v1:0`.
+    pub model_id: String,
+    /// Whether the base ID can be invoked on demand in-Region (newer models need a profile).
+    pub in_region: bool,
+    /// Inference-profile prefixes this model is offered under (`global`, `us`, `eu`, ...).
+    pub profiles: Vec<String>,
+    pub context_window: u32,
+    pub max_output_tokens: u32,
+    /// Quota tokens consumed per output token.
+    pub output_burndown: u32,
+    /// Fraction added to every price when not served through a `global.` profile.
+    pub regional_premium: f64,
+    pub price: Prices,
+    #[serde(default)]
+    pub quota: Quotas,
+}
+
+/// How a model is reached: this decides both its price and which quota it draws from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "prefix")]
+pub enum Scope {
+    InRegion,
+    Geo(String),
+    Global,
+}
+
+impl Scope {
+    fn from_prefix(prefix: &str) -> Option<Scope> {
+        if prefix == GLOBAL_PREFIX {
+            Some(Scope::Global)
+        } else if GEO_PREFIXES.contains(&prefix) {
+            Some(Scope::Geo(prefix.to_owned()))
+        } else {
+            None
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The quota that applies when this model is called through `scope`.
+    pub fn quota(&self, scope: &Scope) -> Option<Quota> {
+        match scope {
+            Scope::InRegion => self.quota.in_region,
+            Scope::Geo(_) => self.quota.geo,
+            Scope::Global => self.quota.global.or(self.quota.geo),
+        }
+    }
+
+    /// The ID to send to Bedrock for this model through `scope`.
+    pub fn invoke_id(&self, scope: &Scope) -> String {
+        match scope {
+            Scope::InRegion => self.model_id.clone(),
+            Scope::Geo(prefix) => format!("{prefix}.{}", self.model_id),
+            Scope::Global => format!("{GLOBAL_PREFIX}.{}", self.model_id),
+        }
+    }
+
+    /// Every way of reaching this model, from the most local to the most spread out; the
+    /// order a throttled caller should fall back through.
+    pub fn scopes(&self) -> Vec<Scope> {
+        let mut scopes = Vec::new();
+        if self.in_region {
+            scopes.push(Scope::InRegion);
+        }
+        scopes
+            .extend(self.profiles.iter().filter(|p| p.as_str() != GLOBAL_PREFIX).filter_map(|p| Scope::from_prefix(p)));
+        if self.profiles.iter().any(|p| p == GLOBAL_PREFIX) {
+            scopes.push(Scope::Global);
+        }
+        scopes
+    }
+
+    /// Exact cost in USD of one call with `usage`, served through `scope`.
+    pub fn cost(&self, scope: &Scope, usage: &Usage, mode: PricingMode) -> f64 {
+        let p = &self.price;
+        let (input, output) = match mode {
+            PricingMode::OnDemand => (p.input, p.output),
+            PricingMode::Batch => (p.batch_input, p.batch_output),
+        };
+        let write_5m = usage.cache_write_input_tokens.saturating_sub(usage.cache_write_1h_input_tokens);
+        let micro_usd = usage.input_tokens as f64 * input
+            + usage.output_tokens as f64 * output
+            + usage.cache_read_input_tokens as f64 * p.cache_read
+            + write_5m as f64 * p.cache_write_5m
+            + usage.cache_write_1h_input_tokens as f64 * p.cache_write_1h;
+        let premium = match scope {
+            Scope::Global => 0.0,
+            Scope::InRegion | Scope::Geo(_) => self.regional_premium,
+        };
+        micro_usd / 1_000_000.0 * (1.0 + premium)
+    }
+
+    /// Tokens this call counts against the TPM quota once it has finished.
+    pub fn quota_tokens(&self, usage: &Usage) -> u64 {
+        usage.input_tokens + usage.cache_write_input_tokens + usage.output_tokens * u64::from(self.output_burndown)
+    }
+}
+
+/// What an identifier in a request resolves to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target<'a> {
+    /// A catalog model reached through one scope.
+    Model(ResolvedModel<'a>),
+    /// A Bedrock prompt router: Bedrock picks the model, and the call is priced afterwards
+    /// from `trace.promptRouter.invokedModelId`.
+    PromptRouter { arn: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedModel<'a> {
+    pub spec: &'a ModelSpec,
+    pub scope: Scope,
+    /// The identifier to send to Bedrock: exactly what the caller gave when it was a Bedrock
+    /// ID or ARN, so that application profiles and ARNs keep their meaning.
+    pub invoke_id: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResolveError {
+    #[error("unknown model `{0}`: not a tier name (haiku, sonnet, opus) nor a model in the catalog")]
+    UnknownModel(String),
+    #[error("model `{id}` cannot be invoked on demand in-Region; use an inference profile such as `{suggestion}`")]
+    NeedsProfile { id: String, suggestion: String },
+    #[error("model `{id}` is not offered under the `{prefix}.` inference profile")]
+    ProfileNotOffered { id: String, prefix: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read catalog file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("catalog is not valid TOML of the expected shape")]
+    Parse(#[from] toml::de::Error),
+    #[error("catalog is inconsistent: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    version: String,
+    tiers: BTreeMap<Tier, String>,
+    models: Vec<ModelSpec>,
+}
+
+/// The validated catalog. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    version: String,
+    tiers: BTreeMap<Tier, String>,
+    models: Vec<ModelSpec>,
+}
+
+impl Catalog {
+    /// The catalog compiled into this binary.
+    pub fn embedded() -> Result<Catalog, CatalogError> {
+        Catalog::from_toml(EMBEDDED_CATALOG)
+    }
+
+    /// The deployer's catalog when `path` is given, else the embedded one.
+    pub fn load(path: Option<&Path>) -> Result<Catalog, CatalogError> {
+        match path {
+            None => Catalog::embedded(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| CatalogError::Read { path: path.display().to_string(), source })?;
+                Catalog::from_toml(&text)
+            }
+        }
+    }
+
+    pub fn from_toml(text: &str) -> Result<Catalog, CatalogError> {
+        let file: CatalogFile = toml::from_str(text)?;
+        let catalog = Catalog { version: file.version, tiers: file.tiers, models: file.models };
+        catalog.validate()?;
+        Ok(catalog)
+    }
+
+    fn validate(&self) -> Result<(), CatalogError> {
+        let invalid = |msg: String| Err(CatalogError::Invalid(msg));
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &self.models {
+            if !seen.insert(m.model_id.as_str()) || !seen.insert(m.key.as_str()) {
+                return invalid(format!("model `{}` is listed twice", m.key));
+            }
+            let p = &m.price;
+            let prices =
+                [p.input, p.output, p.cache_read, p.cache_write_5m, p.cache_write_1h, p.batch_input, p.batch_output];
+            if prices.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                return invalid(format!("model `{}` has a negative or non-finite price", m.key));
+            }
+            if !(0.0..=1.0).contains(&m.regional_premium) {
+                return invalid(format!("model `{}` has a regional premium outside 0..=1", m.key));
+            }
+            if m.max_output_tokens == 0 || m.output_burndown == 0 {
+                return invalid(format!("model `{}` needs max_output_tokens and output_burndown >= 1", m.key));
+            }
+            if let Some(bad) = m.profiles.iter().find(|p| Scope::from_prefix(p).is_none()) {
+                return invalid(format!("model `{}` lists unknown profile prefix `{bad}`", m.key));
+            }
+            if m.scopes().is_empty() {
+                return invalid(format!("model `{}` can be reached neither in-Region nor through a profile", m.key));
+            }
+        }
+        for tier in Tier::ALL {
+            let Some(id) = self.tiers.get(&tier) else {
+                return invalid(format!("no default model for tier `{tier}`"));
+            };
+            match self.resolve(id) {
+                Ok(Target::Model(resolved)) if resolved.spec.tier == tier => {}
+                Ok(_) => return invalid(format!("tier `{tier}` default `{id}` is not a {tier} model")),
+                Err(e) => return invalid(format!("tier `{tier}` default: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn models(&self) -> &[ModelSpec] {
+        &self.models
+    }
+
+    /// The catalog's default Bedrock ID for a tier.
+    pub fn tier_default(&self, tier: Tier) -> &str {
+        // validate() guarantees every tier has an entry.
+        self.tiers.get(&tier).map(String::as_str).unwrap_or_default()
+    }
+
+    pub fn by_model_id(&self, base_id: &str) -> Option<&ModelSpec> {
+        self.models.iter().find(|m| m.model_id == base_id)
+    }
+
+    /// Resolves a Bedrock identifier: a base model ID, a system inference-profile ID, or the
+    /// ARN of a foundation model, a system inference profile or a prompt router. Tier names
+    /// are not Bedrock identifiers; callers map them first (see [`crate::config`]).
+    pub fn resolve(&self, id: &str) -> Result<Target<'_>, ResolveError> {
+        let unknown = || ResolveError::UnknownModel(id.to_owned());
+        if let Some(resource) = arn_resource(id) {
+            return match resource.split_once('/') {
+                Some(("foundation-model", model)) => self.resolve_plain(model, id),
+                Some(("inference-profile", profile)) => self.resolve_plain(profile, id),
+                Some(("default-prompt-router" | "prompt-router", _)) => Ok(Target::PromptRouter { arn: id.to_owned() }),
+                _ => Err(unknown()),
+            };
+        }
+        self.resolve_plain(id, id)
+    }
+
+    fn resolve_plain(&self, plain: &str, as_given: &str) -> Result<Target<'_>, ResolveError> {
+        if let Some(spec) = self.by_model_id(plain) {
+            if !spec.in_region {
+                let suggestion = spec.scopes().first().map(|s| spec.invoke_id(s)).unwrap_or_default();
+                return Err(ResolveError::NeedsProfile { id: as_given.to_owned(), suggestion });
+            }
+            return Ok(Target::Model(ResolvedModel { spec, scope: Scope::InRegion, invoke_id: as_given.to_owned() }));
+        }
+        let (prefix, base) = plain.split_once('.').ok_or_else(|| ResolveError::UnknownModel(as_given.to_owned()))?;
+        let (Some(scope), Some(spec)) = (Scope::from_prefix(prefix), self.by_model_id(base)) else {
+            return Err(ResolveError::UnknownModel(as_given.to_owned()));
+        };
+        if !spec.profiles.iter().any(|p| p == prefix) {
+            return Err(ResolveError::ProfileNotOffered { id: as_given.to_owned(), prefix: prefix.to_owned() });
+        }
+        Ok(Target::Model(ResolvedModel { spec, scope, invoke_id: as_given.to_owned() }))
+    }
+
+    /// Cost in USD of a call that Bedrock reports was served by `served_id` (a base ID,
+    /// profile ID or ARN; for prompt routers, the trace's `invokedModelId`).
+    pub fn cost_of(&self, served_id: &str, usage: &Usage, mode: PricingMode) -> Result<f64, ResolveError> {
+        let (spec, scope) = self.resolve_served(served_id)?;
+        Ok(spec.cost(&scope, usage, mode))
+    }
+
+    /// Like [`Catalog::resolve`], but for IDs Bedrock reports back: those may name a base
+    /// model that needs a profile to be *called*, which is fine for pricing.
+    pub fn resolve_served(&self, served_id: &str) -> Result<(&ModelSpec, Scope), ResolveError> {
+        match self.resolve(served_id) {
+            Ok(Target::Model(m)) => Ok((m.spec, m.scope)),
+            Err(ResolveError::NeedsProfile { .. }) => {
+                let plain =
+                    arn_resource(served_id).and_then(|r| r.split_once('/').map(|(_, id)| id)).unwrap_or(served_id);
+                self.by_model_id(plain)
+                    .map(|spec| (spec, Scope::InRegion))
+                    .ok_or_else(|| ResolveError::UnknownModel(served_id.to_owned()))
+            }
+            Ok(Target::PromptRouter { .. }) => Err(ResolveError::UnknownModel(served_id.to_owned())),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The resource part of a Bedrock ARN (`foundation-model/...`), if `id` is one.
+fn arn_resource(id: &str) -> Option<&str> {
+    let mut parts = id.splitn(6, ':');
+    let (Some("arn"), Some(_partition), Some("bedrock"), Some(_region), Some(_account), Some(resource)) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    Some(resource)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        Catalog::embedded().unwrap()
+    }
+
+    #[test]
+    fn embedded_catalog_is_valid_and_covers_every_tier() {
+        let c = catalog();
+        for tier in Tier::ALL {
+            let Target::Model(m) = c.resolve(c.tier_default(tier)).unwrap() else {
+                panic!("tier default is not a model");
+            };
+            assert_eq!(m.spec.tier, tier);
+        }
+    }
+
+    #[test]
+    fn resolves_profiles_base_ids_and_arns() {
+        let c = catalog();
+        let Target::Model(m) = c.resolve("global.anthropic.claude-haiku-4-5-20251001-v1:0").unwrap() else { panic!() };
+        assert_eq!((m.spec.key.as_str(), m.scope), ("claude-haiku-4-5", Scope::Global));
+
+        let Target::Model(m) = c.resolve("anthropic.claude-3-haiku-20240307-v1:0").unwrap() else { panic!() };
+        assert_eq!(m.scope, Scope::InRegion);
+
+        let arn =
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-sonnet-4-5-20250929-v1:0";
+        let Target::Model(m) = c.resolve(arn).unwrap() else { panic!() };
+        assert_eq!(m.scope, Scope::Geo("eu".into()));
+        assert_eq!(m.invoke_id, arn);
+
+        let fm = "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0";
+        assert!(matches!(c.resolve(fm).unwrap(), Target::Model(_)));
+
+        let router = "arn:aws:bedrock:us-east-1:123456789012:default-prompt-router/anthropic.claude:1";
+        assert!(matches!(c.resolve(router).unwrap(), Target::PromptRouter { .. }));
+    }
+
+    #[test]
+    fn rejects_unknown_ids_and_wrong_profiles_with_a_reason() {
+        let c = catalog();
+        assert_eq!(c.resolve("gpt-4o"), Err(ResolveError::UnknownModel("gpt-4o".into())));
+        assert!(matches!(
+            c.resolve("anthropic.claude-haiku-4-5-20251001-v1:0"),
+            Err(ResolveError::NeedsProfile { suggestion, .. }) if suggestion == "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+        ));
+        assert!(matches!(
+            c.resolve("apac.anthropic.claude-opus-4-5-20251101-v1:0"),
+            Err(ResolveError::ProfileNotOffered { .. })
+        ));
+        assert!(c.resolve("xx.anthropic.claude-opus-4-5-20251101-v1:0").is_err());
+    }
+
+    #[test]
+    fn cost_applies_prices_premium_and_batch_discount() {
+        let c = catalog();
+        let usage = Usage {
+            input_tokens: 1_000_000,
+            output_tokens: 100_000,
+            cache_read_input_tokens: 200_000,
+            cache_write_input_tokens: 300_000,
+            cache_write_1h_input_tokens: 100_000,
+        };
+        // Haiku 4.5: 1.0 + 0.5 + 0.02 + 0.25 (5m) + 0.2 (1h) = 1.97 at the global rate.
+        let global =
+            c.cost_of("global.anthropic.claude-haiku-4-5-20251001-v1:0", &usage, PricingMode::OnDemand).unwrap();
+        assert!((global - 1.97).abs() < 1e-12, "{global}");
+        let us = c.cost_of("us.anthropic.claude-haiku-4-5-20251001-v1:0", &usage, PricingMode::OnDemand).unwrap();
+        assert!((us - 1.97 * 1.1).abs() < 1e-12, "{us}");
+        let plain = Usage { input_tokens: 1_000_000, output_tokens: 1_000_000, ..Usage::default() };
+        let batch = c.cost_of("global.anthropic.claude-haiku-4-5-20251001-v1:0", &plain, PricingMode::Batch).unwrap();
+        assert!((batch - 3.0).abs() < 1e-12);
+        // A base ID reported back by a prompt router is priced even if it needs a profile.
+        assert!(c.cost_of("anthropic.claude-sonnet-4-5-20250929-v1:0", &plain, PricingMode::OnDemand).is_ok());
+    }
+
+    #[test]
+    fn quota_tokens_use_the_burndown_rate() {
+        let c = catalog();
+        let spec = c.by_model_id("anthropic.claude-sonnet-4-5-20250929-v1:0").unwrap();
+        let usage = Usage {
+            input_tokens: 100,
+            output_tokens: 10,
+            cache_read_input_tokens: 1000,
+            cache_write_input_tokens: 20,
+            cache_write_1h_input_tokens: 0,
+        };
+        assert_eq!(spec.quota_tokens(&usage), 100 + 20 + 50);
+    }
+
+    #[test]
+    fn fallback_scopes_go_from_local_to_global() {
+        let c = catalog();
+        let spec = c.by_model_id("anthropic.claude-haiku-4-5-20251001-v1:0").unwrap();
+        assert_eq!(spec.scopes(), vec![Scope::Geo("us".into()), Scope::Geo("eu".into()), Scope::Global]);
+    }
+
+    #[test]
+    fn a_bad_catalog_is_rejected_with_the_reason() {
+        let bad = EMBEDDED_CATALOG.replacen("input = 1.0", "input = -1.0", 1);
+        let err = Catalog::from_toml(&bad).unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+        let bad = EMBEDDED_CATALOG.replacen("haiku = \"us.", "haiku = \"zz.", 1);
+        assert!(Catalog::from_toml(&bad).is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! Deployer configuration, read from the environment once per cold start.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `CACHE_TABLE_NAME` | required | DynamoDB table of cached answers |
+//! | `CACHE_ENABLED` | `true` | `false` turns the cache off for every request |
+//! | `CACHE_DEFAULT_TTL_SECONDS` | 86400 | TTL when the request gives none |
+//! | `CACHE_MAX_TTL_SECONDS` | 604800 | the largest TTL a request may ask for |
+//! | `TIER_HAIKU_MODEL_ID`, `TIER_SONNET_MODEL_ID`, `TIER_OPUS_MODEL_ID` | catalog `[tiers]` | what tier names resolve to |
+//! | `CATALOG_PATH` | embedded | a replacement `catalog.toml` |
+//! | `TRUST_TENANT_HEADER` | `false` | take the tenant from `x-tenant-id` when the caller is not authenticated (local use, or behind a trusted proxy) |
+//! | `BEDROCK_TIMEOUT_MS` | 60000 | whole call to Bedrock, retries included |
+//! | `BEDROCK_ATTEMPT_TIMEOUT_MS` | 30000 | one attempt |
+//! | `BEDROCK_MAX_ATTEMPTS` | 3 | attempts per call (the SDK's standard retry with backoff) |
+//! | `THROTTLE_RETRY_AFTER_SECONDS` | 10 | `Retry-After` sent when Bedrock keeps throttling |
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::cache::CacheSettings;
+use crate::catalog::{Catalog, Target, Tier};
+use crate::service::GatewaySettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name}=`{value}` is invalid: {reason}")]
+    Invalid { name: &'static str, value: String, reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct BedrockSettings {
+    pub operation_timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub cache_table: String,
+    pub catalog_path: Option<PathBuf>,
+    pub trust_tenant_header: bool,
+    pub cache: CacheSettings,
+    pub tier_overrides: BTreeMap<Tier, String>,
+    pub bedrock: BedrockSettings,
+    pub throttle_retry_after: Duration,
+}
+
+impl GatewayConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let cache = CacheSettings {
+            enabled: env.parsed("CACHE_ENABLED", true)?,
+            default_ttl: Duration::from_secs(env.parsed("CACHE_DEFAULT_TTL_SECONDS", 86_400)?),
+            max_ttl: Duration::from_secs(env.parsed("CACHE_MAX_TTL_SECONDS", 604_800)?),
+        };
+        if cache.default_ttl > cache.max_ttl || cache.default_ttl.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "CACHE_DEFAULT_TTL_SECONDS",
+                value: cache.default_ttl.as_secs().to_string(),
+                reason: format!("must be between 1 and CACHE_MAX_TTL_SECONDS ({})", cache.max_ttl.as_secs()),
+            });
+        }
+        let tier_overrides = [
+            (Tier::Haiku, "TIER_HAIKU_MODEL_ID"),
+            (Tier::Sonnet, "TIER_SONNET_MODEL_ID"),
+            (Tier::Opus, "TIER_OPUS_MODEL_ID"),
+        ]
+        .into_iter()
+        .filter_map(|(tier, name)| env.get(name).map(|id| (tier, id)))
+        .collect();
+        let max_attempts: u32 = env.parsed("BEDROCK_MAX_ATTEMPTS", 3)?;
+        if max_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                name: "BEDROCK_MAX_ATTEMPTS",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(GatewayConfig {
+            cache_table: env.get("CACHE_TABLE_NAME").ok_or(ConfigError::Missing("CACHE_TABLE_NAME"))?,
+            catalog_path: env.get("CATALOG_PATH").map(PathBuf::from),
+            trust_tenant_header: env.parsed("TRUST_TENANT_HEADER", false)?,
+            cache,
+            tier_overrides,
+            bedrock: BedrockSettings {
+                operation_timeout: Duration::from_millis(env.parsed("BEDROCK_TIMEOUT_MS", 60_000)?),
+                attempt_timeout: Duration::from_millis(env.parsed("BEDROCK_ATTEMPT_TIMEOUT_MS", 30_000)?),
+                max_attempts,
+            },
+            throttle_retry_after: Duration::from_secs(env.parsed("THROTTLE_RETRY_AFTER_SECONDS", 10)?),
+        })
+    }
+
+    /// The use case's settings, with every tier override checked against the catalog so that
+    /// a typo fails the cold start rather than every request.
+    pub fn gateway_settings(&self, catalog: &Catalog) -> Result<GatewaySettings, ConfigError> {
+        let mut settings = GatewaySettings::from_catalog(catalog);
+        for (tier, id) in &self.tier_overrides {
+            let name = match tier {
+                Tier::Haiku => "TIER_HAIKU_MODEL_ID",
+                Tier::Sonnet => "TIER_SONNET_MODEL_ID",
+                Tier::Opus => "TIER_OPUS_MODEL_ID",
+            };
+            let invalid = |reason: String| ConfigError::Invalid { name, value: id.clone(), reason };
+            match catalog.resolve(id) {
+                Ok(Target::Model(m)) if m.spec.tier == *tier => {}
+                Ok(Target::Model(m)) => {
+                    return Err(invalid(format!("{} is a {} model", m.spec.display_name, m.spec.tier)));
+                }
+                Ok(Target::PromptRouter { .. }) => {}
+                Err(e) => return Err(invalid(e.to_string())),
+            }
+            settings.tier_models.insert(*tier, id.clone());
+        }
+        settings.cache = self.cache;
+        settings.throttle_retry_after = self.throttle_retry_after;
+        Ok(settings)
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn parsed<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(value) => {
+                value.parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: e.to_string(), value })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
+        let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        GatewayConfig::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_only_the_table() {
+        let c = config(&[("CACHE_TABLE_NAME", "t")]).unwrap();
+        assert_eq!(c.cache, CacheSettings::default());
+        assert_eq!(c.bedrock.max_attempts, 3);
+        assert!(!c.trust_tenant_header);
+        assert!(matches!(config(&[]), Err(ConfigError::Missing("CACHE_TABLE_NAME"))));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = config(&[("CACHE_TABLE_NAME", "t"), ("CACHE_MAX_TTL_SECONDS", "soon")]).unwrap_err();
+        assert!(err.to_string().contains("CACHE_MAX_TTL_SECONDS"), "{err}");
+        let err = config(&[("CACHE_TABLE_NAME", "t"), ("CACHE_DEFAULT_TTL_SECONDS", "999999999")]).unwrap_err();
+        assert!(err.to_string().contains("CACHE_DEFAULT_TTL_SECONDS"), "{err}");
+    }
+
+    #[test]
+    fn tier_overrides_are_checked_against_the_catalog() {
+        let catalog = Catalog::embedded().unwrap();
+        let ok = config(&[
+            ("CACHE_TABLE_NAME", "t"),
+            ("TIER_HAIKU_MODEL_ID", "global.anthropic.claude-haiku-4-5-20251001-v1:0"),
+        ])
+        .unwrap();
+        let settings = ok.gateway_settings(&catalog).unwrap();
+        assert_eq!(settings.tier_models[&Tier::Haiku], "global.anthropic.claude-haiku-4-5-20251001-v1:0");
+        let wrong_tier =
+            config(&[("CACHE_TABLE_NAME", "t"), ("TIER_HAIKU_MODEL_ID", "us.anthropic.claude-opus-4-5-20251101-v1:0")])
+                .unwrap();
+        assert!(wrong_tier.gateway_settings(&catalog).is_err());
+        let unknown = config(&[("CACHE_TABLE_NAME", "t"), ("TIER_OPUS_MODEL_ID", "opus-9")]).unwrap();
+        assert!(unknown.gateway_settings(&catalog).unwrap_err().to_string().contains("TIER_OPUS_MODEL_ID"));
+    }
+}

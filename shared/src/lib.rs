@@ -1,0 +1,19 @@
+//! The gateway's domain core, shared by every function and by the Bedrock emulator.
+//!
+//! Nothing here knows about Lambda: functions translate their events into the types of this
+//! crate and back. AWS services are reached through the ports in [`ports`], implemented by
+//! [`adapters`] over the AWS SDK and by in-memory fakes ([`testing`], feature `testing`).
+
+pub mod adapters;
+pub mod cache;
+pub mod catalog;
+pub mod config;
+pub mod cost;
+pub mod metrics;
+pub mod ports;
+pub mod request;
+pub mod service;
+pub mod tokens;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

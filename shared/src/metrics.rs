@@ -1,0 +1,138 @@
+//! Per-request figures in CloudWatch Embedded Metric Format (EMF).
+//!
+//! Functions print one EMF line per request; CloudWatch Logs extracts the metrics, so the
+//! request path makes no PutMetricData call. Dimensions are kept to the function and the
+//! tier: a model-ID or tenant dimension would multiply custom-metric cost.
+
+use serde_json::{Map, Value, json};
+
+use crate::catalog::Catalog;
+use crate::cost::Usage;
+use crate::service::{Answer, CacheResult, WriteReport};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InvocationMetrics {
+    pub tier: Option<String>,
+    pub model_id: Option<String>,
+    pub cache_result: Option<CacheResult>,
+    pub cache_too_large: bool,
+    pub cache_error: bool,
+    pub cost_usd: f64,
+    pub saved_usd: f64,
+    pub latency_ms: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Low-cardinality error label when the request failed.
+    pub error: Option<&'static str>,
+}
+
+impl InvocationMetrics {
+    pub fn from_answer(answer: &Answer, catalog: &Catalog) -> Self {
+        let hit = answer.cache.result == CacheResult::Hit;
+        let usage = if hit { Usage::default() } else { Usage::from(&answer.response.usage) };
+        InvocationMetrics {
+            tier: catalog.resolve_served(&answer.model_id).ok().map(|(spec, _)| spec.tier.to_string()),
+            model_id: Some(answer.model_id.clone()),
+            cache_result: Some(answer.cache.result),
+            cache_too_large: matches!(answer.cache.write, Some(WriteReport::TooLarge { .. })),
+            cache_error: answer.cache.error.is_some(),
+            cost_usd: answer.cost_usd.unwrap_or(0.0),
+            saved_usd: answer.cache.saved_usd.unwrap_or(0.0),
+            latency_ms: answer.latency.as_secs_f64() * 1000.0,
+            input_tokens: usage.input_tokens + usage.cache_read_input_tokens + usage.cache_write_input_tokens,
+            output_tokens: usage.output_tokens,
+            error: None,
+        }
+    }
+
+    pub fn from_error(label: &'static str) -> Self {
+        InvocationMetrics { error: Some(label), ..InvocationMetrics::default() }
+    }
+
+    /// The EMF document, one JSON object ready to print on its own line.
+    pub fn to_emf(&self, namespace: &str, function: &str, timestamp_ms: u64) -> Value {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let mut metrics: Vec<(&str, &str, f64)> = vec![("Requests", "Count", 1.0)];
+        match self.error {
+            Some(_) => {
+                metrics.push(("Errors", "Count", 1.0));
+                metrics.push(("Throttles", "Count", flag(self.error == Some("throttled"))));
+            }
+            None => {
+                metrics.extend([
+                    ("Errors", "Count", 0.0),
+                    ("CacheHits", "Count", flag(self.cache_result == Some(CacheResult::Hit))),
+                    ("CacheMisses", "Count", flag(self.cache_result == Some(CacheResult::Miss))),
+                    ("CacheBypasses", "Count", flag(self.cache_result == Some(CacheResult::Bypass))),
+                    ("CacheTooLarge", "Count", flag(self.cache_too_large)),
+                    ("CacheErrors", "Count", flag(self.cache_error)),
+                    ("CostUsd", "None", self.cost_usd),
+                    ("SavedUsd", "None", self.saved_usd),
+                    ("Latency", "Milliseconds", self.latency_ms),
+                    ("InputTokens", "Count", self.input_tokens as f64),
+                    ("OutputTokens", "Count", self.output_tokens as f64),
+                ]);
+            }
+        }
+        let mut dimensions = vec![json!(["Function"])];
+        let mut root = Map::new();
+        root.insert("Function".into(), function.into());
+        if let Some(tier) = &self.tier {
+            dimensions.push(json!(["Function", "Tier"]));
+            root.insert("Tier".into(), tier.clone().into());
+        }
+        // Searchable in Logs Insights, but not a dimension.
+        if let Some(model) = &self.model_id {
+            root.insert("ModelId".into(), model.clone().into());
+        }
+        if let Some(label) = self.error {
+            root.insert("ErrorType".into(), label.into());
+        }
+        let definitions: Vec<Value> =
+            metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect();
+        for (name, _, value) in &metrics {
+            root.insert((*name).into(), json!(value));
+        }
+        root.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": dimensions, "Metrics": definitions}]
+            }),
+        );
+        Value::Object(root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_declares_every_metric_it_sets() {
+        let m = InvocationMetrics {
+            tier: Some("haiku".into()),
+            cache_result: Some(CacheResult::Hit),
+            saved_usd: 0.5,
+            ..InvocationMetrics::default()
+        };
+        let doc = m.to_emf("NS", "fn", 42);
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "NS");
+        assert_eq!(doc["_aws"]["Timestamp"], 42);
+        for def in directive["Metrics"].as_array().unwrap() {
+            let name = def["Name"].as_str().unwrap();
+            assert!(doc[name].is_number(), "{name} declared but not set");
+        }
+        assert_eq!(doc["CacheHits"], 1.0);
+        assert_eq!(doc["SavedUsd"], 0.5);
+        assert_eq!(directive["Dimensions"], json!([["Function"], ["Function", "Tier"]]));
+    }
+
+    #[test]
+    fn errors_count_throttles_separately() {
+        let doc = InvocationMetrics::from_error("throttled").to_emf("NS", "fn", 0);
+        assert_eq!((doc["Errors"].as_f64(), doc["Throttles"].as_f64()), (Some(1.0), Some(1.0)));
+        assert_eq!(doc["ErrorType"], "throttled");
+    }
+}

@@ -1,0 +1,129 @@
+//! The capabilities the core needs from the outside world, one trait each, in domain types.
+//!
+//! Adapters over the AWS SDK live in [`crate::adapters`]; in-memory fakes in
+//! [`crate::testing`]. The traits use `impl Future + Send` rather than `async_trait`: they are
+//! only ever used as generic parameters, so no boxing is needed.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use crate::cache::{CacheEntry, CacheKey};
+use crate::request::{ConverseRequest, ConverseResponse};
+
+/// Where cached answers live.
+pub trait CacheStore: Send + Sync {
+    /// The live entry for `key`, if any. Entries that expired before `now` are misses even if
+    /// the backing store has not deleted them yet.
+    fn get(
+        &self,
+        key: &CacheKey,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<CacheEntry>, CacheError>> + Send;
+
+    fn put(&self, entry: &CacheEntry) -> impl Future<Output = Result<PutOutcome, CacheError>> + Send;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored {
+        bytes: usize,
+    },
+    /// The answer was too large for one item and was not stored.
+    TooLarge {
+        bytes: usize,
+        limit: usize,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache store request failed")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cache store is throttling requests")]
+    Throttled(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cached item is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl CacheError {
+    /// Low-cardinality label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CacheError::Store(_) => "store",
+            CacheError::Throttled(_) => "throttled",
+            CacheError::Corrupt(_) => "corrupt",
+        }
+    }
+}
+
+/// Calls a model through Bedrock's Converse API.
+pub trait ModelInvoker: Send + Sync {
+    /// `model_id` is what Bedrock receives: a model ID, profile ID or ARN.
+    fn converse(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+    ) -> impl Future<Output = Result<ConverseResponse, InvokeError>> + Send;
+}
+
+/// Why a model call failed, classified by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("Bedrock throttled the request after retries: {message}")]
+    Throttled { message: String, retry_after: Option<Duration> },
+    #[error("Bedrock rejected the request: {message}")]
+    Rejected { message: String },
+    #[error("Bedrock denied access to the model: {message}")]
+    AccessDenied { message: String },
+    #[error("Bedrock does not know the model: {message}")]
+    ModelNotFound { message: String },
+    #[error("the model is not ready: {message}")]
+    ModelNotReady { message: String },
+    #[error("the model failed to answer: {message}")]
+    ModelFailed { message: String },
+    #[error("the model timed out: {message}")]
+    ModelTimeout { message: String },
+    #[error("Bedrock is unavailable: {message}")]
+    Unavailable { message: String },
+    #[error("Bedrock had an internal error: {message}")]
+    Internal { message: String },
+    #[error("no answer from Bedrock in time")]
+    Timeout(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("could not reach Bedrock")]
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("Bedrock's answer could not be understood: {0}")]
+    BadResponse(String),
+}
+
+impl InvokeError {
+    /// Whether another model or profile might succeed where this one failed: the signal for
+    /// a fallback chain.
+    pub fn is_capacity(&self) -> bool {
+        matches!(
+            self,
+            InvokeError::Throttled { .. }
+                | InvokeError::ModelNotReady { .. }
+                | InvokeError::Unavailable { .. }
+                | InvokeError::ModelTimeout { .. }
+                | InvokeError::Timeout(_)
+        )
+    }
+
+    /// Low-cardinality label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            InvokeError::Throttled { .. } => "throttled",
+            InvokeError::Rejected { .. } => "rejected",
+            InvokeError::AccessDenied { .. } => "access_denied",
+            InvokeError::ModelNotFound { .. } => "model_not_found",
+            InvokeError::ModelNotReady { .. } => "model_not_ready",
+            InvokeError::ModelFailed { .. } => "model_failed",
+            InvokeError::ModelTimeout { .. } => "model_timeout",
+            InvokeError::Unavailable { .. } => "unavailable",
+            InvokeError::Internal { .. } => "internal",
+            InvokeError::Timeout(_) => "timeout",
+            InvokeError::Transport(_) => "transport",
+            InvokeError::BadResponse(_) => "bad_response",
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The whole invoke-with-cache use case on the production adapters: DynamoDB (moto) and
+//! Bedrock (the emulator), wired exactly as the Lambda wires them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed set-up should stop the test loudly.
+
+use std::sync::Arc;
+
+use gateway_core::adapters::{BedrockInvoker, DynamoCacheStore};
+use gateway_core::cache::{CacheOptions, Tenant};
+use gateway_core::catalog::Catalog;
+use gateway_core::cost::{PricingMode, Usage};
+use gateway_core::ports::InvokeError;
+use gateway_core::request::ConverseRequest;
+use gateway_core::service::{CacheResult, ConverseCall, Gateway, GatewayError, GatewaySettings};
+use integration_tests::{bedrock, cache_table, dynamodb, emulator};
+
+fn call(tenant: &str, model: &str, text: &str) -> ConverseCall {
+    let body = serde_json::json!({
+        "modelId": model,
+        "messages": [{"role": "user", "content": [{"text": text}]}],
+        "inferenceConfig": {"temperature": 0, "maxTokens": 400}
+    });
+    ConverseCall {
+        request: ConverseRequest::from_json(body.to_string().as_bytes()).unwrap(),
+        tenant: Tenant::new(tenant),
+        cache: CacheOptions::default(),
+    }
+}
+
+async fn gateway(emulator_url: &str) -> Gateway<DynamoCacheStore, BedrockInvoker> {
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let settings = GatewaySettings::from_catalog(&catalog);
+    let ddb = dynamodb().await;
+    let store = DynamoCacheStore::new(ddb.clone(), cache_table(&ddb).await);
+    Gateway::new(catalog, settings, store, BedrockInvoker::new(bedrock(emulator_url, 1).await))
+}
+
+#[tokio::test]
+async fn miss_then_hit_with_catalog_exact_costs() {
+    let emu = emulator(|_| {}).await;
+    let g = gateway(&emu.url()).await;
+    for (tier, id) in [
+        ("haiku", "us.anthropic.claude-haiku-4-5-20251001-v1:0"),
+        ("sonnet", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+        ("opus", "us.anthropic.claude-opus-4-5-20251101-v1:0"),
+    ] {
+        let miss = g.converse(call("t", tier, "Explain TCP slow start.")).await.unwrap();
+        assert_eq!(miss.cache.result, CacheResult::Miss);
+        assert_eq!(miss.model_id, id);
+        let usage = Usage::from(&miss.response.usage);
+        let expected = g.catalog().cost_of(id, &usage, PricingMode::OnDemand).unwrap();
+        assert_eq!(miss.cost_usd, Some(expected));
+        let spec = g.catalog().resolve_served(id).unwrap().0;
+        let by_hand =
+            (usage.input_tokens as f64 * spec.price.input + usage.output_tokens as f64 * spec.price.output) / 1e6 * 1.1;
+        assert!((expected - by_hand).abs() < 1e-12, "{tier}: {expected} vs {by_hand}");
+
+        let hit = g.converse(call("t", id, "Explain TCP slow start.")).await.unwrap();
+        assert_eq!(hit.cache.result, CacheResult::Hit, "{tier}: the profile ID names the same model as the tier");
+        assert_eq!(hit.cache.saved_usd, Some(expected));
+        assert_eq!(hit.response, miss.response);
+    }
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_end_to_end() {
+    let emu = emulator(|_| {}).await;
+    let g = gateway(&emu.url()).await;
+    g.converse(call("a", "haiku", "hello")).await.unwrap();
+    assert_eq!(g.converse(call("b", "haiku", "hello")).await.unwrap().cache.result, CacheResult::Miss);
+    assert_eq!(g.converse(call("a", "haiku", "hello")).await.unwrap().cache.result, CacheResult::Hit);
+}
+
+#[tokio::test]
+async fn a_broken_cache_table_does_not_fail_requests() {
+    let emu = emulator(|_| {}).await;
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let settings = GatewaySettings::from_catalog(&catalog);
+    let store = DynamoCacheStore::new(dynamodb().await, "table-that-does-not-exist");
+    let g = Gateway::new(catalog, settings, store, BedrockInvoker::new(bedrock(&emu.url(), 1).await));
+    let answer = g.converse(call("a", "haiku", "hello")).await.unwrap();
+    assert_eq!(answer.cache.result, CacheResult::Miss);
+    assert!(answer.cache.error.as_deref().unwrap_or_default().contains("read failed"));
+}
+
+#[tokio::test]
+async fn quota_exhaustion_surfaces_as_throttling_with_a_retry_hint() {
+    let emu = emulator(|c| {
+        c.quotas.insert(
+            "us.anthropic.claude-opus-4-5-20251101-v1:0".into(),
+            bedrock_emulator::QuotaOverride { tpm: Some(500), rpm: None },
+        );
+    })
+    .await;
+    let g = gateway(&emu.url()).await;
+    // maxTokens 400 plus the prompt fits under 500 once; the reservation of the second does not.
+    g.converse(call("a", "opus", "first")).await.unwrap();
+    let err = g.converse(call("a", "opus", "second")).await.unwrap_err();
+    assert!(matches!(err, GatewayError::Model(InvokeError::Throttled { retry_after: Some(_), .. })), "{err:?}");
+}

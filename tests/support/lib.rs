@@ -1,0 +1,71 @@
+//! Shared set-up for the integration tests: real AWS SDK clients pointed at the local stack.
+//!
+//! DynamoDB is moto, started by `cargo xtask test`, which exports
+//! `AWS_ENDPOINT_URL_DYNAMODB`. The Bedrock emulator runs in-process, one per test, so that
+//! each test owns its quotas and faults.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed set-up should stop the test loudly.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use bedrock_emulator::{EmulatorConfig, RunningEmulator};
+
+fn sdk_defaults() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).region(aws_config::Region::new("us-east-1")).credentials_provider(
+        aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "integration-tests"),
+    )
+}
+
+/// moto's endpoint. These tests are meaningless without it, so its absence is a failure
+/// with instructions, not a skip.
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| {
+        panic!("AWS_ENDPOINT_URL_DYNAMODB is not set: run these tests through `cargo xtask test`, which starts moto")
+    })
+}
+
+pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    let config = sdk_defaults().endpoint_url(dynamodb_endpoint()).load().await;
+    aws_sdk_dynamodb::Client::new(&config)
+}
+
+/// A fresh table with the cache table's key schema (the template's definition is checked
+/// separately by `cargo xtask test`, which creates the stack's table from template.yaml).
+pub async fn cache_table(client: &aws_sdk_dynamodb::Client) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!("it-cache-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+    client
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create table {name}: {e:?}"));
+    client.wait_until_table_exists().table_name(&name).wait(std::time::Duration::from_secs(10)).await.unwrap();
+    name
+}
+
+/// An in-process emulator that answers instantly.
+pub async fn emulator(configure: impl FnOnce(&mut EmulatorConfig)) -> RunningEmulator {
+    let mut config = EmulatorConfig { latency_scale: 0.0, ..EmulatorConfig::default() };
+    configure(&mut config);
+    bedrock_emulator::spawn(config).await.unwrap()
+}
+
+/// A Bedrock Runtime client for `url` that makes `attempts` attempts per call.
+pub async fn bedrock(url: &str, attempts: u32) -> aws_sdk_bedrockruntime::Client {
+    let config = sdk_defaults().load().await;
+    aws_sdk_bedrockruntime::Client::from_conf(
+        aws_sdk_bedrockruntime::config::Builder::from(&config)
+            .endpoint_url(url)
+            .retry_config(RetryConfig::standard().with_max_attempts(attempts))
+            .build(),
+    )
+}

@@ -1,0 +1,106 @@
+//! Plain-HTTP helpers over ureq. Everything xtask talks to is on 127.0.0.1, so there is
+//! no TLS and no proxy handling.
+
+use std::time::{Duration, Instant};
+
+use crate::Result;
+use crate::process::{Supervisor, check_interrupted, sleep_interruptibly};
+
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        // Callers classify statuses themselves (a 404 can mean "up", a 400 can be expected).
+        .http_status_as_error(false)
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+pub fn get(agent: &ureq::Agent, url: &str) -> Result<Reply> {
+    let mut response = agent.get(url).call()?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string()?;
+    Ok(Reply { status, body })
+}
+
+pub fn post(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)], body: &str) -> Result<Reply> {
+    let mut request = agent.post(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send(body)?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string()?;
+    Ok(Reply { status, body })
+}
+
+/// Polls `url` until `ready` accepts the status, failing early if a supervised server dies.
+pub fn wait_until_ready(
+    supervisor: &mut Supervisor,
+    what: &str,
+    url: &str,
+    timeout: Duration,
+    ready: impl Fn(u16) -> bool,
+) -> Result<()> {
+    let agent = agent(Duration::from_secs(2));
+    let started = Instant::now();
+    loop {
+        check_interrupted()?;
+        supervisor.check_running()?;
+        if let Ok(reply) = get(&agent, url)
+            && ready(reply.status)
+        {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(format!("{what} did not become ready at {url} within {timeout:?}").into());
+        }
+        sleep_interruptibly(Duration::from_millis(200))?;
+    }
+}
+
+/// Waits until something accepts TCP connections on the port.
+pub fn wait_for_port(
+    supervisor: &mut Supervisor,
+    what: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        check_interrupted()?;
+        supervisor.check_running()?;
+        if std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok() {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(format!("{what} did not listen on {address} within {timeout:?}").into());
+        }
+        sleep_interruptibly(Duration::from_millis(200))?;
+    }
+}
+
+/// A free loopback port. The listener is dropped before the server binds it; the window
+/// for another process to take the port in between is negligible on a dev machine or CI.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let port = free_port().unwrap();
+        assert_ne!(port, 0);
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+}

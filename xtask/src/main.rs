@@ -1,0 +1,74 @@
+//! `cargo xtask <command>`: the project's automation, written in Rust so that the only
+//! prerequisites are the Rust toolchain and python3.
+
+mod catalog;
+mod demo;
+mod dynamo;
+mod http;
+mod paths;
+mod process;
+mod prompts;
+mod report;
+mod stack;
+mod template;
+mod test;
+mod tools;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Errors in xtask end up printed to a developer, so a boxed error with a readable message
+/// is all the structure they need.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Local stack, demo workload and test suite"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the Python-based tools into .tools/ (idempotent).
+    Tools,
+    /// Run moto, the Bedrock emulator and `cargo lambda watch` until Ctrl-C.
+    Stack {
+        /// Bedrock emulator configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Start the stack, drive a cached workload through it and print a report.
+    Demo(demo::DemoArgs),
+    /// Formatting, lints, unit, integration, Python and template checks, event smoke tests.
+    Test(test::TestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = process::install_interrupt_handler() {
+        eprintln!("xtask: error: could not install the Ctrl-C handler: {error}");
+        return ExitCode::FAILURE;
+    }
+    let outcome = match cli.command {
+        Command::Tools => tools::ensure(&tools::ALL).map(|()| true),
+        Command::Stack { config } => stack::run_until_interrupted(config).map(|()| true),
+        Command::Demo(args) => demo::run(&args),
+        Command::Test(args) => test::run(&args),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("xtask: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

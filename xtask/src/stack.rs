@@ -1,0 +1,351 @@
+//! The local stack: moto for DynamoDB, the Bedrock emulator, and the functions under
+//! `cargo lambda watch`. `stack`, `demo` and `test` all start it through this module.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::Result;
+use crate::process::{Output, Supervisor, interrupted, run_checked, sleep_interruptibly};
+use crate::{dynamo, http, paths, template, tools};
+
+pub const LOCAL_TABLE_NAME: &str = "bedrock-gateway-cache-local";
+pub const FUNCTION_NAME: &str = "invoke-with-cache";
+pub const EMULATOR_BINARY: &str = "bedrock-emulator";
+/// Every Lambda binary `cargo lambda watch` may be asked to run; built up front so that
+/// the first invocation does not wait for a compile.
+pub const FUNCTION_BINARIES: &[&str] = &[FUNCTION_NAME];
+pub const EMULATOR_TEST_CONFIG: &str = "tests/emulator-test.toml";
+
+/// The single list of environment variables the functions get locally. Deployed
+/// functions get theirs from template.yaml.
+pub fn function_env(moto_url: &str, emulator_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_REGION", dynamo::REGION.to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", moto_url.to_string()),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.to_string()),
+        ("CACHE_TABLE_NAME", LOCAL_TABLE_NAME.to_string()),
+        // Locally there is no authorizer to put a JWT subject in the event, so the tenant
+        // comes from a header; deployed stacks never set this.
+        ("TRUST_TENANT_HEADER", "true".to_string()),
+        ("RUST_LOG", "info".to_string()),
+    ]
+}
+
+/// Environment for test runners (nextest, pytest) that talk to the servers directly.
+pub fn test_env(moto_url: &str, emulator_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_REGION", dynamo::REGION.to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", moto_url.to_string()),
+        ("BEDROCK_EMULATOR_URL", emulator_url.to_string()),
+    ]
+}
+
+/// Variables from the developer's shell that would point the servers or functions at a
+/// real account or another endpoint.
+const SCRUBBED_ENV: &[&str] = &[
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+];
+
+pub fn scrub_aws_env(command: &mut Command) -> &mut Command {
+    for name in SCRUBBED_ENV {
+        command.env_remove(name);
+    }
+    command
+}
+
+pub fn cargo() -> Command {
+    // The cargo that runs xtask, so that the same toolchain builds the servers.
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub emulator_config: Option<PathBuf>,
+    /// Function instances `cargo lambda watch` may run side by side.
+    pub lambda_concurrency: usize,
+    /// Interactive use rebuilds on code changes and shows server output in the terminal;
+    /// demo and test keep the code fixed and send output to log files.
+    pub interactive: bool,
+}
+
+#[derive(Debug)]
+pub struct Stack {
+    options: StackOptions,
+    supervisor: Supervisor,
+    pub moto_url: Option<String>,
+    pub emulator_url: Option<String>,
+    pub lambda_port: Option<u16>,
+}
+
+impl Stack {
+    pub fn new(options: StackOptions) -> Self {
+        Self {
+            options,
+            supervisor: Supervisor::default(),
+            moto_url: None,
+            emulator_url: None,
+            lambda_port: None,
+        }
+    }
+
+    /// Everything `stack` and `demo` need, in dependency order.
+    pub fn start(options: StackOptions) -> Result<Self> {
+        let mut stack = Self::new(options);
+        build_binaries()?;
+        stack.start_moto()?;
+        stack.create_cache_table()?;
+        stack.start_emulator()?;
+        stack.start_lambda()?;
+        Ok(stack)
+    }
+
+    fn output_for(&self, name: &str, always_log: bool) -> Output {
+        if self.options.interactive && !always_log {
+            Output::Inherit
+        } else {
+            Output::Log(paths::logs_dir().join(format!("{name}.log")))
+        }
+    }
+
+    pub fn start_moto(&mut self) -> Result<String> {
+        let port = http::free_port()?;
+        let mut command = Command::new(tools::MOTO.bin("moto_server"));
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        scrub_aws_env(&mut command);
+        // moto logs every request; that would drown the function's own logs.
+        let output = self.output_for("moto", true);
+        self.supervisor.spawn("moto", command, &output)?;
+        let url = format!("http://127.0.0.1:{port}");
+        // Any HTTP answer means Flask is serving; moto's dashboard route answers 200.
+        http::wait_until_ready(
+            &mut self.supervisor,
+            "moto",
+            &format!("{url}/moto-api/"),
+            Duration::from_secs(90),
+            |status| status == 200 || status == 404,
+        )?;
+        println!("stack: moto listening on {url}");
+        self.moto_url = Some(url.clone());
+        Ok(url)
+    }
+
+    pub fn create_cache_table(&self) -> Result<()> {
+        let moto = self.moto_url.as_deref().ok_or("moto is not running")?;
+        let template_path = paths::repo_root().join("template.yaml");
+        let template = template::load_template(&template_path)?;
+        let properties = template::cache_table_properties(&template)?;
+        let create = template::create_table_request(properties, LOCAL_TABLE_NAME)?;
+        let ttl = template::update_ttl_request(properties, LOCAL_TABLE_NAME)?;
+        dynamo::create_table(moto, &create, ttl.as_ref())?;
+        println!("stack: created table {LOCAL_TABLE_NAME} from template.yaml (CacheTable)");
+        Ok(())
+    }
+
+    pub fn start_emulator(&mut self) -> Result<String> {
+        let port = http::free_port()?;
+        let binary = paths::target_dir().join("debug").join(EMULATOR_BINARY);
+        let mut command = Command::new(&binary);
+        command.args(["--addr", &format!("127.0.0.1:{port}")]);
+        if let Some(config) = &self.options.emulator_config {
+            command.arg("--config").arg(config);
+        }
+        command.current_dir(paths::repo_root());
+        scrub_aws_env(&mut command);
+        let output = self.output_for("bedrock-emulator", false);
+        self.supervisor
+            .spawn("bedrock-emulator", command, &output)?;
+        let url = format!("http://127.0.0.1:{port}");
+        http::wait_until_ready(
+            &mut self.supervisor,
+            "bedrock-emulator",
+            &format!("{url}/_emulator/health"),
+            Duration::from_secs(30),
+            |status| status == 200,
+        )?;
+        println!("stack: bedrock-emulator listening on {url}");
+        self.emulator_url = Some(url.clone());
+        Ok(url)
+    }
+
+    pub fn start_lambda(&mut self) -> Result<u16> {
+        let moto = self.moto_url.clone().ok_or("moto is not running")?;
+        let emulator = self
+            .emulator_url
+            .clone()
+            .ok_or("the Bedrock emulator is not running")?;
+        let env_file = write_env_file(&function_env(&moto, &emulator))?;
+        let port = http::free_port()?;
+        let mut command = cargo();
+        command
+            .args(["lambda", "watch", "--invoke-address", "127.0.0.1"])
+            .args(["--invoke-port", &port.to_string()])
+            .arg("--env-file")
+            .arg(&env_file)
+            .args([
+                "--concurrency",
+                &self.options.lambda_concurrency.max(1).to_string(),
+            ]);
+        if !self.options.interactive {
+            command.arg("--ignore-changes");
+        }
+        command
+            .current_dir(paths::repo_root())
+            .env("PATH", tools::path_with(&[tools::CARGO_LAMBDA.bin_dir()]));
+        scrub_aws_env(&mut command);
+        let output = self.output_for("cargo-lambda-watch", false);
+        self.supervisor
+            .spawn("cargo-lambda-watch", command, &output)?;
+        http::wait_for_port(
+            &mut self.supervisor,
+            "cargo lambda watch",
+            port,
+            Duration::from_secs(60),
+        )?;
+        println!("stack: cargo lambda watch listening on 127.0.0.1:{port}");
+        self.lambda_port = Some(port);
+        Ok(port)
+    }
+
+    pub fn function_url(&self, function: &str, path: &str) -> Option<String> {
+        self.lambda_port
+            .map(|port| format!("http://127.0.0.1:{port}/lambda-url/{function}{path}"))
+    }
+
+    pub fn log_of(&self, name: &str) -> Option<PathBuf> {
+        self.supervisor.log_of(name)
+    }
+
+    pub fn check_running(&mut self) -> Result<()> {
+        self.supervisor.check_running()
+    }
+
+    pub fn print_endpoints(&self) {
+        println!();
+        println!("Local stack is up:");
+        if let Some(moto) = &self.moto_url {
+            println!("  DynamoDB (moto)     {moto}   table {LOCAL_TABLE_NAME}");
+        }
+        if let Some(emulator) = &self.emulator_url {
+            println!("  Bedrock emulator    {emulator}");
+            println!("  emulator stats      {emulator}/_emulator/stats");
+        }
+        if let Some(url) = self.function_url(FUNCTION_NAME, "/v1/converse") {
+            println!("  {FUNCTION_NAME}   {url}");
+            println!();
+            println!("Try:");
+            println!(
+                "  curl -si {url} -H 'content-type: application/json' -H 'x-tenant-id: demo' \\\n    \
+                 -d '{{\"modelId\":\"haiku\",\"messages\":[{{\"role\":\"user\",\"content\":[{{\"text\":\"Name three uses of a cache.\"}}]}}],\"inferenceConfig\":{{\"maxTokens\":300,\"temperature\":0}}}}'"
+            );
+            println!("  (run it twice: the second answer carries `x-cache: HIT`)");
+        }
+        println!();
+    }
+
+    /// Blocks until Ctrl-C; a server that dies ends the wait with an error.
+    pub fn wait_until_interrupted(&mut self) -> Result<()> {
+        while !interrupted() {
+            self.supervisor.check_running()?;
+            // An interrupt arriving mid-sleep is the expected way out of this loop.
+            if sleep_interruptibly(Duration::from_millis(300)).is_err() {
+                break;
+            }
+        }
+        println!("\nstack: stopping ...");
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        self.supervisor.shutdown();
+    }
+}
+
+/// `cargo build` of the emulator and every function binary, one cargo invocation so the
+/// shared dependencies are built once.
+pub fn build_binaries() -> Result<()> {
+    let mut command = cargo();
+    command.arg("build").current_dir(paths::repo_root());
+    command.args(["--bin", EMULATOR_BINARY]);
+    for function in FUNCTION_BINARIES {
+        command.args(["--bin", function]);
+    }
+    run_checked(&mut command)
+}
+
+/// `cargo lambda watch --env-var` splits values on commas, so a file is the robust way to
+/// pass the environment.
+fn write_env_file(env: &[(&str, String)]) -> Result<PathBuf> {
+    let dir = paths::logs_dir();
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("functions.env");
+    fs::write(&path, env_file_contents(env))?;
+    Ok(path)
+}
+
+pub fn env_file_contents(env: &[(&str, String)]) -> String {
+    env.iter()
+        .map(|(key, value)| format!("{key}={value}\n"))
+        .collect()
+}
+
+/// `tests/emulator-test.toml`, when the emulator's fast test profile exists.
+pub fn emulator_test_config() -> Option<PathBuf> {
+    let path = paths::repo_root().join(EMULATOR_TEST_CONFIG);
+    path.is_file().then_some(path)
+}
+
+pub fn run_until_interrupted(emulator_config: Option<PathBuf>) -> Result<()> {
+    tools::ensure(&[tools::MOTO, tools::CARGO_LAMBDA])?;
+    let emulator_config = emulator_config.map(|p| absolute(&p));
+    let mut stack = Stack::start(StackOptions {
+        emulator_config,
+        lambda_concurrency: 4,
+        interactive: true,
+    })?;
+    stack.print_endpoints();
+    println!("Press Ctrl-C to stop.");
+    stack.wait_until_interrupted()?;
+    stack.stop();
+    Ok(())
+}
+
+pub fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|dir| dir.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn functions_are_pointed_at_the_local_servers() {
+        let env = function_env("http://127.0.0.1:1", "http://127.0.0.1:2");
+        let get = |key: &str| env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str());
+        assert_eq!(get("AWS_ENDPOINT_URL_DYNAMODB"), Some("http://127.0.0.1:1"));
+        assert_eq!(
+            get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
+            Some("http://127.0.0.1:2")
+        );
+        assert_eq!(get("CACHE_TABLE_NAME"), Some(LOCAL_TABLE_NAME));
+        assert_eq!(get("TRUST_TENANT_HEADER"), Some("true"));
+        assert!(env_file_contents(&env).contains("AWS_REGION=us-east-1\n"));
+    }
+}
