@@ -80,7 +80,8 @@ async fn a_broken_cache_table_does_not_fail_requests() {
     let g = Gateway::new(catalog, settings, store, BedrockInvoker::new(bedrock(&emu.url(), 1).await));
     let answer = g.converse(call("a", "haiku", "hello")).await.unwrap();
     assert_eq!(answer.cache.result, CacheResult::Miss);
-    assert!(answer.cache.error.as_deref().unwrap_or_default().contains("read failed"));
+    let error = answer.cache.error.unwrap_or_default();
+    assert!(error.contains("read failed") && error.contains("write failed"), "{error}");
 }
 
 #[tokio::test]

@@ -95,10 +95,8 @@ pub fn parse(body: &[u8]) -> Result<ConverseRequest, ApiError> {
         }
         converse.insert("toolConfig".into(), Value::Object(tool_config));
     }
-    let extra: Map<String, Value> = EXTRA_KEYS
-        .iter()
-        .filter_map(|k| body.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-        .collect();
+    let extra: Map<String, Value> =
+        EXTRA_KEYS.iter().filter_map(|k| body.get(*k).map(|v| ((*k).to_owned(), v.clone()))).collect();
     if !extra.is_empty() {
         converse.insert("additionalModelRequestFields".into(), Value::Object(extra));
     }
@@ -114,10 +112,7 @@ fn cache_point(block: &Value) -> Option<Value> {
 }
 
 fn str_field<'a>(block: &'a Value, key: &str, at: &str) -> Result<&'a str, ApiError> {
-    block
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| malformed(format!("{at}: required key [{key}] not found")))
+    block.get(key).and_then(Value::as_str).ok_or_else(|| malformed(format!("{at}: required key [{key}] not found")))
 }
 
 /// `image/png` → `png`, `application/pdf` → `pdf`, `text/plain` → `txt`.
@@ -130,9 +125,7 @@ fn format_of(media_type: &str) -> String {
 }
 
 fn binary(block: &Value, at: &str) -> Result<(String, String), ApiError> {
-    let source = block
-        .get("source")
-        .ok_or_else(|| malformed(format!("{at}: required key [source] not found")))?;
+    let source = block.get("source").ok_or_else(|| malformed(format!("{at}: required key [source] not found")))?;
     let media_type = str_field(source, "media_type", &format!("{at}/source"))?;
     let data = str_field(source, "data", &format!("{at}/source"))?;
     Ok((format_of(media_type), data.to_owned()))
@@ -249,7 +242,9 @@ pub fn model_name(model_id: &str) -> String {
 pub fn content(answer: &Answer) -> Value {
     match &answer.content {
         AnswerContent::Text(text) => json!([{"type": "text", "text": text}]),
-        AnswerContent::ToolUse(call) => json!([{"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}]),
+        AnswerContent::ToolUse(call) => {
+            json!([{"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}])
+        }
     }
 }
 
@@ -330,7 +325,8 @@ mod tests {
         assert!(err.to_string().contains("required key [max_tokens] not found"), "{err}");
         let err = parse_json(json!({"max_tokens": 5, "messages": []})).unwrap_err();
         assert!(err.to_string().contains("required key [anthropic_version]"), "{err}");
-        let err = parse_json(json!({"anthropic_version": VERSION, "max_tokens": 5, "messages": [], "prompt": "x"})).unwrap_err();
+        let err = parse_json(json!({"anthropic_version": VERSION, "max_tokens": 5, "messages": [], "prompt": "x"}))
+            .unwrap_err();
         assert!(err.to_string().contains("extraneous key [prompt]"), "{err}");
         let err = parse_json(json!({"anthropic_version": VERSION, "max_tokens": 5, "messages": []})).unwrap_err();
         assert!(err.to_string().starts_with("Malformed input request"), "{err}");

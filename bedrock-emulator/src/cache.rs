@@ -66,12 +66,7 @@ impl PromptCache {
             .into_iter()
             .filter(|(_, tokens)| *tokens > 0)
             .collect();
-        CacheUsage {
-            used: true,
-            read,
-            write: one_hour + five_minutes,
-            write_details,
-        }
+        CacheUsage { used: true, read, write: one_hour + five_minutes, write_details }
     }
 
     pub fn clear(&self) {
@@ -105,11 +100,7 @@ fn checkpoints(model_id: &str, request: &ConverseRequest) -> Vec<Checkpoint> {
     let mut found = Vec::new();
     let mut close = |hasher: &Sha256, prefix: ConverseRequest, ttl: CacheTtl, content_seen: bool| {
         if content_seen {
-            found.push(Checkpoint {
-                hash: hasher.clone().finalize().into(),
-                tokens: estimate_request(&prefix),
-                ttl,
-            });
+            found.push(Checkpoint { hash: hasher.clone().finalize().into(), tokens: estimate_request(&prefix), ttl });
         }
     };
 

@@ -26,17 +26,15 @@ pub struct Args {
 pub async fn run(args: Args) -> io::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Fails only if a subscriber is already installed, which is then the one to keep.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).try_init();
     let config = match &args.config {
         Some(path) => EmulatorConfig::from_file(path),
         None => Ok(EmulatorConfig::default()),
     }
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, crate::error_chain(&e)))?;
     // Built before binding, so that a bad file never looks like a started server.
-    let app = crate::router(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, crate::error_chain(&e)))?;
+    let app =
+        crate::router(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, crate::error_chain(&e)))?;
     let listener = TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;
     let mut stdout = io::stdout();

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use gateway_core::catalog::{Catalog, CatalogError, ResolveError, Target, Tier};
+use gateway_core::catalog::{Catalog, CatalogError, Tier};
 use serde::{Deserialize, Serialize};
 
 /// Everything that can be configured. `EmulatorConfig::default()` behaves like Bedrock with
@@ -21,7 +21,8 @@ pub struct EmulatorConfig {
     pub quota_window_seconds: f64,
     /// Seed of the fault-injection draws. Default 0.
     pub seed: u64,
-    /// A catalog file to use instead of the one compiled into `gateway-core`.
+    /// A catalog file to use instead of the one compiled into `gateway-core`. In a config
+    /// file, a relative path is relative to that file.
     pub catalog: Option<PathBuf>,
     /// Quota overrides keyed by the ID that selects a quota: a base model ID (in-Region
     /// on-demand), an inference-profile ID such as `us.anthropic...` or `global.anthropic...`,
@@ -160,7 +161,8 @@ impl FaultRates {
                 return Err(ConfigError::Invalid(format!("{at}.{name} = {rate} is outside 0..=1")));
             }
         }
-        let shared = self.throttling_rate + self.internal_error_rate + self.service_unavailable_rate + self.model_timeout_rate;
+        let shared =
+            self.throttling_rate + self.internal_error_rate + self.service_unavailable_rate + self.model_timeout_rate;
         if shared > 1.0 + 1e-9 {
             return Err(ConfigError::Invalid(format!(
                 "{at}: throttling, internal-error, unavailable and timeout rates add up to {shared}, more than 1"
@@ -221,32 +223,27 @@ pub enum ConfigError {
 impl EmulatorConfig {
     /// Reads a TOML config file.
     pub fn from_file(path: &Path) -> Result<EmulatorConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        EmulatorConfig::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                source,
-            },
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let mut config = EmulatorConfig::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.display().to_string(), source },
             other => other,
-        })
+        })?;
+        if let (Some(catalog), Some(dir)) = (&config.catalog, path.parent())
+            && catalog.is_relative()
+        {
+            config.catalog = Some(dir.join(catalog));
+        }
+        Ok(config)
     }
 
     pub fn from_toml(text: &str) -> Result<EmulatorConfig, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: "<inline>".to_owned(),
-            source,
-        })
+        toml::from_str(text).map_err(|source| ConfigError::Parse { path: "<inline>".to_owned(), source })
     }
 
     /// A configuration for tests: no latency, default quotas, no faults.
     pub fn instant() -> EmulatorConfig {
-        EmulatorConfig {
-            latency_scale: 0.0,
-            ..EmulatorConfig::default()
-        }
+        EmulatorConfig { latency_scale: 0.0, ..EmulatorConfig::default() }
     }
 
     /// The catalog this configuration names, or the embedded one.
@@ -272,13 +269,8 @@ impl EmulatorConfig {
             }
         }
         for (id, quota) in &self.quotas {
-            if let Err(e) = catalog.resolve(id) {
-                return invalid(format!("quotas.\"{id}\": {}", quota_key_problem(&e)));
-            }
-            if let Ok(Target::PromptRouter { .. }) = catalog.resolve(id) {
-                return invalid(format!(
-                    "quotas.\"{id}\": prompt routers draw on the quotas of the models they route to"
-                ));
+            if let Err(e) = crate::engine::bucket_of(catalog, id) {
+                return invalid(format!("quotas.\"{id}\": {e}"));
             }
             if quota.tpm == Some(0) || quota.rpm == Some(0) {
                 return invalid(format!("quotas.\"{id}\": limits must be at least 1"));
@@ -287,22 +279,12 @@ impl EmulatorConfig {
         let global = self.faults.global_rates();
         global.validate("faults")?;
         for (id, rates) in &self.faults.models {
-            let known = catalog.by_model_id(id).is_some() || matches!(catalog.resolve(id), Ok(Target::Model(_)));
-            if !known {
-                return invalid(format!("faults.models.\"{id}\": not a model, profile or ARN in the catalog"));
+            if let Err(e) = crate::engine::selector_of(catalog, id) {
+                return invalid(format!("faults.models.\"{id}\": {e}"));
             }
             rates.apply_to(global).validate(&format!("faults.models.\"{id}\""))?;
         }
         Ok(())
-    }
-}
-
-fn quota_key_problem(e: &ResolveError) -> String {
-    match e {
-        ResolveError::NeedsProfile { suggestion, .. } => {
-            format!("this model has no in-Region quota; use a profile ID such as `{suggestion}`")
-        }
-        other => other.to_string(),
     }
 }
 
@@ -340,17 +322,22 @@ mod tests {
     }
 
     #[test]
+    fn a_relative_catalog_path_is_relative_to_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("bedrock-emulator-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("emulator.toml");
+        std::fs::write(&file, "catalog = \"catalog.toml\"\n").unwrap();
+        let config = EmulatorConfig::from_file(&file).unwrap();
+        assert_eq!(config.catalog, Some(dir.join("catalog.toml")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn typos_and_bad_values_are_rejected_with_the_reason() {
         assert!(EmulatorConfig::from_toml("latency_scal = 0").is_err());
         assert!(EmulatorConfig::from_toml("[faults]\nthrottle_rate = 1").is_err());
         let catalog = Catalog::embedded().unwrap();
-        let check = |text: &str| {
-            EmulatorConfig::from_toml(text)
-                .unwrap()
-                .validate(&catalog)
-                .unwrap_err()
-                .to_string()
-        };
+        let check = |text: &str| EmulatorConfig::from_toml(text).unwrap().validate(&catalog).unwrap_err().to_string();
         assert!(check("[quotas.\"gpt-4o\"]\nrpm = 1").contains("unknown model"));
         assert!(check("[quotas.\"anthropic.claude-haiku-4-5-20251001-v1:0\"]\nrpm = 1").contains("profile ID"));
         assert!(check("[faults]\nthrottling_rate = 0.6\ninternal_error_rate = 0.6").contains("more than 1"));

@@ -24,10 +24,8 @@ use crate::stats::{Billed, Ending, Operation, Stats};
 /// Prompts up to this many estimated tokens go to the router's cheaper model.
 const ROUTER_SHORT_PROMPT_TOKENS: u64 = 200;
 /// The models of Bedrock's default Anthropic prompt router, cheaper first.
-const DEFAULT_ROUTER_MODELS: [&str; 2] = [
-    "anthropic.claude-3-haiku-20240307-v1:0",
-    "anthropic.claude-3-5-sonnet-20241022-v2:0",
-];
+const DEFAULT_ROUTER_MODELS: [&str; 2] =
+    ["anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-3-5-sonnet-20241022-v2:0"];
 
 #[derive(Debug)]
 pub struct AppState {
@@ -44,23 +42,18 @@ impl AppState {
     pub fn new(config: &EmulatorConfig) -> Result<AppState, ConfigError> {
         let catalog = config.load_catalog()?;
         config.validate(&catalog)?;
-        let mut quota_overrides = HashMap::new();
-        for (id, quota) in &config.quotas {
-            let bucket = bucket_of(&catalog, id).map_err(|e| ConfigError::Invalid(format!("quotas.\"{id}\": {e}")))?;
-            quota_overrides.insert(bucket, *quota);
-        }
-        let mut fault_overrides = HashMap::new();
-        for (id, rates) in &config.faults.models {
-            let selector =
-                selector_of(&catalog, id).map_err(|e| ConfigError::Invalid(format!("faults.models.\"{id}\": {e}")))?;
-            fault_overrides.insert(selector, *rates);
-        }
+        // validate() has checked every key, so none is dropped here.
+        let quota_overrides: HashMap<_, _> =
+            config.quotas.iter().filter_map(|(id, quota)| Some((bucket_of(&catalog, id).ok()?, *quota))).collect();
+        let fault_overrides: HashMap<_, _> = config
+            .faults
+            .models
+            .iter()
+            .filter_map(|(id, rates)| Some((selector_of(&catalog, id).ok()?, *rates)))
+            .collect();
         Ok(AppState {
             latency: LatencyModel::new(&config.latency, config.latency_scale),
-            quotas: QuotaBook::new(
-                Duration::from_secs_f64(config.quota_window_seconds),
-                quota_overrides,
-            ),
+            quotas: QuotaBook::new(Duration::from_secs_f64(config.quota_window_seconds), quota_overrides),
             faults: FaultInjector::new(config.seed, config.faults.global_rates(), fault_overrides),
             cache: PromptCache::default(),
             stats: Stats::default(),
@@ -129,10 +122,8 @@ impl AppState {
         {
             return Err(ApiError::validation(INVALID_MODEL));
         }
-        let candidates: Vec<&ModelSpec> = DEFAULT_ROUTER_MODELS
-            .iter()
-            .filter_map(|id| self.catalog.by_model_id(id))
-            .collect();
+        let candidates: Vec<&ModelSpec> =
+            DEFAULT_ROUTER_MODELS.iter().filter_map(|id| self.catalog.by_model_id(id)).collect();
         let candidates = if candidates.len() == 2 {
             candidates
         } else {
@@ -183,9 +174,9 @@ pub fn bucket_of(catalog: &Catalog, id: &str) -> Result<Bucket, String> {
     match catalog.resolve(id) {
         Ok(Target::Model(m)) => Ok(Bucket::new(&m.spec.model_id, m.scope)),
         Ok(Target::PromptRouter { .. }) => Err("prompt routers draw on the quotas of the models they route to".into()),
-        Err(ResolveError::NeedsProfile { suggestion, .. }) => Err(format!(
-            "this model has no in-Region quota; use a profile ID such as `{suggestion}`"
-        )),
+        Err(ResolveError::NeedsProfile { suggestion, .. }) => {
+            Err(format!("this model has no in-Region quota; use a profile ID such as `{suggestion}`"))
+        }
         Err(e) => Err(e.to_string()),
     }
 }
@@ -332,15 +323,8 @@ async fn admit(
         stop_reason = answer.stop_reason.as_str(),
         "admitted"
     );
-    let usage = Usage {
-        input: input_total - cache.read - cache.write,
-        output: answer.output_tokens,
-        cache,
-    };
-    ticket.usage = Usage {
-        output: 0,
-        ..usage.clone()
-    };
+    let usage = Usage { input: input_total - cache.read - cache.write, output: answer.output_tokens, cache };
+    ticket.usage = Usage { output: 0, ..usage.clone() };
     Ok(Invocation {
         modeled: state.latency.total(spec.tier, answer.output_tokens),
         stream_cut: decision.stream_cut,
@@ -382,9 +366,7 @@ impl Ticket {
         }
         self.done = true;
         let tokens = self.usage.input + self.usage.cache.write + self.usage.output * self.burndown;
-        self.state
-            .quotas
-            .settle(&self.bucket, self.reservation, tokens, Instant::now());
+        self.state.quotas.settle(&self.bucket, self.reservation, tokens, Instant::now());
     }
 
     pub fn finish(&mut self, ending: Ending) {
@@ -417,18 +399,12 @@ struct IdSource {
 
 impl IdSource {
     fn new(seed: u64) -> IdSource {
-        let started = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
         let mut hasher = Sha256::new();
         hasher.update(seed.to_le_bytes());
         hasher.update(started.to_le_bytes());
         hasher.update(std::process::id().to_le_bytes());
-        IdSource {
-            base: hasher.finalize().into(),
-            counter: AtomicU64::new(0),
-        }
+        IdSource { base: hasher.finalize().into(), counter: AtomicU64::new(0) }
     }
 
     fn next_rng(&self) -> Rng {
@@ -451,8 +427,10 @@ mod tests {
     }
 
     fn ask(text: &str) -> ConverseRequest {
-        ConverseRequest::from_json(json!({"messages": [{"role": "user", "content": [{"text": text}]}]}).to_string().as_bytes())
-            .unwrap()
+        ConverseRequest::from_json(
+            json!({"messages": [{"role": "user", "content": [{"text": text}]}]}).to_string().as_bytes(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -30,8 +30,9 @@ fn frame(message_type: &'static str, type_header: &'static str, type_name: &str,
         Bytes::from(body),
     );
     let mut buffer = Vec::with_capacity(capacity);
-    // Writing can only fail on oversized frames (16 MB payloads); ours are a few hundred
-    // bytes, so an error here would be a bug, and an empty frame makes the client fail loudly.
+    // Writing fails only for frames too large for the format's length fields; ours are a
+    // few hundred bytes, so an error here is a bug, and an empty frame makes clients fail
+    // loudly rather than read a half-written one.
     if let Err(e) = write_message_to(&message, &mut buffer) {
         tracing::error!(error = %e, "cannot encode an event-stream frame");
         buffer.clear();

@@ -60,12 +60,7 @@ struct Inner {
 
 impl FaultInjector {
     pub fn new(seed: u64, global: FaultRates, configured: HashMap<Selector, FaultOverride>) -> FaultInjector {
-        FaultInjector {
-            seed,
-            global,
-            configured,
-            inner: Mutex::new(Inner::default()),
-        }
+        FaultInjector { seed, global, configured, inner: Mutex::new(Inner::default()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -117,15 +112,10 @@ fn rates_for(
 ) -> FaultRates {
     let model = Selector::Model(bucket.model_id.clone());
     let exact = Selector::Bucket(bucket.clone());
-    [
-        configured.get(&model),
-        configured.get(&exact),
-        runtime.get(&model),
-        runtime.get(&exact),
-    ]
-    .into_iter()
-    .flatten()
-    .fold(global, |rates, o| o.apply_to(rates))
+    [configured.get(&model), configured.get(&exact), runtime.get(&model), runtime.get(&exact)]
+        .into_iter()
+        .flatten()
+        .fold(global, |rates, o| o.apply_to(rates))
 }
 
 /// The decision for request `n` of bucket `key`: one uniform draw picks at most one of the
@@ -139,10 +129,7 @@ pub fn decide(rates: &FaultRates, seed: u64, key: &str, n: u64, streaming: bool)
         (rates.throttling_rate, Fault::Throttling),
         (rates.internal_error_rate, Fault::InternalServer),
         (rates.service_unavailable_rate, Fault::ServiceUnavailable),
-        (
-            rates.model_timeout_rate,
-            Fault::ModelTimeout(Duration::from_millis(rates.model_timeout_ms)),
-        ),
+        (rates.model_timeout_rate, Fault::ModelTimeout(Duration::from_millis(rates.model_timeout_ms))),
     ];
     for (rate, candidate) in candidates {
         threshold += rate;
@@ -151,10 +138,8 @@ pub fn decide(rates: &FaultRates, seed: u64, key: &str, n: u64, streaming: bool)
             break;
         }
     }
-    let stream_cut = (streaming && uniform(seed, key, n, 2) < rates.stream_error_rate).then(|| StreamCut {
-        kind: rates.stream_error_type,
-        fraction: uniform(seed, key, n, 3),
-    });
+    let stream_cut = (streaming && uniform(seed, key, n, 2) < rates.stream_error_rate)
+        .then(|| StreamCut { kind: rates.stream_error_type, fraction: uniform(seed, key, n, 3) });
     Decision { fault, stream_cut }
 }
 
@@ -176,8 +161,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 fn fnv1a(text: &str) -> u64 {
-    text.bytes()
-        .fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3))
+    text.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3))
 }
 
 #[cfg(test)]
@@ -187,11 +171,7 @@ mod tests {
     use super::*;
 
     fn rates(throttling: f64, stream: f64) -> FaultRates {
-        FaultRates {
-            throttling_rate: throttling,
-            stream_error_rate: stream,
-            ..FaultRates::default()
-        }
+        FaultRates { throttling_rate: throttling, stream_error_rate: stream, ..FaultRates::default() }
     }
 
     #[test]
@@ -252,19 +232,10 @@ mod tests {
         let us = Bucket::new("m", Scope::Geo("us".into()));
         let global = Bucket::new("m", Scope::Global);
         let configured = HashMap::from([
-            (
-                Selector::Model("m".into()),
-                FaultOverride {
-                    internal_error_rate: Some(1.0),
-                    ..FaultOverride::default()
-                },
-            ),
+            (Selector::Model("m".into()), FaultOverride { internal_error_rate: Some(1.0), ..FaultOverride::default() }),
             (
                 Selector::Bucket(global.clone()),
-                FaultOverride {
-                    internal_error_rate: Some(0.0),
-                    ..FaultOverride::default()
-                },
+                FaultOverride { internal_error_rate: Some(0.0), ..FaultOverride::default() },
             ),
         ]);
         let f = FaultInjector::new(0, FaultRates::default(), configured);

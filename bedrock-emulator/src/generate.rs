@@ -82,11 +82,7 @@ pub fn answer(model_id: &str, request: &ConverseRequest, max_tokens: u64) -> Ans
     let last_user = last_user_text(request);
     if let Some(spec) = choose_tool(request, last_user.as_deref(), &mut rng) {
         let input = fake_value(&schema_of(spec), last_user.as_deref().unwrap_or(""), &mut rng, 0);
-        let call = ToolCall {
-            id: format!("tooluse_{}", rng.base62(22)),
-            name: spec.name.clone(),
-            input,
-        };
+        let call = ToolCall { id: format!("tooluse_{}", rng.base62(22)), name: spec.name.clone(), input };
         let output_tokens = estimate_text(&call.name) + estimate_text(&Answer::tool_input_json(&call));
         // A call that does not fit would be cut mid-JSON, which Bedrock reports as a broken
         // tool use; a model asked for so few tokens answers in prose instead.
@@ -100,11 +96,7 @@ pub fn answer(model_id: &str, request: &ConverseRequest, max_tokens: u64) -> Ans
         }
     }
     let natural = natural_text(&mut rng, last_user.as_deref());
-    let stop_sequences = request
-        .inference_config
-        .as_ref()
-        .map(|c| c.stop_sequences.as_slice())
-        .unwrap_or_default();
+    let stop_sequences = request.inference_config.as_ref().map(|c| c.stop_sequences.as_slice()).unwrap_or_default();
     let (text, mut stop_reason, mut stop_sequence) = match earliest_stop(&natural, stop_sequences) {
         Some((at, seq)) => (&natural[..at], StopReason::StopSequence, Some(seq.to_owned())),
         None => (natural.as_str(), StopReason::EndTurn, None),
@@ -168,9 +160,10 @@ pub fn last_user_text(request: &ConverseRequest) -> Option<String> {
 }
 
 fn ends_with_tool_result(request: &ConverseRequest) -> bool {
-    request.messages.last().is_some_and(|m| {
-        m.role == Role::User && m.content.iter().any(|b| matches!(b, ContentBlock::ToolResult(_)))
-    })
+    request
+        .messages
+        .last()
+        .is_some_and(|m| m.role == Role::User && m.content.iter().any(|b| matches!(b, ContentBlock::ToolResult(_))))
 }
 
 /// The tool the model calls, if any: the named one for `tool`, a mentioned (else a random)
@@ -249,11 +242,7 @@ fn fake_value(schema: &Value, user_text: &str, rng: &mut Rng, depth: usize) -> V
         "null" => Value::Null,
         _ => {
             let words: Vec<&str> = user_text.split_whitespace().take(6).collect();
-            if words.is_empty() {
-                json!(rng.pick(NOUNS))
-            } else {
-                json!(words.join(" "))
-            }
+            if words.is_empty() { json!(rng.pick(NOUNS)) } else { json!(words.join(" ")) }
         }
     }
 }
@@ -366,11 +355,8 @@ fn echo(last_user: Option<&str>) -> String {
     let Some(text) = last_user else {
         return "Thanks, I have the results.".to_owned();
     };
-    let words: Vec<String> = text
-        .split_whitespace()
-        .take(ECHO_WORDS)
-        .map(|w| w.chars().take(ECHO_WORD_CHARS).collect())
-        .collect();
+    let words: Vec<String> =
+        text.split_whitespace().take(ECHO_WORDS).map(|w| w.chars().take(ECHO_WORD_CHARS).collect()).collect();
     let cut = text.split_whitespace().count() > ECHO_WORDS;
     let quoted = format!("{}{}", words.join(" "), if cut { " ..." } else { "" });
     if text.trim_end().ends_with('?') {
@@ -381,13 +367,53 @@ fn echo(last_user: Option<&str>) -> String {
 }
 
 const ADJECTIVES: &[&str] = &[
-    "simple", "careful", "reliable", "efficient", "detailed", "practical", "consistent", "flexible", "robust", "clear",
-    "small", "important", "common", "useful", "modern", "typical", "specific", "general", "stable", "quick",
+    "simple",
+    "careful",
+    "reliable",
+    "efficient",
+    "detailed",
+    "practical",
+    "consistent",
+    "flexible",
+    "robust",
+    "clear",
+    "small",
+    "important",
+    "common",
+    "useful",
+    "modern",
+    "typical",
+    "specific",
+    "general",
+    "stable",
+    "quick",
 ];
 const NOUNS: &[&str] = &[
-    "approach", "system", "model", "request", "result", "process", "design", "answer", "cache", "team", "service",
-    "pattern", "question", "example", "method", "budget", "workflow", "configuration", "response", "estimate",
-    "strategy", "test", "change", "library", "record",
+    "approach",
+    "system",
+    "model",
+    "request",
+    "result",
+    "process",
+    "design",
+    "answer",
+    "cache",
+    "team",
+    "service",
+    "pattern",
+    "question",
+    "example",
+    "method",
+    "budget",
+    "workflow",
+    "configuration",
+    "response",
+    "estimate",
+    "strategy",
+    "test",
+    "change",
+    "library",
+    "record",
 ];
 const VERBS: &[(&str, &str)] = &[
     ("improves", "improve"),
@@ -468,14 +494,12 @@ fn sentence(rng: &mut Rng) -> String {
             let (verb2, _) = rng.pick(VERBS);
             format!("This {verb} the {noun} and {verb2} the {adj} {object} {phrase}.")
         }
-        3 => format!(
-            "{}, a {adj} {noun} {} {verb_base} the {object} {phrase}.",
-            rng.pick(CONNECTORS),
-            rng.pick(MODALS)
-        ),
-        4 => format!("The {noun} {verb} {adverb}, which keeps the {object} {adj} {phrase}."),
+        3 => {
+            format!("{}, a {adj} {noun} {} {verb_base} the {object} {phrase}.", rng.pick(CONNECTORS), rng.pick(MODALS))
+        }
+        4 => format!("The {noun} {verb} the {object} {adverb}, which keeps the {} {adj} {phrase}.", rng.pick(NOUNS)),
         _ => format!(
-            "{}, it is worth noting that the {noun} {} {verb_base} {adverb}.",
+            "{}, it is worth noting that the {noun} {} {verb_base} the {object} {adverb}.",
             rng.pick(CONNECTORS),
             rng.pick(MODALS)
         ),
@@ -639,9 +663,10 @@ mod tests {
 
     #[test]
     fn tool_choice_auto_uses_a_tool_only_when_mentioned_and_not_after_a_result() {
-        let tools = json!({"tools": [{"toolSpec": {"name": "lookup_order", "inputSchema": {"json": {"type": "object"}}}}]});
+        let tools =
+            json!({"tools": [{"toolSpec": {"name": "lookup_order", "inputSchema": {"json": {"type": "object"}}}}]});
         let plain = request(json!({"messages": [{"role": "user", "content": [{"text": "Hi"}]}], "toolConfig": tools}));
-        assert_eq!(answer(MODEL, &plain, 100).stop_reason, StopReason::EndTurn);
+        assert_eq!(answer(MODEL, &plain, 64_000).stop_reason, StopReason::EndTurn);
         let mention = request(json!({
             "messages": [{"role": "user", "content": [{"text": "Please lookup order 42"}]}], "toolConfig": tools
         }));
@@ -654,7 +679,7 @@ mod tests {
             ],
             "toolConfig": tools
         }));
-        assert_eq!(answer(MODEL, &after, 100).stop_reason, StopReason::EndTurn);
+        assert_eq!(answer(MODEL, &after, 64_000).stop_reason, StopReason::EndTurn);
     }
 
     #[test]

@@ -12,11 +12,7 @@ use gateway_core::catalog::Tier;
 use crate::config::LatencyConfig;
 
 /// Defaults per tier: (time to first token in ms, ms per output token).
-const DEFAULTS: [(Tier, u64, f64); 3] = [
-    (Tier::Haiku, 300, 4.0),
-    (Tier::Sonnet, 600, 12.0),
-    (Tier::Opus, 1_000, 20.0),
-];
+const DEFAULTS: [(Tier, u64, f64); 3] = [(Tier::Haiku, 300, 4.0), (Tier::Sonnet, 600, 12.0), (Tier::Opus, 1_000, 20.0)];
 
 #[derive(Debug, Clone)]
 pub struct LatencyModel {
@@ -57,11 +53,7 @@ impl LatencyModel {
 
     /// How long to actually wait for a modeled `duration`.
     pub fn scaled(&self, duration: Duration) -> Duration {
-        if self.scale == 0.0 {
-            Duration::ZERO
-        } else {
-            duration.mul_f64(self.scale)
-        }
+        if self.scale == 0.0 { Duration::ZERO } else { duration.mul_f64(self.scale) }
     }
 }
 
@@ -73,10 +65,7 @@ mod tests {
     #[test]
     fn defaults_and_overrides_per_tier() {
         let config = LatencyConfig {
-            sonnet: TierLatency {
-                ttft_ms: Some(100),
-                per_token_ms: None,
-            },
+            sonnet: TierLatency { ttft_ms: Some(100), per_token_ms: None },
             ..LatencyConfig::default()
         };
         let m = LatencyModel::new(&config, 1.0);

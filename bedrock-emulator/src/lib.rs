@@ -121,11 +121,7 @@ pub async fn spawn(config: EmulatorConfig) -> io::Result<RunningEmulator> {
         // A dropped sender means the handle is gone: stop too.
         let _ = stopped.await;
     }));
-    Ok(RunningEmulator {
-        addr,
-        stop: Some(stop),
-        task: Some(task),
-    })
+    Ok(RunningEmulator { addr, stop: Some(stop), task: Some(task) })
 }
 
 impl RunningEmulator {

@@ -45,10 +45,7 @@ pub struct Bucket {
 
 impl Bucket {
     pub fn new(model_id: &str, scope: Scope) -> Bucket {
-        Bucket {
-            model_id: model_id.to_owned(),
-            scope,
-        }
+        Bucket { model_id: model_id.to_owned(), scope }
     }
 }
 
@@ -176,11 +173,7 @@ struct BookInner {
 
 impl QuotaBook {
     pub fn new(window: Duration, configured: HashMap<Bucket, QuotaOverride>) -> QuotaBook {
-        QuotaBook {
-            window,
-            configured,
-            inner: Mutex::new(BookInner::default()),
-        }
+        QuotaBook { window, configured, inner: Mutex::new(BookInner::default()) }
     }
 
     pub fn window(&self) -> Duration {
@@ -213,11 +206,7 @@ impl QuotaBook {
         let quota = effective(catalog_quota, [self.configured.get(bucket).copied(), runtime]);
         inner.next_id += 1;
         let id = inner.next_id;
-        inner
-            .ledgers
-            .entry(bucket.clone())
-            .or_default()
-            .try_admit(id, reserve, quota, now, self.window)?;
+        inner.ledgers.entry(bucket.clone()).or_default().try_admit(id, reserve, quota, now, self.window)?;
         Ok(id)
     }
 
@@ -229,11 +218,7 @@ impl QuotaBook {
 
     pub fn usage(&self, bucket: &Bucket, now: Instant) -> WindowUsage {
         let window = self.window;
-        self.lock()
-            .ledgers
-            .get_mut(bucket)
-            .map(|l| l.usage(now, window))
-            .unwrap_or_default()
+        self.lock().ledgers.get_mut(bucket).map(|l| l.usage(now, window)).unwrap_or_default()
     }
 
     /// Sets a runtime override and starts the bucket's window afresh, so that a test can
@@ -264,15 +249,9 @@ fn effective(base: Option<Quota>, overrides: [Option<QuotaOverride>; 2]) -> Opti
             return quota;
         }
         // A bucket without a catalog quota becomes limited only in what the override names.
-        let unlimited = Quota {
-            tpm: u64::MAX,
-            rpm: u64::MAX,
-        };
+        let unlimited = Quota { tpm: u64::MAX, rpm: u64::MAX };
         let q = quota.unwrap_or(unlimited);
-        Some(Quota {
-            tpm: o.tpm.unwrap_or(q.tpm),
-            rpm: o.rpm.unwrap_or(q.rpm),
-        })
+        Some(Quota { tpm: o.tpm.unwrap_or(q.tpm), rpm: o.rpm.unwrap_or(q.rpm) })
     })
 }
 
@@ -300,10 +279,7 @@ mod tests {
         }
         assert_eq!(l.try_admit(3, 10, q, t0 + secs(3), MINUTE), Err(Throttle::Requests));
         // The first request was admitted at t0; it still counts a nanosecond before t0 + 60 s.
-        assert_eq!(
-            l.try_admit(4, 10, q, t0 + MINUTE - Duration::from_nanos(1), MINUTE),
-            Err(Throttle::Requests)
-        );
+        assert_eq!(l.try_admit(4, 10, q, t0 + MINUTE - Duration::from_nanos(1), MINUTE), Err(Throttle::Requests));
         l.try_admit(5, 10, q, t0 + MINUTE, MINUTE).unwrap();
         assert_eq!(l.usage(t0 + MINUTE, MINUTE).requests, 3);
     }
@@ -336,26 +312,12 @@ mod tests {
         let mut l = Ledger::default();
         let q = quota(1_000, 100);
         l.try_admit(1, 100 + 600, q, t0, MINUTE).unwrap();
-        assert_eq!(
-            l.usage(t0, MINUTE),
-            WindowUsage {
-                requests: 1,
-                tokens: 700,
-                in_flight_tokens: 700
-            }
-        );
+        assert_eq!(l.usage(t0, MINUTE), WindowUsage { requests: 1, tokens: 700, in_flight_tokens: 700 });
         // A second request of 400 would make 1,100 while the first is in flight.
         assert_eq!(l.try_admit(2, 400, q, t0 + secs(1), MINUTE), Err(Throttle::Tokens));
         // Settled at 100 input + 20 output x burndown 5 = 200.
         l.settle(1, 100 + 20 * 5, t0 + secs(2));
-        assert_eq!(
-            l.usage(t0 + secs(2), MINUTE),
-            WindowUsage {
-                requests: 1,
-                tokens: 200,
-                in_flight_tokens: 0
-            }
-        );
+        assert_eq!(l.usage(t0 + secs(2), MINUTE), WindowUsage { requests: 1, tokens: 200, in_flight_tokens: 0 });
         // 200 + 800 = 1,000: admitted exactly at the limit.
         l.try_admit(3, 800, q, t0 + secs(3), MINUTE).unwrap();
         assert_eq!(l.try_admit(4, 1, q, t0 + secs(3), MINUTE), Err(Throttle::Tokens));
@@ -389,14 +351,7 @@ mod tests {
         let q = quota(1_000, 2);
         l.try_admit(1, 600, q, t0, MINUTE).unwrap();
         assert_eq!(l.try_admit(2, 600, q, t0, MINUTE), Err(Throttle::Tokens));
-        assert_eq!(
-            l.usage(t0, MINUTE),
-            WindowUsage {
-                requests: 1,
-                tokens: 600,
-                in_flight_tokens: 600
-            }
-        );
+        assert_eq!(l.usage(t0, MINUTE), WindowUsage { requests: 1, tokens: 600, in_flight_tokens: 600 });
         l.try_admit(3, 400, q, t0, MINUTE).unwrap();
     }
 
@@ -424,23 +379,11 @@ mod tests {
     #[test]
     fn overrides_apply_in_order_and_reset_restores_the_configured_limits() {
         let bucket = Bucket::new("m", Scope::Geo("us".into()));
-        let configured = HashMap::from([(
-            bucket.clone(),
-            QuotaOverride {
-                tpm: None,
-                rpm: Some(5),
-            },
-        )]);
+        let configured = HashMap::from([(bucket.clone(), QuotaOverride { tpm: None, rpm: Some(5) })]);
         let book = QuotaBook::new(MINUTE, configured);
         let catalog = quota(100, 50);
         assert_eq!(book.limits(&bucket, catalog), quota(100, 5));
-        book.set_runtime(
-            &bucket,
-            QuotaOverride {
-                tpm: Some(7),
-                rpm: None,
-            },
-        );
+        book.set_runtime(&bucket, QuotaOverride { tpm: Some(7), rpm: None });
         assert_eq!(book.limits(&bucket, catalog), quota(7, 5));
         book.reset_bucket(&bucket);
         assert_eq!(book.limits(&bucket, catalog), quota(100, 5));

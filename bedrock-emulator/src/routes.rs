@@ -73,11 +73,7 @@ async fn request_id_and_log(State(state): State<Arc<AppState>>, request: Request
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-amzn-requestid", value);
     }
-    let error_type = response
-        .headers()
-        .get("x-amzn-errortype")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let error_type = response.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or("");
     tracing::info!(
         %method,
         %path,
@@ -219,11 +215,7 @@ fn response_fields(invocation: &Invocation) -> Option<Value> {
 }
 
 fn insert_at(root: &mut Value, pointer: &str, value: Value) {
-    let segments: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect();
+    let segments: Vec<String> = pointer.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
     let Some((last, parents)) = segments.split_last() else {
         return;
     };
@@ -247,17 +239,10 @@ fn converse_response(invocation: &Invocation) -> ConverseResponse {
         }),
     };
     ConverseResponse {
-        output: ConverseOutput {
-            message: Message {
-                role: Role::Assistant,
-                content: vec![block],
-            },
-        },
+        output: ConverseOutput { message: Message { role: Role::Assistant, content: vec![block] } },
         stop_reason: invocation.answer.stop_reason.as_str().to_owned(),
         usage: token_usage(&invocation.usage),
-        metrics: ConverseMetrics {
-            latency_ms: latency_ms(invocation.modeled),
-        },
+        metrics: ConverseMetrics { latency_ms: latency_ms(invocation.modeled) },
         additional_model_response_fields: response_fields(invocation),
         trace: trace(invocation),
         performance_config: invocation.request.performance_config.clone(),
@@ -285,11 +270,7 @@ struct StreamPlan {
 
 impl StreamPlan {
     fn frame(&mut self, part: Part, bytes: Bytes, delay: Duration, output_after: u64) {
-        let frame = Frame {
-            delay,
-            bytes,
-            output_after,
-        };
+        let frame = Frame { delay, bytes, output_after };
         match part {
             Part::Head => self.head.push(frame),
             Part::Delta => self.deltas.push(frame),
@@ -352,18 +333,14 @@ fn chunk(event: &Value) -> Bytes {
 
 fn converse_stream_plan(state: &AppState, invocation: &Invocation) -> StreamPlan {
     let mut plan = StreamPlan::default();
-    plan.frame(
-        Part::Head,
-        eventstream::event("messageStart", &json!({"role": "assistant"})),
-        Duration::ZERO,
-        0,
-    );
+    plan.frame(Part::Head, eventstream::event("messageStart", &json!({"role": "assistant"})), Duration::ZERO, 0);
     match &invocation.answer.content {
         AnswerContent::Text(_) => plan_deltas(state, invocation, &mut plan, |piece| {
             eventstream::event("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"text": piece}}))
         }),
         AnswerContent::ToolUse(call) => {
-            let start = json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": call.id, "name": call.name}}});
+            let start =
+                json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": call.id, "name": call.name}}});
             plan.frame(Part::Head, eventstream::event("contentBlockStart", &start), Duration::ZERO, 0);
             plan_deltas(state, invocation, &mut plan, |piece| {
                 let delta = json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}});
@@ -406,11 +383,12 @@ fn stream_exception(kind: StreamErrorType) -> Bytes {
                 "originalMessage": "Internal server error",
             }),
         ),
-        StreamErrorType::InternalServer => ("internalServerException", json!({"message": ApiError::InternalServer.to_string()})),
-        StreamErrorType::ServiceUnavailable => (
-            "serviceUnavailableException",
-            json!({"message": ApiError::ServiceUnavailable.to_string()}),
-        ),
+        StreamErrorType::InternalServer => {
+            ("internalServerException", json!({"message": ApiError::InternalServer.to_string()}))
+        }
+        StreamErrorType::ServiceUnavailable => {
+            ("serviceUnavailableException", json!({"message": ApiError::ServiceUnavailable.to_string()}))
+        }
         StreamErrorType::Throttling => ("throttlingException", json!({"message": ApiError::TooManyTokens.to_string()})),
     };
     eventstream::exception(name, &payload)
@@ -419,12 +397,12 @@ fn stream_exception(kind: StreamErrorType) -> Bytes {
 /// Sends the plan's frames at their pace; an injected cut replaces everything after some
 /// deltas with an exception frame. The ticket settles after the last frame, or with the
 /// output delivered so far if the client goes away first.
-fn stream_response(invocation: Invocation, plan: StreamPlan, extra_headers: &[(&'static str, &'static str)]) -> Response {
-    let StreamPlan {
-        head,
-        mut deltas,
-        mut tail,
-    } = plan;
+fn stream_response(
+    invocation: Invocation,
+    plan: StreamPlan,
+    extra_headers: &[(&'static str, &'static str)],
+) -> Response {
+    let StreamPlan { head, mut deltas, mut tail } = plan;
     let mut ending = Ending::Completed;
     if let Some(cut) = invocation.stream_cut {
         let keep = if deltas.is_empty() {
@@ -435,11 +413,7 @@ fn stream_response(invocation: Invocation, plan: StreamPlan, extra_headers: &[(&
         };
         deltas.truncate(keep);
         let delivered = deltas.last().map_or(0, |f| f.output_after);
-        tail = vec![Frame {
-            delay: Duration::ZERO,
-            bytes: stream_exception(cut.kind),
-            output_after: delivered,
-        }];
+        tail = vec![Frame { delay: Duration::ZERO, bytes: stream_exception(cut.kind), output_after: delivered }];
         ending = Ending::StreamError;
     }
     let frames: VecDeque<Frame> = head.into_iter().chain(deltas).chain(tail).collect();
@@ -529,12 +503,7 @@ fn invoke_stream_plan(state: &AppState, invocation: &Invocation, id: &str) -> St
         chunk(&json!({"type": "content_block_delta", "index": 0, "delta": delta}))
     });
     let output = usage.output;
-    plan.frame(
-        Part::Tail,
-        chunk(&json!({"type": "content_block_stop", "index": 0})),
-        Duration::ZERO,
-        output,
-    );
+    plan.frame(Part::Tail, chunk(&json!({"type": "content_block_stop", "index": 0})), Duration::ZERO, output);
     let message_delta = json!({
         "type": "message_delta",
         "delta": {"stop_reason": invocation.answer.stop_reason.as_str(), "stop_sequence": invocation.answer.stop_sequence},
@@ -570,19 +539,15 @@ fn count_tokens(state: &AppState, model_id: &str, body: &[u8]) -> Result<Respons
     let op = Operation::CountTokens;
     let input: Value = serde_json::from_slice(body)
         .map_err(|e| reject(state, op, ApiError::validation(format!("request body is not valid JSON: {e}"))))?;
-    let union = input
-        .get("input")
-        .and_then(Value::as_object)
-        .ok_or_else(|| reject(state, op, ApiError::validation("`input`: required, with one of `converse` or `invokeModel`")))?;
+    let union = input.get("input").and_then(Value::as_object).ok_or_else(|| {
+        reject(state, op, ApiError::validation("`input`: required, with one of `converse` or `invokeModel`"))
+    })?;
     let request = match (union.get("converse"), union.get("invokeModel"), union.len()) {
         (Some(converse), None, 1) => ConverseRequest::from_json(converse.to_string().as_bytes())
             .map_err(|e| reject(state, op, ApiError::validation(format!("input.converse.{e}"))))?,
         (None, Some(invoke), 1) => {
-            let body = invoke
-                .get("body")
-                .and_then(Value::as_str)
-                .and_then(|b| BASE64.decode(b).ok())
-                .ok_or_else(|| {
+            let body =
+                invoke.get("body").and_then(Value::as_str).and_then(|b| BASE64.decode(b).ok()).ok_or_else(|| {
                     reject(state, op, ApiError::validation("`input.invokeModel.body`: required, base64-encoded"))
                 })?;
             parse_anthropic(state, op, &body)?
@@ -600,10 +565,7 @@ fn count_tokens(state: &AppState, model_id: &str, body: &[u8]) -> Result<Respons
         }
         Err(_) => {
             // Same wording as the model operations, through the same resolution.
-            let error = state
-                .resolve(model_id, &request)
-                .err()
-                .unwrap_or_else(|| ApiError::validation(INVALID_MODEL));
+            let error = state.resolve(model_id, &request).err().unwrap_or_else(|| ApiError::validation(INVALID_MODEL));
             return Err(reject(state, op, error));
         }
     };
@@ -616,10 +578,7 @@ async fn health() -> Response {
 }
 
 fn catalog_quota(state: &AppState, bucket: &Bucket) -> Option<Quota> {
-    state
-        .catalog
-        .by_model_id(&bucket.model_id)
-        .and_then(|spec| spec.quota(&bucket.scope))
+    state.catalog.by_model_id(&bucket.model_id).and_then(|spec| spec.quota(&bucket.scope))
 }
 
 /// A bucket's limits and what its window holds now.
@@ -658,7 +617,10 @@ struct ResetParams {
 
 /// Without `model`: everything back to the state at startup. With it: that bucket's window,
 /// runtime quota override, fault counter and statistics.
-async fn reset(State(state): State<Arc<AppState>>, params: Result<Query<ResetParams>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn reset(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<ResetParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let params = match params {
         Ok(Query(params)) => params,
         Err(e) => return ApiError::validation(e.body_text()).into_response(),
@@ -734,10 +696,7 @@ async fn set_faults(State(state): State<Arc<AppState>>, Path(id): Path<String>, 
         Selector::Bucket(bucket) => bucket.clone(),
         Selector::Model(model_id) => Bucket::new(model_id, gateway_core::catalog::Scope::Global),
     };
-    rates
-        .apply_to(state.faults.rates(&probe))
-        .validate("faults")
-        .map_err(|e| ApiError::validation(e.to_string()))?;
+    rates.apply_to(state.faults.rates(&probe)).validate("faults").map_err(|e| ApiError::validation(e.to_string()))?;
     state.faults.set_runtime(selector, rates);
     let effective = match admin_selector(&state, &id)? {
         Selector::Bucket(bucket) => json!(state.faults.rates(&bucket)),

@@ -113,10 +113,7 @@ impl Inner {
     fn each(&mut self, bucket: Option<&Bucket>, f: impl Fn(&mut Counters)) {
         f(&mut self.totals);
         if let Some(bucket) = bucket {
-            let entry = self
-                .models
-                .entry(bucket.to_string())
-                .or_insert_with(|| (bucket.clone(), Counters::default()));
+            let entry = self.models.entry(bucket.to_string()).or_insert_with(|| (bucket.clone(), Counters::default()));
             f(&mut entry.1);
         }
     }
@@ -202,15 +199,7 @@ mod tests {
         stats.request(None, Operation::Converse);
         stats.rejected(None, &ApiError::validation("bad"));
         stats.rejected(Some(&b), &ApiError::TooManyTokens);
-        stats.ended(
-            &b,
-            Ending::Completed,
-            Billed {
-                input: 3,
-                output: 4,
-                ..Billed::default()
-            },
-        );
+        stats.ended(&b, Ending::Completed, Billed { input: 3, output: 4, ..Billed::default() });
         let (totals, models) = stats.snapshot();
         assert_eq!((totals.requests, totals.validation_errors, totals.throttled.tpm), (2, 1, 1));
         let (bucket, counters) = &models[0];

@@ -164,15 +164,17 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
             )
         })?;
         let target = self.resolve(&requested_model)?;
-        let invoke_id = match &target {
+        // The key names the model itself, so a tier name, a profile ID, another geography's
+        // profile and an ARN of the same model share entries: the weights answering are the same.
+        let (invoke_id, key_model) = match &target {
             Target::Model(m) => {
                 check_model_limits(&request, m.spec.max_output_tokens, &m.spec.display_name)?;
-                m.invoke_id.clone()
+                (m.invoke_id.clone(), m.spec.model_id.clone())
             }
-            Target::PromptRouter { arn } => arn.clone(),
+            Target::PromptRouter { arn } => (arn.clone(), arn.clone()),
         };
         let decision = self.settings.cache.decide(&options, &request)?;
-        let key = CacheKey::compute(&tenant, &invoke_id, &request);
+        let key = CacheKey::compute(&tenant, &key_model, &request);
         let mut report = CacheReport {
             result: if decision.read { CacheResult::Miss } else { CacheResult::Bypass },
             key: Some(key.to_hex()),
@@ -240,7 +242,11 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, kind = e.label(), "cache write failed");
-                        report.error = Some(format!("write failed ({}): {e}", e.label()));
+                        let write_error = format!("write failed ({}): {e}", e.label());
+                        report.error = Some(match report.error.take() {
+                            Some(read_error) => format!("{read_error}; {write_error}"),
+                            None => write_error,
+                        });
                         WriteReport::Failed
                     }
                 }
@@ -322,7 +328,12 @@ mod tests {
         assert_eq!(second.cache.saved_usd, Some(cost));
         assert_eq!(second.cost_usd, Some(0.0));
         assert_eq!(second.response, first.response);
+        let arn =
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/global.anthropic.claude-haiku-4-5-20251001-v1:0";
+        assert_eq!(g.converse(call("a", body(arn, "hello"))).await.unwrap().cache.result, CacheResult::Hit);
         assert_eq!(g.invoker.calls(), 1);
+        let sonnet = g.converse(call("a", body("sonnet", "hello"))).await.unwrap();
+        assert_eq!(sonnet.cache.result, CacheResult::Miss, "another model is another answer");
     }
 
     #[tokio::test]
@@ -351,7 +362,8 @@ mod tests {
         let answer = g.converse(call("a", body("haiku", "hello"))).await.unwrap();
         assert_eq!(answer.cache.result, CacheResult::Miss);
         assert_eq!(answer.cache.write, Some(WriteReport::Failed));
-        assert!(answer.cache.error.unwrap().contains("failed"));
+        let error = answer.cache.error.unwrap();
+        assert!(error.contains("read failed") && error.contains("write failed"), "{error}");
     }
 
     #[tokio::test]

@@ -52,8 +52,7 @@ impl Catalog {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("could not read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("could not read {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("could not parse {}: {e}", path.display()).into())
     }
 
@@ -64,10 +63,7 @@ impl Catalog {
             return Some((model, false));
         }
         let (geo, base) = served_model_id.split_once('.')?;
-        self.models
-            .iter()
-            .find(|m| m.model_id == base)
-            .map(|model| (model, geo == "global"))
+        self.models.iter().find(|m| m.model_id == base).map(|model| (model, geo == "global"))
     }
 
     pub fn cost_usd(&self, served_model_id: &str, usage: &Usage) -> Option<f64> {
@@ -80,11 +76,7 @@ impl Catalog {
             + tokens(usage.cache_write_input_tokens.unwrap_or(0)) * price.cache_write_5m)
             / 1e6;
         // Geographic and in-region endpoints carry a premium over global profiles.
-        let multiplier = if global {
-            1.0
-        } else {
-            1.0 + model.regional_premium
-        };
+        let multiplier = if global { 1.0 } else { 1.0 + model.regional_premium };
         Some(list * multiplier)
     }
 }
@@ -131,11 +123,7 @@ batch_output = 7.5
 "#;
 
     fn usage(input: u64, output: u64) -> Usage {
-        Usage {
-            input_tokens: input,
-            output_tokens: output,
-            ..Usage::default()
-        }
+        Usage { input_tokens: input, output_tokens: output, ..Usage::default() }
     }
 
     #[test]
@@ -143,15 +131,9 @@ batch_output = 7.5
         let catalog = Catalog::parse(FIXTURE).unwrap();
         let u = usage(1_000, 200);
         let list = (1_000.0 * 1.0 + 200.0 * 5.0) / 1e6;
-        let global = catalog
-            .cost_usd("global.anthropic.claude-haiku-4-5-20251001-v1:0", &u)
-            .unwrap();
-        let regional = catalog
-            .cost_usd("us.anthropic.claude-haiku-4-5-20251001-v1:0", &u)
-            .unwrap();
-        let in_region = catalog
-            .cost_usd("anthropic.claude-haiku-4-5-20251001-v1:0", &u)
-            .unwrap();
+        let global = catalog.cost_usd("global.anthropic.claude-haiku-4-5-20251001-v1:0", &u).unwrap();
+        let regional = catalog.cost_usd("us.anthropic.claude-haiku-4-5-20251001-v1:0", &u).unwrap();
+        let in_region = catalog.cost_usd("anthropic.claude-haiku-4-5-20251001-v1:0", &u).unwrap();
         assert!(costs_match(global, list));
         assert!(costs_match(regional, list * 1.1));
         assert!(costs_match(in_region, list * 1.1));
@@ -166,9 +148,7 @@ batch_output = 7.5
             cache_read_input_tokens: Some(1_000),
             cache_write_input_tokens: Some(2_000),
         };
-        let cost = catalog
-            .cost_usd("global.anthropic.claude-sonnet-4-5-20250929-v1:0", &u)
-            .unwrap();
+        let cost = catalog.cost_usd("global.anthropic.claude-sonnet-4-5-20250929-v1:0", &u).unwrap();
         let expected = (10.0 * 3.0 + 20.0 * 15.0 + 1_000.0 * 0.3 + 2_000.0 * 3.75) / 1e6;
         assert!(costs_match(cost, expected));
     }
@@ -176,12 +156,25 @@ batch_output = 7.5
     #[test]
     fn unknown_models_are_not_priced() {
         let catalog = Catalog::parse(FIXTURE).unwrap();
-        assert!(
-            catalog
-                .cost_usd("us.meta.llama3-70b", &usage(1, 1))
-                .is_none()
-        );
+        assert!(catalog.cost_usd("us.meta.llama3-70b", &usage(1, 1)).is_none());
         assert!(catalog.cost_usd("gpt-4o", &usage(1, 1)).is_none());
+    }
+
+    #[test]
+    fn repository_catalog_prices_the_tier_profiles() {
+        let path = crate::paths::repo_root().join("shared").join("catalog.toml");
+        if !path.is_file() {
+            return;
+        }
+        let catalog = Catalog::load(&path).unwrap();
+        for id in [
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "us.anthropic.claude-opus-4-5-20251101-v1:0",
+        ] {
+            let cost = catalog.cost_usd(id, &usage(1_000, 100));
+            assert!(cost.is_some_and(|c| c > 0.0), "{id}: {cost:?}");
+        }
     }
 
     #[test]

@@ -50,34 +50,19 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
         interactive: false,
     })?;
     stack.print_endpoints();
-    let url = stack
-        .function_url(FUNCTION_NAME, "/v1/converse")
-        .ok_or("cargo lambda watch is not running")?;
+    let url = stack.function_url(FUNCTION_NAME, "/v1/converse").ok_or("cargo lambda watch is not running")?;
 
     warm_up(&mut stack, &url)?;
     let plan = workload::plan(args.requests, args.seed);
-    println!(
-        "demo: sending {} requests, {concurrency} at a time ...",
-        plan.len()
-    );
+    println!("demo: sending {} requests, {concurrency} at a time ...", plan.len());
     let started = Instant::now();
     let outcomes = drive(&url, &plan, concurrency)?;
     let duration_s = started.elapsed().as_secs_f64();
     let emulator_stats = stack.emulator_url.as_deref().and_then(fetch_stats);
     stack.stop();
 
-    let run = RunInfo {
-        requests: outcomes.len(),
-        concurrency,
-        seed: args.seed,
-        duration_s,
-    };
-    let report = report::build(
-        &outcomes,
-        &run,
-        catalog.as_ref().map_err(String::as_str),
-        emulator_stats,
-    );
+    let run = RunInfo { requests: outcomes.len(), concurrency, seed: args.seed, duration_s };
+    let report = report::build(&outcomes, &run, catalog.as_ref().map_err(String::as_str), emulator_stats);
     println!();
     print!("{}", report::render_table(&report));
     let path = paths::target_dir().join("demo-report.json");
@@ -104,11 +89,7 @@ fn warm_up(stack: &mut Stack, url: &str) -> Result<()> {
     })
     .to_string();
     let started = Instant::now();
-    let headers = [
-        ("content-type", "application/json"),
-        ("x-cache-mode", "off"),
-        ("x-tenant-id", "warm-up"),
-    ];
+    let headers = [("content-type", "application/json"), ("x-cache-mode", "off"), ("x-tenant-id", "warm-up")];
     loop {
         check_interrupted()?;
         stack.check_running()?;
@@ -119,9 +100,7 @@ fn warm_up(stack: &mut Stack, url: &str) -> Result<()> {
                     .log_of("cargo-lambda-watch")
                     .map(|p| format!(" (function log: {})", p.display()))
                     .unwrap_or_default();
-                return Err(
-                    format!("warm-up answered {}: {}{hint}", reply.status, reply.body).into(),
-                );
+                return Err(format!("warm-up answered {}: {}{hint}", reply.status, reply.body).into());
             }
             // The watcher can drop connections while it restarts a function; retry.
             Err(e) if started.elapsed() < WARM_UP_TIMEOUT => {
@@ -131,10 +110,7 @@ fn warm_up(stack: &mut Stack, url: &str) -> Result<()> {
             Err(e) => return Err(format!("warm-up failed: {e}").into()),
         }
     }
-    println!(
-        "demo: function ready after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("demo: function ready after {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -166,9 +142,7 @@ fn drive(url: &str, plan: &[PlannedRequest], concurrency: usize) -> Result<Vec<O
         }
     });
     check_interrupted()?;
-    let slots = results
-        .into_inner()
-        .map_err(|_| "a worker thread panicked")?;
+    let slots = results.into_inner().map_err(|_| "a worker thread panicked")?;
     Ok(slots.into_iter().flatten().collect())
 }
 
@@ -188,24 +162,14 @@ fn send(agent: &ureq::Agent, url: &str, request: &PlannedRequest) -> Outcome {
     let response = call.send(&body);
     let reply = response.and_then(|mut response| {
         let status = response.status().as_u16();
-        let header = response
-            .headers()
-            .get("x-cache")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = response.headers().get("x-cache").and_then(|v| v.to_str().ok()).map(str::to_string);
         let text = response.body_mut().read_to_string()?;
         Ok((status, header, text))
     });
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     match reply {
-        Ok((status, header, text)) => {
-            outcome.classify(status, header.as_deref(), &text, latency_ms)
-        }
-        Err(e) => Outcome {
-            latency_ms,
-            error: Some(format!("transport error: {e}")),
-            ..outcome
-        },
+        Ok((status, header, text)) => outcome.classify(status, header.as_deref(), &text, latency_ms),
+        Err(e) => Outcome { latency_ms, error: Some(format!("transport error: {e}")), ..outcome },
     }
 }
 

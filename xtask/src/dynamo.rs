@@ -45,22 +45,14 @@ pub fn create_table(endpoint: &str, create: &Value, ttl: Option<&Value>) -> Resu
     let table = create["TableName"].as_str().unwrap_or_default().to_string();
     let reply = call(endpoint, "CreateTable", create)?;
     if reply.status != 200 && !error_type(&reply).ends_with("ResourceInUseException") {
-        return Err(format!(
-            "CreateTable {table} failed ({}): {}",
-            reply.status, reply.body
-        )
-        .into());
+        return Err(format!("CreateTable {table} failed ({}): {}", reply.status, reply.body).into());
     }
     wait_until_active(endpoint, &table)?;
     if let Some(ttl) = ttl {
         let reply = call(endpoint, "UpdateTimeToLive", ttl)?;
         // Real DynamoDB refuses to re-enable an enabled TTL; that state is what we want.
         if reply.status != 200 && !reply.body.contains("already enabled") {
-            return Err(format!(
-                "UpdateTimeToLive {table} failed ({}): {}",
-                reply.status, reply.body
-            )
-            .into());
+            return Err(format!("UpdateTimeToLive {table} failed ({}): {}", reply.status, reply.body).into());
         }
     }
     Ok(())
@@ -74,11 +66,7 @@ fn wait_until_active(endpoint: &str, table: &str) -> Result<()> {
         let reply = call(endpoint, "DescribeTable", &json!({ "TableName": table }))?;
         let status = serde_json::from_str::<Value>(&reply.body)
             .ok()
-            .and_then(|v| {
-                v.pointer("/Table/TableStatus")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            });
+            .and_then(|v| v.pointer("/Table/TableStatus").and_then(Value::as_str).map(str::to_string));
         if status.as_deref() == Some("ACTIVE") {
             return Ok(());
         }

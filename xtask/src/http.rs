@@ -65,12 +65,7 @@ pub fn wait_until_ready(
 }
 
 /// Waits until something accepts TCP connections on the port.
-pub fn wait_for_port(
-    supervisor: &mut Supervisor,
-    what: &str,
-    port: u16,
-    timeout: Duration,
-) -> Result<()> {
+pub fn wait_for_port(supervisor: &mut Supervisor, what: &str, port: u16, timeout: Duration) -> Result<()> {
     let started = Instant::now();
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     loop {

@@ -26,10 +26,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "Local stack, demo workload and test suite"
-)]
+#[command(name = "cargo xtask", about = "Local stack, demo workload and test suite")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 /// manifest directory is reliable and does not depend on the caller's working directory.
 pub fn repo_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
+    manifest_dir.parent().map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
 }
 
 pub fn tools_dir() -> PathBuf {

@@ -62,10 +62,7 @@ pub fn describe(command: &Command) -> String {
 
 pub fn run_status(command: &mut Command) -> Result<ExitStatus> {
     println!("$ {}", describe(command));
-    command
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("could not run `{}`: {e}", describe(command)).into())
+    command.stdin(Stdio::null()).status().map_err(|e| format!("could not run `{}`: {e}", describe(command)).into())
 }
 
 pub fn run_checked(command: &mut Command) -> Result<()> {
@@ -92,11 +89,7 @@ pub fn run_captured(command: &mut Command, echo: bool) -> Result<(ExitStatus, Ve
         let out = scope.spawn(move || forward_lines(stdout, echo, false));
         let err = scope.spawn(move || forward_lines(stderr, echo, true));
         let status = child.wait();
-        (
-            status,
-            out.join().unwrap_or_default(),
-            err.join().unwrap_or_default(),
-        )
+        (status, out.join().unwrap_or_default(), err.join().unwrap_or_default())
     });
     lines.extend(err_lines);
     Ok((status?, lines))
@@ -159,14 +152,8 @@ impl Supervisor {
                 Some(path.clone())
             }
         };
-        let child = command
-            .spawn()
-            .map_err(|e| format!("could not start {name} (`{}`): {e}", describe(&command)))?;
-        self.children.push(Supervised {
-            name: name.to_string(),
-            child,
-            log,
-        });
+        let child = command.spawn().map_err(|e| format!("could not start {name} (`{}`): {e}", describe(&command)))?;
+        self.children.push(Supervised { name: name.to_string(), child, log });
         Ok(())
     }
 
@@ -174,55 +161,52 @@ impl Supervisor {
     pub fn check_running(&mut self) -> Result<()> {
         for supervised in &mut self.children {
             if let Some(status) = supervised.child.try_wait()? {
-                let hint = supervised
-                    .log
-                    .as_ref()
-                    .map(|log| format!("; see {}", log.display()))
-                    .unwrap_or_default();
-                return Err(
-                    format!("{} exited unexpectedly ({status}){hint}", supervised.name).into(),
-                );
+                let hint = supervised.log.as_ref().map(|log| format!("; see {}", log.display())).unwrap_or_default();
+                return Err(format!("{} exited unexpectedly ({status}){hint}", supervised.name).into());
             }
         }
         Ok(())
     }
 
     pub fn log_of(&self, name: &str) -> Option<PathBuf> {
-        self.children
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.log.clone())
+        self.children.iter().find(|s| s.name == name).and_then(|s| s.log.clone())
     }
 
     pub fn shutdown(&mut self) {
         if self.children.is_empty() {
             return;
         }
+        // The tree is recorded before anything is signalled: once a server exits, its
+        // children are re-parented and could no longer be found.
         let table = process_table();
         let own_group = own_process_group(&table);
         let mut pids = BTreeSet::new();
-        let mut groups = BTreeSet::new();
+        let mut server_groups = BTreeSet::new();
+        let mut all_groups = BTreeSet::new();
         for supervised in &self.children {
             let root = supervised.child.id();
             pids.insert(root);
             // process_group(0) made each server the leader of a group named after it.
-            groups.insert(root);
+            server_groups.insert(root);
+            all_groups.insert(root);
             for info in descendants(&table, root) {
                 pids.insert(info.pid);
-                groups.insert(info.pgid);
+                all_groups.insert(info.pgid);
             }
         }
         if let Some(own) = own_group {
-            groups.remove(&own);
+            all_groups.remove(&own);
         }
-        send_signal("TERM", &groups, &BTreeSet::new());
+        // Only the servers' own groups get SIGTERM, so a server that manages children
+        // (cargo lambda watch) can stop them itself; whatever it leaves is killed below.
+        send_signal("TERM", &server_groups, &BTreeSet::new());
         let deadline = Instant::now() + TERM_GRACE;
         while Instant::now() < deadline && self.any_alive(&pids) {
             thread::sleep(POLL);
         }
         if self.any_alive(&pids) {
             let survivors: BTreeSet<u32> = pids.iter().copied().filter(|p| is_alive(*p)).collect();
-            send_signal("KILL", &groups, &survivors);
+            send_signal("KILL", &all_groups, &survivors);
         }
         for supervised in &mut self.children {
             let _ = supervised.child.kill();
@@ -283,12 +267,7 @@ pub fn parse_stat(line: &str) -> Option<ProcInfo> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgid = fields.next()?.parse().ok()?;
-    Some(ProcInfo {
-        pid,
-        ppid,
-        pgid,
-        state,
-    })
+    Some(ProcInfo { pid, ppid, pgid, state })
 }
 
 fn process_table() -> Vec<ProcInfo> {
@@ -337,33 +316,14 @@ mod tests {
     #[test]
     fn parses_stat_with_awkward_command_names() {
         let info = parse_stat("4242 (cargo (lambda) x) S 4000 4242 4000 0 -1 4194560 0").unwrap();
-        assert_eq!(
-            info,
-            ProcInfo {
-                pid: 4242,
-                ppid: 4000,
-                pgid: 4242,
-                state: 'S'
-            }
-        );
+        assert_eq!(info, ProcInfo { pid: 4242, ppid: 4000, pgid: 4242, state: 'S' });
         assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]
     fn finds_grandchildren_in_other_groups() {
-        let p = |pid, ppid, pgid| ProcInfo {
-            pid,
-            ppid,
-            pgid,
-            state: 'S',
-        };
-        let table = vec![
-            p(1, 0, 1),
-            p(10, 1, 10),
-            p(11, 10, 10),
-            p(12, 11, 12),
-            p(20, 1, 20),
-        ];
+        let p = |pid, ppid, pgid| ProcInfo { pid, ppid, pgid, state: 'S' };
+        let table = vec![p(1, 0, 1), p(10, 1, 10), p(11, 10, 10), p(12, 11, 12), p(20, 1, 20)];
         let mut pids: Vec<u32> = descendants(&table, 10).iter().map(|i| i.pid).collect();
         pids.sort_unstable();
         assert_eq!(pids, vec![11, 12]);
@@ -375,15 +335,10 @@ mod tests {
         let mut command = Command::new("sh");
         // A background grandchild in the same group: it must not outlive the supervisor.
         command.args(["-c", "sleep 30 & exec sleep 30"]);
-        supervisor
-            .spawn("sleeper", command, &Output::Inherit)
-            .unwrap();
+        supervisor.spawn("sleeper", command, &Output::Inherit).unwrap();
         thread::sleep(Duration::from_millis(200));
         let root = supervisor.children[0].child.id();
-        let tree: Vec<u32> = descendants(&process_table(), root)
-            .iter()
-            .map(|i| i.pid)
-            .collect();
+        let tree: Vec<u32> = descendants(&process_table(), root).iter().map(|i| i.pid).collect();
         assert!(!tree.is_empty());
         drop(supervisor);
         assert!(tree.iter().all(|pid| !is_alive(*pid)));

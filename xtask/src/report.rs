@@ -28,13 +28,7 @@ pub struct Outcome {
 impl Outcome {
     /// Classifies a response: anything but a well-formed 200 carrying the documented
     /// fields is an error.
-    pub fn classify(
-        mut self,
-        status: u16,
-        header_cache: Option<&str>,
-        body: &str,
-        latency_ms: f64,
-    ) -> Self {
+    pub fn classify(mut self, status: u16, header_cache: Option<&str>, body: &str, latency_ms: f64) -> Self {
         self.status = status;
         self.latency_ms = latency_ms;
         if status != 200 {
@@ -48,19 +42,11 @@ impl Outcome {
                 return self;
             }
         };
-        self.cache_result = parsed
-            .pointer("/cache/result")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        self.served_model = parsed
-            .get("modelId")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        self.cache_result = parsed.pointer("/cache/result").and_then(Value::as_str).map(str::to_string);
+        self.served_model = parsed.get("modelId").and_then(Value::as_str).map(str::to_string);
         self.cost_usd = parsed.get("costUsd").and_then(Value::as_f64);
         self.saved_usd = parsed.pointer("/cache/savedUsd").and_then(Value::as_f64);
-        self.usage = parsed
-            .get("usage")
-            .and_then(|u| serde_json::from_value(u.clone()).ok());
+        self.usage = parsed.get("usage").and_then(|u| serde_json::from_value(u.clone()).ok());
         self.error = self.validate(header_cache);
         self
     }
@@ -72,9 +58,7 @@ impl Outcome {
             None => return Some("body has no cache.result".into()),
         };
         if header_cache != Some(result) {
-            return Some(format!(
-                "x-cache header {header_cache:?} differs from cache.result {result}"
-            ));
+            return Some(format!("x-cache header {header_cache:?} differs from cache.result {result}"));
         }
         if self.cost_usd.is_none() || self.usage.is_none() || self.served_model.is_none() {
             return Some("body lacks costUsd, usage or modelId".into());
@@ -83,9 +67,7 @@ impl Outcome {
             return Some("HIT without cache.savedUsd".into());
         }
         if self.cache_off && result != "BYPASS" {
-            return Some(format!(
-                "x-cache-mode: off answered {result}, expected BYPASS"
-            ));
+            return Some(format!("x-cache-mode: off answered {result}, expected BYPASS"));
         }
         None
     }
@@ -141,24 +123,12 @@ pub fn build(
     emulator_stats: Option<Value>,
 ) -> Value {
     let ok: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_none()).collect();
-    let count = |result: &str| {
-        ok.iter()
-            .filter(|o| o.cache_result.as_deref() == Some(result))
-            .count()
-    };
+    let count = |result: &str| ok.iter().filter(|o| o.cache_result.as_deref() == Some(result)).count();
     let (hits, misses, bypasses) = (count("HIT"), count("MISS"), count("BYPASS"));
     let lookups = hits + misses;
 
-    let spent: f64 = ok
-        .iter()
-        .filter(|o| !o.is_hit())
-        .filter_map(|o| o.cost_usd)
-        .sum();
-    let saved: f64 = ok
-        .iter()
-        .filter(|o| o.is_hit())
-        .filter_map(|o| o.saved_usd)
-        .sum();
+    let spent: f64 = ok.iter().filter(|o| !o.is_hit()).filter_map(|o| o.cost_usd).sum();
+    let saved: f64 = ok.iter().filter(|o| o.is_hit()).filter_map(|o| o.saved_usd).sum();
     let cost_check = cost_check(&ok, catalog);
     let mismatches = cost_check["mismatches"].as_u64().unwrap_or(0) as usize;
     let check_failed = cost_check["available"] != json!(true);
@@ -172,16 +142,9 @@ pub fn build(
         .collect();
 
     let mut latency = Map::new();
-    latency.insert(
-        "overall".into(),
-        latency_summary(outcomes.iter().map(|o| o.latency_ms).collect()),
-    );
+    latency.insert("overall".into(), latency_summary(outcomes.iter().map(|o| o.latency_ms).collect()));
     for result in ["HIT", "MISS", "BYPASS"] {
-        let values = ok
-            .iter()
-            .filter(|o| o.cache_result.as_deref() == Some(result))
-            .map(|o| o.latency_ms)
-            .collect();
+        let values = ok.iter().filter(|o| o.cache_result.as_deref() == Some(result)).map(|o| o.latency_ms).collect();
         latency.insert(result.to_string(), latency_summary(values));
     }
 
@@ -242,18 +205,20 @@ fn cost_check(ok: &[&Outcome], catalog: Result<&Catalog, &str>) -> Value {
     let mut checked = 0usize;
     let mut mismatches = Vec::new();
     for outcome in ok.iter().filter(|o| !o.is_hit()) {
-        let (Some(model), Some(usage), Some(reported)) = (
-            outcome.served_model.as_deref(),
-            outcome.usage.as_ref(),
-            outcome.cost_usd,
-        ) else {
+        let (Some(model), Some(usage), Some(reported)) =
+            (outcome.served_model.as_deref(), outcome.usage.as_ref(), outcome.cost_usd)
+        else {
             continue;
         };
         checked += 1;
         match catalog.cost_usd(model, usage) {
             Some(expected) if costs_match(reported, expected) => {}
-            Some(expected) => mismatches.push(json!({"model": model, "reportedUsd": reported, "expectedUsd": expected})),
-            None => mismatches.push(json!({"model": model, "reportedUsd": reported, "expectedUsd": null, "reason": "model not in catalog"})),
+            Some(expected) => {
+                mismatches.push(json!({"model": model, "reportedUsd": reported, "expectedUsd": expected}))
+            }
+            None => mismatches.push(
+                json!({"model": model, "reportedUsd": reported, "expectedUsd": null, "reason": "model not in catalog"}),
+            ),
         }
     }
     json!({
@@ -267,11 +232,7 @@ fn cost_check(ok: &[&Outcome], catalog: Result<&Catalog, &str>) -> Value {
 /// Pass criteria of `cargo xtask demo`.
 pub fn passed(report: &Value) -> bool {
     report.pointer("/errors/count") == Some(&json!(0))
-        && report
-            .pointer("/cache/hits")
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            > 0
+        && report.pointer("/cache/hits").and_then(Value::as_u64).unwrap_or(0) > 0
 }
 
 pub fn render_table(report: &Value) -> String {
@@ -306,10 +267,7 @@ pub fn render_table(report: &Value) -> String {
     );
     let check = get("/cost/check");
     let check_text = if check["available"] == json!(true) {
-        format!(
-            "{} re-priced from the catalog, {} mismatches",
-            check["checked"], check["mismatches"]
-        )
+        format!("{} re-priced from the catalog, {} mismatches", check["checked"], check["mismatches"])
     } else {
         format!("NOT RUN: {}", check["reason"].as_str().unwrap_or("unknown"))
     };
@@ -321,16 +279,10 @@ pub fn render_table(report: &Value) -> String {
         num("/cost/withoutCacheUsd"),
     );
     let _ = writeln!(out, "  latency (ms, client-side)");
-    let _ = writeln!(
-        out,
-        "    {:<8} {:>6} {:>9} {:>9} {:>9}",
-        "", "count", "p50", "p90", "p99"
-    );
+    let _ = writeln!(out, "    {:<8} {:>6} {:>9} {:>9} {:>9}", "", "count", "p50", "p90", "p99");
     for section in ["overall", "HIT", "MISS", "BYPASS"] {
         let cell = |key: &str| {
-            get(&format!("/latencyMs/{section}/{key}"))
-                .as_f64()
-                .map_or_else(|| "-".to_string(), |v| format!("{v:.1}"))
+            get(&format!("/latencyMs/{section}/{key}")).as_f64().map_or_else(|| "-".to_string(), |v| format!("{v:.1}"))
         };
         let _ = writeln!(
             out,
@@ -349,12 +301,7 @@ pub fn render_table(report: &Value) -> String {
     ] {
         let listing = get(pointer)
             .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
+            .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
             .unwrap_or_default();
         let _ = writeln!(out, "  {title}: {listing}");
     }
@@ -421,13 +368,9 @@ mod tests {
         assert!(bad_status.error.unwrap().starts_with("HTTP 502"));
         let garbage = Outcome::default().classify(200, Some("MISS"), "not json", 1.0);
         assert!(garbage.error.unwrap().contains("unparsable"));
-        let header_mismatch =
-            Outcome::default().classify(200, Some("HIT"), &body("MISS", 0.1, None), 1.0);
+        let header_mismatch = Outcome::default().classify(200, Some("HIT"), &body("MISS", 0.1, None), 1.0);
         assert!(header_mismatch.error.unwrap().contains("x-cache"));
-        let off = Outcome {
-            cache_off: true,
-            ..Outcome::default()
-        };
+        let off = Outcome { cache_off: true, ..Outcome::default() };
         let not_bypassed = off.classify(200, Some("MISS"), &body("MISS", 0.1, None), 1.0);
         assert!(not_bypassed.error.unwrap().contains("BYPASS"));
     }
@@ -443,30 +386,16 @@ mod tests {
             outcome("HIT", 0.0, Some(price), 7.0),
             outcome("BYPASS", price, None, 90.0),
         ];
-        let run = RunInfo {
-            requests: 4,
-            concurrency: 2,
-            seed: 1,
-            duration_s: 2.0,
-        };
+        let run = RunInfo { requests: 4, concurrency: 2, seed: 1, duration_s: 2.0 };
         let report = build(&outcomes, &run, Ok(&catalog), None);
         assert_eq!(report["cache"]["hits"], 2);
         assert_eq!(report["cache"]["misses"], 1);
         assert_eq!(report["cache"]["bypasses"], 1);
         assert_eq!(report["cache"]["hitRate"], json!(2.0 / 3.0));
         assert_eq!(report["errors"]["count"], 0);
-        assert!(costs_match(
-            report["cost"]["spentUsd"].as_f64().unwrap(),
-            2.0 * price
-        ));
-        assert!(costs_match(
-            report["cost"]["savedUsd"].as_f64().unwrap(),
-            2.0 * price
-        ));
-        assert!(costs_match(
-            report["cost"]["withoutCacheUsd"].as_f64().unwrap(),
-            4.0 * price
-        ));
+        assert!(costs_match(report["cost"]["spentUsd"].as_f64().unwrap(), 2.0 * price));
+        assert!(costs_match(report["cost"]["savedUsd"].as_f64().unwrap(), 2.0 * price));
+        assert!(costs_match(report["cost"]["withoutCacheUsd"].as_f64().unwrap(), 4.0 * price));
         assert_eq!(report["cost"]["check"]["checked"], 2);
         assert_eq!(report["latencyMs"]["HIT"]["p50"], json!(5.0));
         assert_eq!(report["latencyMs"]["overall"]["count"], 4);
@@ -479,10 +408,7 @@ mod tests {
     #[test]
     fn wrong_prices_and_a_missing_catalog_fail_the_demo() {
         let catalog = Catalog::parse(FIXTURE).unwrap();
-        let outcomes = vec![
-            outcome("MISS", 0.5, None, 1.0),
-            outcome("HIT", 0.0, Some(0.5), 1.0),
-        ];
+        let outcomes = vec![outcome("MISS", 0.5, None, 1.0), outcome("HIT", 0.0, Some(0.5), 1.0)];
         let report = build(&outcomes, &RunInfo::default(), Ok(&catalog), None);
         assert_eq!(report["errors"]["costMismatches"], 1);
         assert!(!passed(&report));

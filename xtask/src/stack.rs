@@ -91,13 +91,7 @@ pub struct Stack {
 
 impl Stack {
     pub fn new(options: StackOptions) -> Self {
-        Self {
-            options,
-            supervisor: Supervisor::default(),
-            moto_url: None,
-            emulator_url: None,
-            lambda_port: None,
-        }
+        Self { options, supervisor: Supervisor::default(), moto_url: None, emulator_url: None, lambda_port: None }
     }
 
     /// Everything `stack` and `demo` need, in dependency order.
@@ -164,8 +158,7 @@ impl Stack {
         command.current_dir(paths::repo_root());
         scrub_aws_env(&mut command);
         let output = self.output_for("bedrock-emulator", false);
-        self.supervisor
-            .spawn("bedrock-emulator", command, &output)?;
+        self.supervisor.spawn("bedrock-emulator", command, &output)?;
         let url = format!("http://127.0.0.1:{port}");
         http::wait_until_ready(
             &mut self.supervisor,
@@ -181,10 +174,7 @@ impl Stack {
 
     pub fn start_lambda(&mut self) -> Result<u16> {
         let moto = self.moto_url.clone().ok_or("moto is not running")?;
-        let emulator = self
-            .emulator_url
-            .clone()
-            .ok_or("the Bedrock emulator is not running")?;
+        let emulator = self.emulator_url.clone().ok_or("the Bedrock emulator is not running")?;
         let env_file = write_env_file(&function_env(&moto, &emulator))?;
         let port = http::free_port()?;
         let mut command = cargo();
@@ -193,34 +183,22 @@ impl Stack {
             .args(["--invoke-port", &port.to_string()])
             .arg("--env-file")
             .arg(&env_file)
-            .args([
-                "--concurrency",
-                &self.options.lambda_concurrency.max(1).to_string(),
-            ]);
+            .args(["--concurrency", &self.options.lambda_concurrency.max(1).to_string()]);
         if !self.options.interactive {
             command.arg("--ignore-changes");
         }
-        command
-            .current_dir(paths::repo_root())
-            .env("PATH", tools::path_with(&[tools::CARGO_LAMBDA.bin_dir()]));
+        command.current_dir(paths::repo_root()).env("PATH", tools::path_with(&[tools::CARGO_LAMBDA.bin_dir()]));
         scrub_aws_env(&mut command);
         let output = self.output_for("cargo-lambda-watch", false);
-        self.supervisor
-            .spawn("cargo-lambda-watch", command, &output)?;
-        http::wait_for_port(
-            &mut self.supervisor,
-            "cargo lambda watch",
-            port,
-            Duration::from_secs(60),
-        )?;
+        self.supervisor.spawn("cargo-lambda-watch", command, &output)?;
+        http::wait_for_port(&mut self.supervisor, "cargo lambda watch", port, Duration::from_secs(60))?;
         println!("stack: cargo lambda watch listening on 127.0.0.1:{port}");
         self.lambda_port = Some(port);
         Ok(port)
     }
 
     pub fn function_url(&self, function: &str, path: &str) -> Option<String> {
-        self.lambda_port
-            .map(|port| format!("http://127.0.0.1:{port}/lambda-url/{function}{path}"))
+        self.lambda_port.map(|port| format!("http://127.0.0.1:{port}/lambda-url/{function}{path}"))
     }
 
     pub fn log_of(&self, name: &str) -> Option<PathBuf> {
@@ -295,9 +273,7 @@ fn write_env_file(env: &[(&str, String)]) -> Result<PathBuf> {
 }
 
 pub fn env_file_contents(env: &[(&str, String)]) -> String {
-    env.iter()
-        .map(|(key, value)| format!("{key}={value}\n"))
-        .collect()
+    env.iter().map(|(key, value)| format!("{key}={value}\n")).collect()
 }
 
 /// `tests/emulator-test.toml`, when the emulator's fast test profile exists.
@@ -309,11 +285,7 @@ pub fn emulator_test_config() -> Option<PathBuf> {
 pub fn run_until_interrupted(emulator_config: Option<PathBuf>) -> Result<()> {
     tools::ensure(&[tools::MOTO, tools::CARGO_LAMBDA])?;
     let emulator_config = emulator_config.map(|p| absolute(&p));
-    let mut stack = Stack::start(StackOptions {
-        emulator_config,
-        lambda_concurrency: 4,
-        interactive: true,
-    })?;
+    let mut stack = Stack::start(StackOptions { emulator_config, lambda_concurrency: 4, interactive: true })?;
     stack.print_endpoints();
     println!("Press Ctrl-C to stop.");
     stack.wait_until_interrupted()?;
@@ -325,9 +297,7 @@ pub fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map(|dir| dir.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir().map(|dir| dir.join(path)).unwrap_or_else(|_| path.to_path_buf())
     }
 }
 
@@ -340,10 +310,7 @@ mod tests {
         let env = function_env("http://127.0.0.1:1", "http://127.0.0.1:2");
         let get = |key: &str| env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str());
         assert_eq!(get("AWS_ENDPOINT_URL_DYNAMODB"), Some("http://127.0.0.1:1"));
-        assert_eq!(
-            get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
-            Some("http://127.0.0.1:2")
-        );
+        assert_eq!(get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"), Some("http://127.0.0.1:2"));
         assert_eq!(get("CACHE_TABLE_NAME"), Some(LOCAL_TABLE_NAME));
         assert_eq!(get("TRUST_TENANT_HEADER"), Some("true"));
         assert!(env_file_contents(&env).contains("AWS_REGION=us-east-1\n"));

@@ -18,8 +18,7 @@ pub fn parse_template(text: &str) -> Result<Value> {
 }
 
 pub fn load_template(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("could not read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("could not read {}: {e}", path.display()))?;
     parse_template(&text).map_err(|e| format!("could not parse {}: {e}", path.display()).into())
 }
 
@@ -29,12 +28,9 @@ fn yaml_to_json(value: serde_yaml::Value) -> Result<Value> {
         serde_yaml::Value::Bool(b) => Value::Bool(b),
         serde_yaml::Value::Number(n) => number_to_json(&n)?,
         serde_yaml::Value::String(s) => Value::String(s),
-        serde_yaml::Value::Sequence(items) => Value::Array(
-            items
-                .into_iter()
-                .map(yaml_to_json)
-                .collect::<Result<Vec<_>>>()?,
-        ),
+        serde_yaml::Value::Sequence(items) => {
+            Value::Array(items.into_iter().map(yaml_to_json).collect::<Result<Vec<_>>>()?)
+        }
         serde_yaml::Value::Mapping(mapping) => {
             let mut object = Map::new();
             for (key, value) in mapping {
@@ -72,9 +68,7 @@ fn intrinsic_to_json(tagged: TaggedValue) -> Result<Value> {
         // The short form takes "Resource.Attribute"; the long form takes a two-item list.
         "GetAtt" => match argument {
             Value::String(s) => {
-                let (resource, attribute) = s
-                    .split_once('.')
-                    .ok_or_else(|| format!("!GetAtt {s} has no attribute"))?;
+                let (resource, attribute) = s.split_once('.').ok_or_else(|| format!("!GetAtt {s} has no attribute"))?;
                 ("Fn::GetAtt".to_string(), json!([resource, attribute]))
             }
             other => ("Fn::GetAtt".to_string(), other),
@@ -89,9 +83,7 @@ pub fn cache_table_properties(template: &Value) -> Result<&Map<String, Value>> {
     template
         .pointer(&format!("/Resources/{CACHE_TABLE_LOGICAL_ID}/Properties"))
         .and_then(Value::as_object)
-        .ok_or_else(|| {
-            format!("template has no Resources.{CACHE_TABLE_LOGICAL_ID}.Properties").into()
-        })
+        .ok_or_else(|| format!("template has no Resources.{CACHE_TABLE_LOGICAL_ID}.Properties").into())
 }
 
 /// Builds a DynamoDB `CreateTable` request from `AWS::DynamoDB::Table` properties.
@@ -101,26 +93,17 @@ pub fn create_table_request(properties: &Map<String, Value>, table_name: &str) -
     let mut request = Map::new();
     request.insert("TableName".into(), json!(table_name));
     for key in ["KeySchema", "AttributeDefinitions"] {
-        let value = properties
-            .get(key)
-            .ok_or_else(|| format!("{CACHE_TABLE_LOGICAL_ID} has no {key}"))?;
+        let value = properties.get(key).ok_or_else(|| format!("{CACHE_TABLE_LOGICAL_ID} has no {key}"))?;
         request.insert(key.into(), literal(key, value)?.clone());
     }
     let billing_mode = match properties.get("BillingMode") {
-        Some(value) => literal("BillingMode", value)?
-            .as_str()
-            .ok_or("BillingMode is not a string")?
-            .to_string(),
+        Some(value) => literal("BillingMode", value)?.as_str().ok_or("BillingMode is not a string")?.to_string(),
         None => "PROVISIONED".to_string(),
     };
     if billing_mode == "PROVISIONED" {
-        let throughput = properties
-            .get("ProvisionedThroughput")
-            .ok_or("BillingMode PROVISIONED needs ProvisionedThroughput")?;
-        request.insert(
-            "ProvisionedThroughput".into(),
-            literal("ProvisionedThroughput", throughput)?.clone(),
-        );
+        let throughput =
+            properties.get("ProvisionedThroughput").ok_or("BillingMode PROVISIONED needs ProvisionedThroughput")?;
+        request.insert("ProvisionedThroughput".into(), literal("ProvisionedThroughput", throughput)?.clone());
     }
     request.insert("BillingMode".into(), json!(billing_mode));
     if let Some(sse) = properties.get("SSESpecification") {
@@ -130,9 +113,7 @@ pub fn create_table_request(properties: &Map<String, Value>, table_name: &str) -
 }
 
 fn sse_specification(sse: &Value) -> Result<Value> {
-    let sse = literal("SSESpecification", sse)?
-        .as_object()
-        .ok_or("SSESpecification is not a mapping")?;
+    let sse = literal("SSESpecification", sse)?.as_object().ok_or("SSESpecification is not a mapping")?;
     let mut api = Map::new();
     if let Some(enabled) = sse.get("SSEEnabled") {
         api.insert("Enabled".into(), json!(as_bool("SSEEnabled", enabled)?));
@@ -146,27 +127,18 @@ fn sse_specification(sse: &Value) -> Result<Value> {
 }
 
 /// The `UpdateTimeToLive` request, if the table declares a TTL attribute.
-pub fn update_ttl_request(
-    properties: &Map<String, Value>,
-    table_name: &str,
-) -> Result<Option<Value>> {
+pub fn update_ttl_request(properties: &Map<String, Value>, table_name: &str) -> Result<Option<Value>> {
     let Some(spec) = properties.get("TimeToLiveSpecification") else {
         return Ok(None);
     };
-    let spec = literal("TimeToLiveSpecification", spec)?
-        .as_object()
-        .ok_or("TimeToLiveSpecification is not a mapping")?;
-    let enabled = as_bool(
-        "Enabled",
-        spec.get("Enabled").unwrap_or(&Value::Bool(false)),
-    )?;
+    let spec =
+        literal("TimeToLiveSpecification", spec)?.as_object().ok_or("TimeToLiveSpecification is not a mapping")?;
+    let enabled = as_bool("Enabled", spec.get("Enabled").unwrap_or(&Value::Bool(false)))?;
     if !enabled {
         return Ok(None);
     }
-    let attribute = spec
-        .get("AttributeName")
-        .and_then(Value::as_str)
-        .ok_or("TimeToLiveSpecification has no AttributeName")?;
+    let attribute =
+        spec.get("AttributeName").and_then(Value::as_str).ok_or("TimeToLiveSpecification has no AttributeName")?;
     Ok(Some(json!({
         "TableName": table_name,
         "TimeToLiveSpecification": {"AttributeName": attribute, "Enabled": true},
@@ -188,10 +160,8 @@ fn literal<'a>(name: &str, value: &'a Value) -> Result<&'a Value> {
 fn contains_intrinsic(value: &Value) -> bool {
     match value {
         Value::Object(map) => {
-            let single_intrinsic = map.len() == 1
-                && map
-                    .keys()
-                    .all(|k| k == "Ref" || k == "Condition" || k.starts_with("Fn::"));
+            let single_intrinsic =
+                map.len() == 1 && map.keys().all(|k| k == "Ref" || k == "Condition" || k.starts_with("Fn::"));
             single_intrinsic || map.values().any(contains_intrinsic)
         }
         Value::Array(items) => items.iter().any(contains_intrinsic),
@@ -247,19 +217,11 @@ Resources:
     #[test]
     fn short_form_intrinsics_become_long_form() {
         let template = parse_template(TEMPLATE).unwrap();
-        let vars = template
-            .pointer("/Resources/Fn/Properties/Environment/Variables")
-            .unwrap();
+        let vars = template.pointer("/Resources/Fn/Properties/Environment/Variables").unwrap();
         assert_eq!(vars["TABLE"], json!({"Ref": "CacheTable"}));
         assert_eq!(vars["ARN"], json!({"Fn::GetAtt": ["CacheTable", "Arn"]}));
-        assert_eq!(
-            vars["URL"],
-            json!({"Fn::Sub": "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/"})
-        );
-        assert_eq!(
-            vars["PART"],
-            json!({"Fn::Select": [1, {"Fn::Split": [".", {"Ref": "ModelId"}]}]})
-        );
+        assert_eq!(vars["URL"], json!({"Fn::Sub": "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/"}));
+        assert_eq!(vars["PART"], json!({"Fn::Select": [1, {"Fn::Split": [".", {"Ref": "ModelId"}]}]}));
         assert_eq!(
             template.pointer("/Conditions/UseIam").unwrap(),
             &json!({"Fn::Equals": [{"Ref": "AuthMode"}, "IAM"]})

@@ -50,21 +50,11 @@ struct StepOutcome {
 
 impl StepOutcome {
     fn check(passed: bool) -> Self {
-        Self {
-            passed,
-            skipped: false,
-            counts: None,
-            note: String::new(),
-        }
+        Self { passed, skipped: false, counts: None, note: String::new() }
     }
 
     fn skipped(note: &str) -> Self {
-        Self {
-            passed: true,
-            skipped: true,
-            counts: None,
-            note: note.to_string(),
-        }
+        Self { passed: true, skipped: true, counts: None, note: note.to_string() }
     }
 }
 
@@ -115,13 +105,7 @@ impl Steps {
                 (Status::Failed, None, error.to_string())
             }
         };
-        self.records.push(StepRecord {
-            name: name.to_string(),
-            status,
-            duration: started.elapsed(),
-            counts,
-            note,
-        });
+        self.records.push(StepRecord { name: name.to_string(), status, duration: started.elapsed(), counts, note });
         status != Status::Failed
     }
 
@@ -136,10 +120,7 @@ impl Steps {
                     total += counts;
                 }
                 (Status::Failed, Some(counts)) => {
-                    total += TestCounts {
-                        passed: counts.passed,
-                        failed: 1,
-                    };
+                    total += TestCounts { passed: counts.passed, failed: 1 };
                 }
                 (Status::Failed, None) => total.failed += 1,
                 _ => {}
@@ -161,17 +142,8 @@ impl Steps {
                 .filter(|c| *c != TestCounts::default())
                 .map(|c| format!(" ({} passed, {} failed)", c.passed, c.failed))
                 .unwrap_or_default();
-            let note = if record.note.is_empty() {
-                String::new()
-            } else {
-                format!(" - {}", first_line(&record.note))
-            };
-            println!(
-                "  {:<8} {:<28} {:>7.1} s{counts}{note}",
-                status,
-                record.name,
-                record.duration.as_secs_f64()
-            );
+            let note = if record.note.is_empty() { String::new() } else { format!(" - {}", first_line(&record.note)) };
+            println!("  {:<8} {:<28} {:>7.1} s{counts}{note}", status, record.name, record.duration.as_secs_f64());
         }
     }
 }
@@ -181,32 +153,17 @@ fn first_line(text: &str) -> &str {
 }
 
 pub fn run(args: &TestArgs) -> Result<bool> {
-    let mut steps = Steps {
-        fail_fast: args.fail_fast,
-        records: Vec::new(),
-    };
+    let mut steps = Steps { fail_fast: args.fail_fast, records: Vec::new() };
     let root = paths::repo_root();
     steps.run("tools", || {
-        tools::ensure(&[tools::MOTO, tools::LINT, tools::CARGO_LAMBDA])
-            .map(|()| StepOutcome::check(true))
+        tools::ensure(&[tools::MOTO, tools::LINT, tools::CARGO_LAMBDA]).map(|()| StepOutcome::check(true))
     });
     steps.run("cargo fmt --check", || {
-        Ok(StepOutcome::check(
-            run_status(cargo().args(["fmt", "--all", "--check"]).current_dir(&root))?.success(),
-        ))
+        Ok(StepOutcome::check(run_status(cargo().args(["fmt", "--all", "--check"]).current_dir(&root))?.success()))
     });
     steps.run("cargo clippy", || {
         let mut command = cargo();
-        command
-            .args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ])
-            .current_dir(&root);
+        command.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).current_dir(&root);
         Ok(StepOutcome::check(run_status(&mut command)?.success()))
     });
 
@@ -215,20 +172,10 @@ pub fn run(args: &TestArgs) -> Result<bool> {
         lambda_concurrency: 2,
         interactive: false,
     });
-    steps.run("build servers and functions", || {
-        stack::build_binaries().map(|()| StepOutcome::check(true))
-    });
-    steps.run("start moto", || {
-        stack.start_moto().map(|_| StepOutcome::check(true))
-    });
-    steps.run("create cache table", || {
-        stack
-            .create_cache_table()
-            .map(|()| StepOutcome::check(true))
-    });
-    steps.run("start bedrock-emulator", || {
-        stack.start_emulator().map(|_| StepOutcome::check(true))
-    });
+    steps.run("build servers and functions", || stack::build_binaries().map(|()| StepOutcome::check(true)));
+    steps.run("start moto", || stack.start_moto().map(|_| StepOutcome::check(true)));
+    steps.run("create cache table", || stack.create_cache_table().map(|()| StepOutcome::check(true)));
+    steps.run("start bedrock-emulator", || stack.start_emulator().map(|_| StepOutcome::check(true)));
     let env = match (&stack.moto_url, &stack.emulator_url) {
         (Some(moto), Some(emulator)) => stack::test_env(moto, emulator),
         _ => Vec::new(),
@@ -237,19 +184,13 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps.run("pytest tests/python", || python_tests(&root, &env));
     steps.run("cfn-lint template.yaml", || cfn_lint(&root));
     steps.run("SAM transform + cfn-lint", || sam_transform_check(&root));
-    steps.run("start cargo lambda watch", || {
-        stack.start_lambda().map(|_| StepOutcome::check(true))
-    });
-    steps.run("events smoke check", || {
-        events_smoke(&root, stack.lambda_port)
-    });
+    steps.run("start cargo lambda watch", || stack.start_lambda().map(|_| StepOutcome::check(true)));
+    steps.run("events smoke check", || events_smoke(&root, stack.lambda_port));
     stack.stop();
 
     steps.print_summary();
     let totals = steps.totals();
-    let all_passed = steps.records.iter().all(|r| r.status != Status::Failed)
-        && !interrupted()
-        && totals.failed == 0;
+    let all_passed = steps.records.iter().all(|r| r.status != Status::Failed) && !interrupted() && totals.failed == 0;
     println!("{} passed, {} failed", totals.passed, totals.failed);
     Ok(all_passed)
 }
@@ -277,23 +218,13 @@ fn rust_tests(root: &Path, env: &[(&str, String)]) -> Result<StepOutcome> {
     with_env(&mut command, env);
     let nextest = nextest_available();
     if nextest {
-        command.args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--no-fail-fast",
-            "--no-tests=warn",
-        ]);
+        command.args(["nextest", "run", "--workspace", "--no-fail-fast", "--no-tests=warn"]);
     } else {
         println!("cargo nextest is not installed; falling back to cargo test");
         command.args(["test", "--workspace", "--no-fail-fast"]);
     }
     let (status, lines) = run_captured(&mut command, true)?;
-    let parsed = if nextest {
-        parse_nextest_summary(&lines)
-    } else {
-        parse_cargo_test_summary(&lines)
-    };
+    let parsed = if nextest { parse_nextest_summary(&lines) } else { parse_cargo_test_summary(&lines) };
     Ok(runner_outcome(status.success(), parsed))
 }
 
@@ -308,11 +239,7 @@ fn runner_outcome(success: bool, parsed: Option<TestCounts>) -> StepOutcome {
         passed: success,
         skipped: false,
         counts: Some(counts),
-        note: if parsed.is_none() {
-            "no test summary found".into()
-        } else {
-            String::new()
-        },
+        note: if parsed.is_none() { "no test summary found".into() } else { String::new() },
     }
 }
 
@@ -322,9 +249,7 @@ fn python_tests(root: &Path, env: &[(&str, String)]) -> Result<StepOutcome> {
         return Ok(StepOutcome::skipped("no tests in tests/python"));
     }
     let mut command = Command::new(tools::MOTO.bin("python"));
-    command
-        .args(["-m", "pytest", "-q", "tests/python"])
-        .current_dir(root);
+    command.args(["-m", "pytest", "-q", "tests/python"]).current_dir(root);
     stack::scrub_aws_env(&mut command);
     with_env(&mut command, env);
     let (status, lines) = run_captured(&mut command, true)?;
@@ -332,10 +257,7 @@ fn python_tests(root: &Path, env: &[(&str, String)]) -> Result<StepOutcome> {
     if status.code() == Some(5) {
         return Ok(StepOutcome::skipped("pytest collected no tests"));
     }
-    Ok(runner_outcome(
-        status.success(),
-        parse_pytest_summary(&lines),
-    ))
+    Ok(runner_outcome(status.success(), parse_pytest_summary(&lines)))
 }
 
 fn has_python_tests(dir: &Path) -> bool {
@@ -372,13 +294,7 @@ fn sam_transform_check(root: &Path) -> Result<StepOutcome> {
     let mut all_passed = true;
     for (mode, extra) in [
         ("IAM", &[][..]),
-        (
-            "JWT",
-            &[
-                "JwtIssuer=https://issuer.example.com",
-                "JwtAudience=example-client",
-            ][..],
-        ),
+        ("JWT", &["JwtIssuer=https://issuer.example.com", "JwtAudience=example-client"][..]),
         ("NONE", &[][..]),
     ] {
         let output = out_dir.join(format!("template-{mode}.json"));
@@ -432,12 +348,7 @@ fn events_smoke(root: &Path, lambda_port: Option<u16>) -> Result<StepOutcome> {
             }
         }
     }
-    Ok(StepOutcome {
-        passed: counts.failed == 0,
-        skipped: false,
-        counts: Some(counts),
-        note: String::new(),
-    })
+    Ok(StepOutcome { passed: counts.failed == 0, skipped: false, counts: Some(counts), note: String::new() })
 }
 
 fn invoke_case(root: &Path, port: u16, case: &SmokeCase) -> Result<String> {
@@ -445,12 +356,7 @@ fn invoke_case(root: &Path, port: u16, case: &SmokeCase) -> Result<String> {
     command
         .args(["lambda", "invoke", &case.function, "--data-file"])
         .arg(&case.event)
-        .args([
-            "--invoke-address",
-            "127.0.0.1",
-            "--invoke-port",
-            &port.to_string(),
-        ])
+        .args(["--invoke-address", "127.0.0.1", "--invoke-port", &port.to_string()])
         .args(["--output-format", "json"])
         .current_dir(root)
         .env("PATH", tools::path_with(&[tools::CARGO_LAMBDA.bin_dir()]));
@@ -497,18 +403,13 @@ pub fn check_response(response: &Value, case: &SmokeCase) -> Result<String> {
 fn header(response: &Value, name: &str) -> Option<String> {
     let find = |map: Option<&Value>| {
         map.and_then(Value::as_object).and_then(|headers| {
-            headers
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, value)| value.clone())
+            headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.clone())
         })
     };
     match find(response.get("headers")) {
         Some(Value::String(value)) => Some(value),
         _ => match find(response.get("multiValueHeaders")) {
-            Some(Value::Array(values)) => {
-                values.first().and_then(Value::as_str).map(str::to_string)
-            }
+            Some(Value::Array(values)) => values.first().and_then(Value::as_str).map(str::to_string),
             _ => None,
         },
     }
@@ -541,11 +442,7 @@ fn count_items(text: &str) -> TestCounts {
             continue;
         };
         let label: Vec<&str> = words.collect();
-        match label
-            .first()
-            .copied()
-            .map(|w| w.trim_end_matches(['.', ':']))
-        {
+        match label.first().copied().map(|w| w.trim_end_matches(['.', ':'])) {
             Some("passed") => counts.passed += number,
             Some("failed" | "error" | "errors") => counts.failed += number,
             Some("timed") if label.get(1) == Some(&"out") => counts.failed += number,
@@ -599,30 +496,12 @@ mod tests {
         let ok = lines(
             "        PASS [   0.010s] xtask tests::a\n────────────\n     Summary [   2.015s] 12 tests run: 12 passed, 0 skipped",
         );
-        assert_eq!(
-            parse_nextest_summary(&ok),
-            Some(TestCounts {
-                passed: 12,
-                failed: 0
-            })
-        );
-        let bad = lines(
-            "     Summary [   2.015s] 14 tests run: 11 passed (2 slow), 2 failed, 1 timed out, 3 skipped",
-        );
-        assert_eq!(
-            parse_nextest_summary(&bad),
-            Some(TestCounts {
-                passed: 11,
-                failed: 3
-            })
-        );
-        let colored =
-            lines("\u{1b}[32;1m     Summary\u{1b}[0m [   0.1s] 1 test run: 1 passed, 0 skipped");
+        assert_eq!(parse_nextest_summary(&ok), Some(TestCounts { passed: 12, failed: 0 }));
+        let bad = lines("     Summary [   2.015s] 14 tests run: 11 passed (2 slow), 2 failed, 1 timed out, 3 skipped");
+        assert_eq!(parse_nextest_summary(&bad), Some(TestCounts { passed: 11, failed: 3 }));
+        let colored = lines("\u{1b}[32;1m     Summary\u{1b}[0m [   0.1s] 1 test run: 1 passed, 0 skipped");
         assert_eq!(parse_nextest_summary(&colored).map(|c| c.passed), Some(1));
-        assert_eq!(
-            parse_nextest_summary(&lines("error: could not compile")),
-            None
-        );
+        assert_eq!(parse_nextest_summary(&lines("error: could not compile")), None);
     }
 
     #[test]
@@ -631,34 +510,15 @@ mod tests {
             "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\
              test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
         );
-        assert_eq!(
-            parse_cargo_test_summary(&out),
-            Some(TestCounts {
-                passed: 5,
-                failed: 1
-            })
-        );
+        assert_eq!(parse_cargo_test_summary(&out), Some(TestCounts { passed: 5, failed: 1 }));
     }
 
     #[test]
     fn parses_pytest_summaries() {
-        let quiet =
-            lines("..F.\nFAILED tests/python/test_x.py::test_y\n3 passed, 1 failed in 0.12s");
-        assert_eq!(
-            parse_pytest_summary(&quiet),
-            Some(TestCounts {
-                passed: 3,
-                failed: 1
-            })
-        );
+        let quiet = lines("..F.\nFAILED tests/python/test_x.py::test_y\n3 passed, 1 failed in 0.12s");
+        assert_eq!(parse_pytest_summary(&quiet), Some(TestCounts { passed: 3, failed: 1 }));
         let verbose = lines("========= 5 passed, 2 errors in 1.02s =========");
-        assert_eq!(
-            parse_pytest_summary(&verbose),
-            Some(TestCounts {
-                passed: 5,
-                failed: 2
-            })
-        );
+        assert_eq!(parse_pytest_summary(&verbose), Some(TestCounts { passed: 5, failed: 2 }));
         assert_eq!(parse_pytest_summary(&lines("collected 0 items")), None);
     }
 
@@ -666,13 +526,7 @@ mod tests {
     fn failed_runners_without_summaries_still_count_as_failures() {
         let outcome = runner_outcome(false, None);
         assert_eq!(outcome.counts.map(|c| c.failed), Some(1));
-        let outcome = runner_outcome(
-            true,
-            Some(TestCounts {
-                passed: 4,
-                failed: 0,
-            }),
-        );
+        let outcome = runner_outcome(true, Some(TestCounts { passed: 4, failed: 0 }));
         assert!(outcome.passed);
     }
 
@@ -690,30 +544,12 @@ mod tests {
             records: vec![
                 record(Status::Passed, None),
                 record(Status::Failed, None),
-                record(
-                    Status::Passed,
-                    Some(TestCounts {
-                        passed: 10,
-                        failed: 0,
-                    }),
-                ),
-                record(
-                    Status::Failed,
-                    Some(TestCounts {
-                        passed: 2,
-                        failed: 3,
-                    }),
-                ),
+                record(Status::Passed, Some(TestCounts { passed: 10, failed: 0 })),
+                record(Status::Failed, Some(TestCounts { passed: 2, failed: 3 })),
                 record(Status::Skipped, None),
             ],
         };
-        assert_eq!(
-            steps.totals(),
-            TestCounts {
-                passed: 12,
-                failed: 4
-            }
-        );
+        assert_eq!(steps.totals(), TestCounts { passed: 12, failed: 4 });
     }
 
     #[test]
@@ -728,8 +564,7 @@ mod tests {
         assert!(check_response(&hit, &case).is_ok());
         let miss = json!({"statusCode": 200, "headers": {"x-cache": "MISS"}});
         assert!(check_response(&miss, &case).is_err());
-        let multi =
-            json!({"statusCode": 200, "headers": {}, "multiValueHeaders": {"x-cache": ["HIT"]}});
+        let multi = json!({"statusCode": 200, "headers": {}, "multiValueHeaders": {"x-cache": ["HIT"]}});
         assert!(check_response(&multi, &case).is_ok());
         let error = json!({"statusCode": 400, "body": "{\"error\":{}}"});
         assert!(check_response(&error, &case).is_err());
@@ -748,9 +583,7 @@ mod tests {
         let cases: Vec<SmokeCase> = serde_json::from_str(&text).unwrap();
         assert!(!cases.is_empty());
         for case in cases {
-            let event: Value =
-                serde_json::from_str(&std::fs::read_to_string(root.join(&case.event)).unwrap())
-                    .unwrap();
+            let event: Value = serde_json::from_str(&std::fs::read_to_string(root.join(&case.event)).unwrap()).unwrap();
             assert_eq!(event["version"], "2.0", "{}", case.event.display());
             assert!(event["requestContext"]["http"]["method"].is_string());
         }

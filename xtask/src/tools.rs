@@ -90,11 +90,7 @@ fn ensure_one(venv: &Venv) -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    println!(
-        "tools: installing {} into {} ...",
-        venv.requirements.join(" "),
-        display_relative(&venv.dir())
-    );
+    println!("tools: installing {} into {} ...", venv.requirements.join(" "), display_relative(&venv.dir()));
     let dir = venv.dir();
     if dir.exists() {
         // A stale or half-finished venv may hold packages the new list no longer wants.
@@ -104,22 +100,11 @@ fn ensure_one(venv: &Venv) -> Result<()> {
     run_checked(Command::new("python3").args(["-m", "venv"]).arg(&dir))
         .map_err(|e| format!("creating {} with `python3 -m venv` failed: {e}", venv.name))?;
     let mut pip = Command::new(venv.bin("python"));
-    pip.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-    ])
-    .args(venv.requirements);
+    pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(venv.requirements);
     run_checked(&mut pip).map_err(|e| format!("pip install into {} failed: {e}", venv.name))?;
     // Written last, so an interrupted install is retried from scratch next time.
     fs::write(dir.join(MARKER_FILE), venv.marker_contents())?;
-    println!(
-        "tools: {} ready in {:.1} s",
-        venv.name,
-        started.elapsed().as_secs_f64()
-    );
+    println!("tools: {} ready in {:.1} s", venv.name, started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -134,10 +119,7 @@ pub fn path_with(dirs: &[PathBuf]) -> std::ffi::OsString {
 
 fn display_relative(path: &Path) -> String {
     let root = paths::repo_root();
-    path.strip_prefix(&root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(&root).unwrap_or(path).display().to_string()
 }
 
 #[cfg(test)]

@@ -9,12 +9,7 @@ pub const FULL_HAIKU_ID: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
 
 /// Requested model and relative weight. One full inference-profile ID sits among the tier
 /// names because clients send both.
-const MODELS: &[(&str, u32)] = &[
-    ("haiku", 45),
-    ("sonnet", 30),
-    ("opus", 10),
-    (FULL_HAIKU_ID, 15),
-];
+const MODELS: &[(&str, u32)] = &[("haiku", 45), ("sonnet", 30), ("opus", 10), (FULL_HAIKU_ID, 15)];
 const TENANTS: &[(&str, u32)] = &[("acme", 60), ("globex", 30), ("initech", 10)];
 const MAX_TOKENS: &[u32] = &[200, 300, 400, 500, 600];
 /// Zipf exponent: about 1 is typical of request popularity; a little above makes the head
@@ -86,9 +81,7 @@ impl Zipf {
 
     pub fn sample(&self, rng: &mut Rng) -> usize {
         let u = rng.next_f64();
-        self.cdf
-            .partition_point(|&c| c <= u)
-            .min(self.cdf.len().saturating_sub(1))
+        self.cdf.partition_point(|&c| c <= u).min(self.cdf.len().saturating_sub(1))
     }
 }
 
@@ -159,10 +152,7 @@ pub fn plan(requests: usize, seed: u64) -> Vec<PlannedRequest> {
 }
 
 pub fn request_body(request: &PlannedRequest) -> Value {
-    let (kind, text) = PROMPTS
-        .get(request.prompt)
-        .copied()
-        .unwrap_or((Kind::Question, "Hello"));
+    let (kind, text) = PROMPTS.get(request.prompt).copied().unwrap_or((Kind::Question, "Hello"));
     json!({
         "modelId": request.model,
         "system": [{"text": kind.system_prompt()}],
@@ -172,10 +162,7 @@ pub fn request_body(request: &PlannedRequest) -> Value {
 }
 
 pub fn request_headers(request: &PlannedRequest) -> Vec<(&'static str, &'static str)> {
-    let mut headers = vec![
-        ("content-type", "application/json"),
-        ("x-tenant-id", request.tenant),
-    ];
+    let mut headers = vec![("content-type", "application/json"), ("x-tenant-id", request.tenant)];
     if request.cache_off {
         headers.push(("x-cache-mode", "off"));
     }
@@ -225,10 +212,7 @@ mod tests {
         let off = requests.iter().filter(|r| r.cache_off).count();
         assert!((5..=40).contains(&off), "{off} cache-off requests");
         let greedy = requests.iter().filter(|r| r.temperature == 0.0).count();
-        assert!(
-            greedy * 10 > requests.len() * 7,
-            "{greedy} at temperature 0"
-        );
+        assert!(greedy * 10 > requests.len() * 7, "{greedy} at temperature 0");
         assert!(requests.iter().all(|r| (200..=600).contains(&r.max_tokens)));
     }
 
