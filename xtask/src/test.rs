@@ -577,6 +577,21 @@ mod tests {
     }
 
     #[test]
+    fn repeat_event_differs_from_the_valid_one_only_in_formatting() {
+        let root = paths::repo_root().join("events/invoke-with-cache");
+        let body = |name: &str| {
+            let event: Value = serde_json::from_str(&std::fs::read_to_string(root.join(name)).unwrap()).unwrap();
+            event["body"].as_str().unwrap().to_string()
+        };
+        let (valid, repeat) = (body("valid-request.json"), body("repeat-request.json"));
+        assert_ne!(valid, repeat);
+        let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+        assert_eq!(parse(&valid), parse(&repeat));
+        assert_eq!(parse(&body("other-tenant.json")), parse(&valid));
+        assert!(serde_json::from_str::<Value>(&body("malformed-body.json")).is_err());
+    }
+
+    #[test]
     fn repository_smoke_manifest_is_well_formed() {
         let root = paths::repo_root();
         let text = std::fs::read_to_string(root.join("events/manifest.json")).unwrap();
