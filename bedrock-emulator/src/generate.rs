@@ -130,8 +130,7 @@ pub fn seed(model_id: &str, request: &ConverseRequest) -> [u8; 32] {
         "additionalModelRequestFields": request.additional_model_request_fields,
     });
     strip_cache_points(&mut canonical);
-    // serde_json's maps are sorted by key, so this text is canonical.
-    Sha256::digest(canonical.to_string().as_bytes()).into()
+    Sha256::digest(gateway_core::cache::canonical_json(&canonical)).into()
 }
 
 fn strip_cache_points(value: &mut Value) {
@@ -701,5 +700,21 @@ mod tests {
             assert!(text.starts_with(cut));
         }
         assert_eq!(truncate_to_tokens(text, 100), None);
+    }
+
+    #[test]
+    fn seed_ignores_key_order_in_free_form_fields() {
+        let parse = |json: &str| ConverseRequest::from_json(json.as_bytes()).unwrap();
+        let a = parse(
+            r#"{"messages":[{"role":"user","content":[{"text":"hi"}]}],"additionalModelRequestFields":{"top_k":5,"x":{"b":1,"a":2}}}"#,
+        );
+        let b = parse(
+            r#"{"additionalModelRequestFields":{"x":{"a":2,"b":1},"top_k":5},"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#,
+        );
+        assert_eq!(seed("m", &a), seed("m", &b));
+        let c = parse(
+            r#"{"messages":[{"role":"user","content":[{"text":"hi"}]}],"additionalModelRequestFields":{"top_k":6}}"#,
+        );
+        assert_ne!(seed("m", &a), seed("m", &c));
     }
 }

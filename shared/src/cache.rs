@@ -82,9 +82,7 @@ impl CacheKey {
             "promptVariables": request.prompt_variables,
             "performanceConfig": request.performance_config,
         });
-        let mut canonical = Vec::with_capacity(1024);
-        write_canonical(&material, &mut canonical);
-        CacheKey(Sha256::digest(&canonical).into())
+        CacheKey(Sha256::digest(canonical_json(&material)).into())
     }
 
     pub fn to_hex(&self) -> String {
@@ -98,8 +96,16 @@ impl fmt::Display for CacheKey {
     }
 }
 
-/// Writes `value` as JSON with object keys sorted and empty values dropped, so that `{}`,
-/// `[]` and `null` mean the same as an absent field.
+/// `value` as JSON bytes with object keys sorted, empty values dropped (`{}`, `[]` and `null`
+/// mean the same as an absent field) and integral numbers written as integers. The output does
+/// not depend on serde_json's map type, which a `preserve_order` feature anywhere in the build
+/// would switch to insertion order.
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    write_canonical(value, &mut out);
+    out
+}
+
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
@@ -320,7 +326,13 @@ impl CacheEntry {
 }
 
 /// The compressed payload stored with an entry.
-#[derive(Debug, Serialize, Deserialize)]
+/// Written from a borrow so that encoding never copies the answer; read back owned.
+#[derive(Debug, Serialize)]
+struct StoredAnswerRef<'a> {
+    response: &'a ConverseResponse,
+}
+
+#[derive(Debug, Deserialize)]
 struct StoredAnswer {
     response: ConverseResponse,
 }
@@ -338,7 +350,7 @@ pub enum CodecError {
 /// Compresses a response for storage. Answers are text-heavy JSON and shrink 3-5x, which
 /// keeps most of them far under DynamoDB's 400 KB item limit and cuts write units.
 pub fn encode_response(response: &ConverseResponse) -> Result<Vec<u8>, CodecError> {
-    let json = serde_json::to_vec(&StoredAnswer { response: response.clone() }).map_err(CodecError::Serialize)?;
+    let json = serde_json::to_vec(&StoredAnswerRef { response }).map_err(CodecError::Serialize)?;
     let mut encoder =
         flate2::write::DeflateEncoder::new(Vec::with_capacity(json.len() / 3), flate2::Compression::default());
     encoder.write_all(&json).map_err(CodecError::Compression)?;

@@ -211,7 +211,7 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
             }
         }
 
-        let response = self.invoker.converse(&invoke_id, &request).await.map_err(|e| self.with_retry_hint(e))?;
+        let mut response = self.invoker.converse(&invoke_id, &request).await.map_err(|e| self.with_retry_hint(e))?;
         let model_id = response.invoked_model_id().map_or_else(|| invoke_id.clone(), str::to_owned);
         let cost_usd = match self.catalog.cost_of(&model_id, &Usage::from(&response.usage), PricingMode::OnDemand) {
             Ok(cost) => Some(cost),
@@ -226,15 +226,18 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
                 WriteReport::NotCacheable
             } else {
                 let now = SystemTime::now();
+                // The answer moves into the entry for the write and back out: no copy.
                 let entry = CacheEntry {
                     key,
-                    response: response.clone(),
+                    response,
                     model_id: model_id.clone(),
                     cost_usd: cost_usd.unwrap_or(0.0),
                     created_at: now,
                     expires_at: now + decision.ttl,
                 };
-                match self.store.put(&entry).await {
+                let outcome = self.store.put(&entry).await;
+                response = entry.response;
+                match outcome {
                     Ok(PutOutcome::Stored { bytes }) => WriteReport::Stored { bytes },
                     Ok(PutOutcome::TooLarge { bytes, limit }) => {
                         tracing::info!(bytes, limit, "answer too large to cache");
