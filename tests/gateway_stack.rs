@@ -24,6 +24,7 @@ fn call(tenant: &str, model: &str, text: &str) -> ConverseCall {
         request: ConverseRequest::from_json(body.to_string().as_bytes()).unwrap(),
         tenant: Tenant::new(tenant),
         cache: CacheOptions::default(),
+        routing: Default::default(),
     }
 }
 
@@ -95,7 +96,9 @@ async fn quota_exhaustion_surfaces_as_throttling_with_a_retry_hint() {
     .await;
     let g = gateway(&emu.url()).await;
     // maxTokens 400 plus the prompt fits under 500 once; the reservation of the second does not.
-    g.converse(call("a", "opus", "first")).await.unwrap();
-    let err = g.converse(call("a", "opus", "second")).await.unwrap_err();
+    // The profile is named exactly: a tier name would widen to the global profile instead.
+    let opus = "us.anthropic.claude-opus-4-5-20251101-v1:0";
+    g.converse(call("a", opus, "first")).await.unwrap();
+    let err = g.converse(call("a", opus, "second")).await.unwrap_err();
     assert!(matches!(err, GatewayError::Model(InvokeError::Throttled { retry_after: Some(_), .. })), "{err:?}");
 }

@@ -13,6 +13,13 @@
 //! | `BEDROCK_ATTEMPT_TIMEOUT_MS` | 30000 | one attempt |
 //! | `BEDROCK_MAX_ATTEMPTS` | 3 | attempts per call (the SDK's standard retry with backoff) |
 //! | `THROTTLE_RETRY_AFTER_SECONDS` | 10 | `Retry-After` sent when Bedrock keeps throttling |
+//! | `ROUTER_QUALITY_TOLERANCE` | 10 | largest accepted quality drop versus the strongest allowed tier, in percent |
+//! | `ROUTER_MIN_TIER`, `ROUTER_MAX_TIER` | `haiku`, `opus` | the tiers routing may choose from |
+//! | `ROUTER_FALLBACK` | `true` | a throttled or failing model hands over to the next profile, then the adjacent tier |
+//! | `DEFAULT_MODEL_ID` | none | `modelId` for requests that give none, e.g. `auto` to route them |
+//!
+//! Routing settings ([`RoutingConfig`]) are read on their own by the router function, which
+//! needs no table and no AWS client.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,7 +27,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::cache::CacheSettings;
+use std::sync::Arc;
+
 use crate::catalog::{Catalog, Target, Tier};
+use crate::routing::policy::{parse_tier, parse_tolerance};
+use crate::routing::{Router, RouterModel, RoutingPolicy};
 use crate::service::GatewaySettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +40,102 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name}=`{value}` is invalid: {reason}")]
     Invalid { name: &'static str, value: String, reason: String },
+    #[error("the embedded router model cannot be used: {0}")]
+    RouterModel(String),
+}
+
+/// How requests are routed between tiers; shared by invoke-with-cache and the router function.
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    pub catalog_path: Option<PathBuf>,
+    pub tier_overrides: BTreeMap<Tier, String>,
+    pub policy: RoutingPolicy,
+    /// The `modelId` of requests that give none (`auto` routes them); `None` makes it required.
+    pub default_model: Option<String>,
+}
+
+impl RoutingConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let invalid = |name: &'static str, value: &str, reason: String| ConfigError::Invalid {
+            name,
+            value: value.to_owned(),
+            reason,
+        };
+        let tier = |name: &'static str, default: Tier| match env.get(name) {
+            None => Ok(default),
+            Some(v) => parse_tier(name, &v).map_err(|e| invalid(name, &v, e.to_string())),
+        };
+        let min_tier = tier("ROUTER_MIN_TIER", Tier::Haiku)?;
+        let max_tier = tier("ROUTER_MAX_TIER", Tier::Opus)?;
+        if min_tier > max_tier {
+            return Err(invalid(
+                "ROUTER_MIN_TIER",
+                min_tier.as_str(),
+                format!("is above ROUTER_MAX_TIER ({max_tier})"),
+            ));
+        }
+        let quality_tolerance = match env.get("ROUTER_QUALITY_TOLERANCE") {
+            None => RoutingPolicy::default().quality_tolerance,
+            Some(v) => parse_tolerance("ROUTER_QUALITY_TOLERANCE", &v)
+                .map_err(|e| invalid("ROUTER_QUALITY_TOLERANCE", &v, e.to_string()))?,
+        };
+        let tier_overrides = [
+            (Tier::Haiku, "TIER_HAIKU_MODEL_ID"),
+            (Tier::Sonnet, "TIER_SONNET_MODEL_ID"),
+            (Tier::Opus, "TIER_OPUS_MODEL_ID"),
+        ]
+        .into_iter()
+        .filter_map(|(tier, name)| env.get(name).map(|id| (tier, id)))
+        .collect();
+        Ok(RoutingConfig {
+            catalog_path: env.get("CATALOG_PATH").map(PathBuf::from),
+            tier_overrides,
+            policy: RoutingPolicy {
+                quality_tolerance,
+                min_tier,
+                max_tier,
+                fallback: env.parsed("ROUTER_FALLBACK", true)?,
+            },
+            default_model: env.get("DEFAULT_MODEL_ID"),
+        })
+    }
+
+    /// Bedrock ID per tier: the catalog's defaults with every override checked, so that a
+    /// typo fails the cold start rather than every request.
+    pub fn tier_models(&self, catalog: &Catalog) -> Result<BTreeMap<Tier, String>, ConfigError> {
+        let mut models: BTreeMap<Tier, String> =
+            Tier::ALL.iter().map(|t| (*t, catalog.tier_default(*t).to_owned())).collect();
+        for (tier, id) in &self.tier_overrides {
+            let name = match tier {
+                Tier::Haiku => "TIER_HAIKU_MODEL_ID",
+                Tier::Sonnet => "TIER_SONNET_MODEL_ID",
+                Tier::Opus => "TIER_OPUS_MODEL_ID",
+            };
+            let invalid = |reason: String| ConfigError::Invalid { name, value: id.clone(), reason };
+            match catalog.resolve(id) {
+                Ok(Target::Model(m)) if m.spec.tier == *tier => {}
+                Ok(Target::Model(m)) => {
+                    return Err(invalid(format!("{} is a {} model", m.spec.display_name, m.spec.tier)));
+                }
+                Ok(Target::PromptRouter { .. }) => {}
+                Err(e) => return Err(invalid(e.to_string())),
+            }
+            models.insert(*tier, id.clone());
+        }
+        Ok(models)
+    }
+
+    /// The router over the embedded model, built once per cold start.
+    pub fn router(&self, catalog: Arc<Catalog>) -> Result<Router, ConfigError> {
+        let model = RouterModel::embedded().map_err(|e| ConfigError::RouterModel(e.to_string()))?;
+        let tiers = self.tier_models(&catalog)?;
+        Ok(Router::new(model, catalog, tiers, self.policy))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -44,7 +151,7 @@ pub struct GatewayConfig {
     pub catalog_path: Option<PathBuf>,
     pub trust_tenant_header: bool,
     pub cache: CacheSettings,
-    pub tier_overrides: BTreeMap<Tier, String>,
+    pub routing: RoutingConfig,
     pub bedrock: BedrockSettings,
     pub throttle_retry_after: Duration,
 }
@@ -69,14 +176,6 @@ impl GatewayConfig {
                 reason: format!("must be between 1 and CACHE_MAX_TTL_SECONDS ({})", cache.max_ttl.as_secs()),
             });
         }
-        let tier_overrides = [
-            (Tier::Haiku, "TIER_HAIKU_MODEL_ID"),
-            (Tier::Sonnet, "TIER_SONNET_MODEL_ID"),
-            (Tier::Opus, "TIER_OPUS_MODEL_ID"),
-        ]
-        .into_iter()
-        .filter_map(|(tier, name)| env.get(name).map(|id| (tier, id)))
-        .collect();
         let max_attempts: u32 = env.parsed("BEDROCK_MAX_ATTEMPTS", 3)?;
         if max_attempts == 0 {
             return Err(ConfigError::Invalid {
@@ -90,7 +189,7 @@ impl GatewayConfig {
             catalog_path: env.get("CATALOG_PATH").map(PathBuf::from),
             trust_tenant_header: env.parsed("TRUST_TENANT_HEADER", false)?,
             cache,
-            tier_overrides,
+            routing: RoutingConfig::from_lookup(&lookup)?,
             bedrock: BedrockSettings {
                 operation_timeout: Duration::from_millis(env.parsed("BEDROCK_TIMEOUT_MS", 60_000)?),
                 attempt_timeout: Duration::from_millis(env.parsed("BEDROCK_ATTEMPT_TIMEOUT_MS", 30_000)?),
@@ -104,25 +203,11 @@ impl GatewayConfig {
     /// a typo fails the cold start rather than every request.
     pub fn gateway_settings(&self, catalog: &Catalog) -> Result<GatewaySettings, ConfigError> {
         let mut settings = GatewaySettings::from_catalog(catalog);
-        for (tier, id) in &self.tier_overrides {
-            let name = match tier {
-                Tier::Haiku => "TIER_HAIKU_MODEL_ID",
-                Tier::Sonnet => "TIER_SONNET_MODEL_ID",
-                Tier::Opus => "TIER_OPUS_MODEL_ID",
-            };
-            let invalid = |reason: String| ConfigError::Invalid { name, value: id.clone(), reason };
-            match catalog.resolve(id) {
-                Ok(Target::Model(m)) if m.spec.tier == *tier => {}
-                Ok(Target::Model(m)) => {
-                    return Err(invalid(format!("{} is a {} model", m.spec.display_name, m.spec.tier)));
-                }
-                Ok(Target::PromptRouter { .. }) => {}
-                Err(e) => return Err(invalid(e.to_string())),
-            }
-            settings.tier_models.insert(*tier, id.clone());
-        }
+        settings.tier_models = self.routing.tier_models(catalog)?;
         settings.cache = self.cache;
         settings.throttle_retry_after = self.throttle_retry_after;
+        settings.fallback = self.routing.policy.fallback;
+        settings.default_model = self.routing.default_model.clone();
         Ok(settings)
     }
 }

@@ -4,6 +4,7 @@
 //! crate and back. AWS services are reached through the ports in [`ports`], implemented by
 //! [`adapters`] over the AWS SDK and by in-memory fakes ([`testing`], feature `testing`).
 
+#[cfg(feature = "aws")]
 pub mod adapters;
 pub mod cache;
 pub mod catalog;
@@ -12,6 +13,7 @@ pub mod cost;
 pub mod metrics;
 pub mod ports;
 pub mod request;
+pub mod routing;
 pub mod service;
 pub mod tokens;
 

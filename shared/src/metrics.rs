@@ -22,6 +22,10 @@ pub struct InvocationMetrics {
     pub latency_ms: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Whether the router chose the model (`modelId: "auto"`).
+    pub routed: bool,
+    /// Model calls that failed before one answered (throttled or unavailable models).
+    pub fallback_hops: u64,
     /// Low-cardinality error label when the request failed.
     pub error: Option<&'static str>,
 }
@@ -41,6 +45,8 @@ impl InvocationMetrics {
             latency_ms: answer.latency.as_secs_f64() * 1000.0,
             input_tokens: usage.input_tokens + usage.cache_read_input_tokens + usage.cache_write_input_tokens,
             output_tokens: usage.output_tokens,
+            routed: answer.routing.is_some(),
+            fallback_hops: answer.hops.len().saturating_sub(1) as u64,
             error: None,
         }
     }
@@ -71,6 +77,8 @@ impl InvocationMetrics {
                     ("Latency", "Milliseconds", self.latency_ms),
                     ("InputTokens", "Count", self.input_tokens as f64),
                     ("OutputTokens", "Count", self.output_tokens as f64),
+                    ("RoutedRequests", "Count", flag(self.routed)),
+                    ("FallbackHops", "Count", self.fallback_hops as f64),
                 ]);
             }
         }

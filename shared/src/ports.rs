@@ -109,6 +109,13 @@ impl InvokeError {
         )
     }
 
+    /// Whether a fallback chain should try its next model: capacity trouble, and failures
+    /// of the model or the service that persisted through retries. A bad request, missing
+    /// access or an unknown model would fail the same way everywhere.
+    pub fn warrants_fallback(&self) -> bool {
+        self.is_capacity() || matches!(self, InvokeError::Internal { .. } | InvokeError::ModelFailed { .. })
+    }
+
     /// Low-cardinality label for metrics.
     pub fn label(&self) -> &'static str {
         match self {

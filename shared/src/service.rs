@@ -1,7 +1,8 @@
 //! The invoke-with-cache use case: one Converse request in, one priced answer out.
 //!
 //! 1. Resolve `modelId` (tier name, model ID, profile or ARN) through the catalog and check
-//!    the request against that model's limits.
+//!    the request against that model's limits. `auto` asks the router for the cheapest tier
+//!    predicted adequate first, so that the cache key carries the chosen model.
 //! 2. Decide what the request may do with the cache (mode, sampling, TTL).
 //! 3. On a read, look the key up; a live entry is a HIT and costs nothing.
 //! 4. Otherwise call Bedrock, price the call from the model that served it, and store the
@@ -10,6 +11,11 @@
 //!
 //! Cache failures never fail a request: the answer is served from Bedrock and the error is
 //! reported alongside it.
+//!
+//! When the model is throttled or unavailable the call falls back, if the deployer allows:
+//! through the model's other inference profiles (in-Region, then geographic, then global),
+//! and for routed requests then to the adjacent allowed tier. Every attempt is a [`Hop`] of
+//! the answer. An answer is stored under the key of the model that gave it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,10 +24,14 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::cache::{self, BypassReason, CacheEntry, CacheKey, CacheOptions, CacheSettings, Tenant};
-use crate::catalog::{Catalog, ResolveError, Target, Tier};
+use crate::catalog::{Catalog, ResolveError, Scope, Target, Tier};
 use crate::cost::{PricingMode, Usage};
 use crate::ports::{CacheStore, InvokeError, ModelInvoker, PutOutcome};
 use crate::request::{ConverseRequest, ConverseResponse, RequestError};
+use crate::routing::{RouteDecision, RouteOverrides, Router};
+
+/// The `modelId` that asks the gateway to choose the tier.
+pub const AUTO_MODEL: &str = "auto";
 
 /// Deployer settings the use case needs (a subset of [`crate::config::GatewayConfig`]).
 #[derive(Debug, Clone)]
@@ -31,6 +41,10 @@ pub struct GatewaySettings {
     pub tier_models: BTreeMap<Tier, String>,
     /// Suggested wait for callers when Bedrock keeps throttling; Bedrock sends none itself.
     pub throttle_retry_after: Duration,
+    /// Whether throttled or unavailable models hand over to other profiles and tiers.
+    pub fallback: bool,
+    /// `modelId` for requests without one (`auto` to route them).
+    pub default_model: Option<String>,
 }
 
 impl GatewaySettings {
@@ -40,6 +54,8 @@ impl GatewaySettings {
             cache: CacheSettings::default(),
             tier_models: Tier::ALL.iter().map(|t| (*t, catalog.tier_default(*t).to_owned())).collect(),
             throttle_retry_after: Duration::from_secs(10),
+            fallback: true,
+            default_model: None,
         }
     }
 }
@@ -50,6 +66,22 @@ pub struct ConverseCall {
     pub request: ConverseRequest,
     pub tenant: Tenant,
     pub cache: CacheOptions,
+    /// Per-request routing bounds and tolerance; used when the model is `auto`.
+    pub routing: RouteOverrides,
+}
+
+/// One model call of a request: the one that answered, or one that failed before it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hop {
+    /// What Bedrock received.
+    pub model_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// `served`, or the failure's label (`throttled`, `unavailable`, `timeout` ...).
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -120,6 +152,20 @@ pub struct Answer {
     pub cost_usd: Option<f64>,
     pub latency: Duration,
     pub cache: CacheReport,
+    /// The router's decision when the request asked for `auto`.
+    pub routing: Option<RouteDecision>,
+    /// Model calls made, in order; empty on a cache hit.
+    pub hops: Vec<Hop>,
+}
+
+/// A planned model call.
+#[derive(Debug, Clone)]
+struct Attempt {
+    invoke_id: String,
+    /// The model the cache key names: the base model ID, or the prompt router's ARN.
+    key_model: String,
+    tier: Option<Tier>,
+    max_output: Option<(u32, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +176,36 @@ pub enum GatewayError {
     UnknownModel(#[from] ResolveError),
     #[error(transparent)]
     Model(#[from] InvokeError),
+    /// Every model of the fallback chain failed; `source` is the last failure.
+    #[error("{} models tried, none answered: {source}", hops.len())]
+    FallbackExhausted {
+        hops: Vec<Hop>,
+        #[source]
+        source: InvokeError,
+    },
+}
+
+impl GatewayError {
+    /// The Bedrock failure behind this error, if it is one.
+    pub fn invoke_error(&self) -> Option<&InvokeError> {
+        match self {
+            GatewayError::Model(e) | GatewayError::FallbackExhausted { source: e, .. } => Some(e),
+            GatewayError::InvalidRequest(_) | GatewayError::UnknownModel(_) => None,
+        }
+    }
+}
+
+/// How the fallback chain ended.
+enum Served<'a> {
+    Answered {
+        response: ConverseResponse,
+        attempt: &'a Attempt,
+    },
+    /// A fallback model had this request cached already: no need to call it.
+    Cached {
+        entry: CacheEntry,
+        key: CacheKey,
+    },
 }
 
 /// The use case, generic over its ports so tests can run it on fakes.
@@ -139,11 +215,22 @@ pub struct Gateway<S, M> {
     settings: GatewaySettings,
     store: S,
     invoker: M,
+    router: Option<Router>,
 }
 
 impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
     pub fn new(catalog: Arc<Catalog>, settings: GatewaySettings, store: S, invoker: M) -> Self {
-        Gateway { catalog, settings, store, invoker }
+        Gateway { catalog, settings, store, invoker, router: None }
+    }
+
+    /// Enables `modelId: "auto"`.
+    pub fn with_router(mut self, router: Router) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    pub fn router(&self) -> Option<&Router> {
+        self.router.as_ref()
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -156,25 +243,28 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
 
     pub async fn converse(&self, call: ConverseCall) -> Result<Answer, GatewayError> {
         let started = Instant::now();
-        let ConverseCall { mut request, tenant, cache: options } = call;
-        let requested_model = request.model_id.take().ok_or_else(|| {
-            RequestError::invalid(
-                "modelId",
-                "is required: a tier (haiku, sonnet, opus), a model ID, an inference profile or an ARN",
-            )
-        })?;
-        let target = self.resolve(&requested_model)?;
-        // The key names the model itself, so a tier name, a profile ID, another geography's
-        // profile and an ARN of the same model share entries: the weights answering are the same.
-        let (invoke_id, key_model) = match &target {
-            Target::Model(m) => {
-                check_model_limits(&request, m.spec.max_output_tokens, &m.spec.display_name)?;
-                (m.invoke_id.clone(), m.spec.model_id.clone())
-            }
-            Target::PromptRouter { arn } => (arn.clone(), arn.clone()),
+        let ConverseCall { mut request, tenant, cache: options, routing: overrides } = call;
+        let requested_model =
+            request.model_id.take().or_else(|| self.settings.default_model.clone()).ok_or_else(|| {
+                RequestError::invalid(
+                    "modelId",
+                    "is required: auto, a tier (haiku, sonnet, opus), a model ID, an inference profile or an ARN",
+                )
+            })?;
+        let routing = if requested_model.eq_ignore_ascii_case(AUTO_MODEL) {
+            let router = self.router.as_ref().ok_or_else(|| {
+                RequestError::invalid("modelId", "`auto` needs routing, which this deployment does not enable")
+            })?;
+            Some(router.decide(&request, &overrides))
+        } else {
+            None
         };
+        let attempts = self.plan(&requested_model, routing.as_ref(), &request)?;
+        let Some(first) = attempts.first() else {
+            return Err(ResolveError::UnknownModel(requested_model).into());
+        };
+        let key = CacheKey::compute(&tenant, &first.key_model, &request);
         let decision = self.settings.cache.decide(&options, &request)?;
-        let key = CacheKey::compute(&tenant, &key_model, &request);
         let mut report = CacheReport {
             result: if decision.read { CacheResult::Miss } else { CacheResult::Bypass },
             key: Some(key.to_hex()),
@@ -201,6 +291,8 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
                         cost_usd: Some(0.0),
                         latency: started.elapsed(),
                         cache: report,
+                        routing,
+                        hops: Vec::new(),
                     });
                 }
                 Ok(None) => {}
@@ -211,8 +303,34 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
             }
         }
 
-        let mut response = self.invoker.converse(&invoke_id, &request).await.map_err(|e| self.with_retry_hint(e))?;
-        let model_id = response.invoked_model_id().map_or_else(|| invoke_id.clone(), str::to_owned);
+        let (served, hops) = self.call_with_fallback(&attempts, &request, &tenant, decision.read).await?;
+        let (mut response, served) = match served {
+            Served::Answered { response, attempt } => (response, attempt),
+            Served::Cached { entry, key: fallback_key } => {
+                let now = SystemTime::now();
+                report.result = CacheResult::Hit;
+                report.key = Some(fallback_key.to_hex());
+                report.saved_usd = Some(entry.cost_usd);
+                report.age_seconds = now.duration_since(entry.created_at).ok().map(|d| d.as_secs());
+                report.ttl_seconds = entry.expires_at.duration_since(now).ok().map(|d| d.as_secs());
+                return Ok(Answer {
+                    response: entry.response,
+                    requested_model,
+                    model_id: entry.model_id,
+                    cost_usd: Some(0.0),
+                    latency: started.elapsed(),
+                    cache: report,
+                    routing,
+                    hops,
+                });
+            }
+        };
+        let model_id = response.invoked_model_id().map_or_else(|| served.invoke_id.clone(), str::to_owned);
+        let key = if served.key_model == first.key_model {
+            key
+        } else {
+            CacheKey::compute(&tenant, &served.key_model, &request)
+        };
         let cost_usd = match self.catalog.cost_of(&model_id, &Usage::from(&response.usage), PricingMode::OnDemand) {
             Ok(cost) => Some(cost),
             Err(e) => {
@@ -256,7 +374,150 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
             });
         }
 
-        Ok(Answer { response, requested_model, model_id, cost_usd, latency: started.elapsed(), cache: report })
+        Ok(Answer {
+            response,
+            requested_model,
+            model_id,
+            cost_usd,
+            latency: started.elapsed(),
+            cache: report,
+            routing,
+            hops,
+        })
+    }
+
+    /// Tries the attempts in order. Only failures another model might not share (capacity,
+    /// persistent model or service errors) move on. Before calling a fallback model, its own
+    /// cache entry is looked up: during a throttling episode the repeats of a request are
+    /// then served from the entry the first fallback wrote instead of paying it again.
+    async fn call_with_fallback<'a>(
+        &self,
+        attempts: &'a [Attempt],
+        request: &ConverseRequest,
+        tenant: &Tenant,
+        read_cache: bool,
+    ) -> Result<(Served<'a>, Vec<Hop>), GatewayError> {
+        let mut hops: Vec<Hop> = Vec::with_capacity(1);
+        for (i, attempt) in attempts.iter().enumerate() {
+            if i > 0 {
+                if let Some((max_output, name)) = &attempt.max_output
+                    && check_model_limits(request, *max_output, name).is_err()
+                {
+                    continue;
+                }
+                let unseen_model = attempts[..i].iter().all(|a| a.key_model != attempt.key_model);
+                if read_cache && unseen_model {
+                    let key = CacheKey::compute(tenant, &attempt.key_model, request);
+                    match self.store.get(&key, SystemTime::now()).await {
+                        Ok(Some(entry)) => {
+                            hops.push(Hop {
+                                model_id: attempt.invoke_id.clone(),
+                                tier: attempt.tier,
+                                outcome: "cache_hit",
+                                error: None,
+                            });
+                            return Ok((Served::Cached { entry, key }, hops));
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "cache read of a fallback model failed"),
+                    }
+                }
+            }
+            match self.invoker.converse(&attempt.invoke_id, request).await {
+                Ok(response) => {
+                    hops.push(Hop {
+                        model_id: attempt.invoke_id.clone(),
+                        tier: attempt.tier,
+                        outcome: "served",
+                        error: None,
+                    });
+                    return Ok((Served::Answered { response, attempt }, hops));
+                }
+                Err(error) => {
+                    hops.push(Hop {
+                        model_id: attempt.invoke_id.clone(),
+                        tier: attempt.tier,
+                        outcome: error.label(),
+                        error: Some(error.to_string()),
+                    });
+                    let last = i + 1 == attempts.len();
+                    if !error.warrants_fallback() || last {
+                        let error = self.with_retry_hint(error);
+                        if hops.len() > 1 {
+                            tracing::warn!(?hops, "every model of the fallback chain failed");
+                            return Err(GatewayError::FallbackExhausted { hops, source: error });
+                        }
+                        return Err(error.into());
+                    }
+                    tracing::info!(model_id = attempt.invoke_id, error = %error, "falling back");
+                }
+            }
+        }
+        Err(ResolveError::UnknownModel(String::new()).into())
+    }
+
+    /// The calls a request may make, in order. The first is what the caller (or the router)
+    /// chose, and its limits are checked up front; fallbacks whose limits the request
+    /// exceeds are skipped when their turn comes.
+    fn plan(
+        &self,
+        requested: &str,
+        routing: Option<&RouteDecision>,
+        request: &ConverseRequest,
+    ) -> Result<Vec<Attempt>, GatewayError> {
+        let named_tier = requested.parse::<Tier>().ok();
+        let first_id = routing.map_or(requested, |d| d.model_id.as_str());
+        let first_tier = routing.map(|d| d.tier).or(named_tier);
+        let fallback = self.settings.fallback && self.router.as_ref().is_none_or(|r| r.policy().fallback);
+        let mut attempts = Vec::new();
+        match self.resolve(first_id)? {
+            Target::Model(m) => {
+                check_model_limits(request, m.spec.max_output_tokens, &m.spec.display_name)?;
+                attempts.push(Attempt {
+                    invoke_id: m.invoke_id.clone(),
+                    key_model: m.spec.model_id.clone(),
+                    tier: first_tier,
+                    max_output: Some((m.spec.max_output_tokens, m.spec.display_name.clone())),
+                });
+                if fallback && first_tier.is_some() {
+                    attempts.extend(wider_scopes(m.spec, &m.scope, first_tier));
+                }
+            }
+            Target::PromptRouter { arn } => {
+                attempts.push(Attempt { invoke_id: arn.clone(), key_model: arn, tier: first_tier, max_output: None });
+            }
+        }
+        if let Some(decision) = routing.filter(|_| fallback) {
+            let adjacent =
+                Tier::ALL.iter().copied().find(|t| *t > decision.tier && *t <= decision.max_tier).or_else(|| {
+                    Tier::ALL.iter().rev().copied().find(|t| *t < decision.tier && *t >= decision.min_tier)
+                });
+            if let Some(tier) = adjacent
+                && let Some(id) = self.settings.tier_models.get(&tier)
+            {
+                match self.catalog.resolve(id) {
+                    Ok(Target::Model(m)) => {
+                        attempts.push(Attempt {
+                            invoke_id: m.invoke_id.clone(),
+                            key_model: m.spec.model_id.clone(),
+                            tier: Some(tier),
+                            max_output: Some((m.spec.max_output_tokens, m.spec.display_name.clone())),
+                        });
+                        attempts.extend(wider_scopes(m.spec, &m.scope, Some(tier)));
+                    }
+                    Ok(Target::PromptRouter { arn }) => {
+                        attempts.push(Attempt {
+                            invoke_id: arn.clone(),
+                            key_model: arn,
+                            tier: Some(tier),
+                            max_output: None,
+                        });
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        Ok(attempts)
     }
 
     fn resolve(&self, requested: &str) -> Result<Target<'_>, ResolveError> {
@@ -277,6 +538,34 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
     }
 }
 
+/// The profiles after `current`, from the most local to the most spread out: an in-Region
+/// call widens to the model's first geography, a geographic one stays in its geography before
+/// going global, so a fallback never crosses into another geography's profile.
+fn wider_scopes(spec: &crate::catalog::ModelSpec, current: &Scope, tier: Option<Tier>) -> Vec<Attempt> {
+    let scopes = spec.scopes();
+    let Some(at) = scopes.iter().position(|s| s == current) else {
+        return Vec::new();
+    };
+    let mut seen_geo = matches!(current, Scope::Geo(_));
+    scopes[at + 1..]
+        .iter()
+        .filter(|scope| match scope {
+            Scope::Geo(_) if seen_geo => false,
+            Scope::Geo(_) => {
+                seen_geo = true;
+                true
+            }
+            Scope::InRegion | Scope::Global => true,
+        })
+        .map(|scope| Attempt {
+            invoke_id: spec.invoke_id(scope),
+            key_model: spec.model_id.clone(),
+            tier,
+            max_output: Some((spec.max_output_tokens, spec.display_name.clone())),
+        })
+        .collect()
+}
+
 fn check_model_limits(request: &ConverseRequest, max_output: u32, model: &str) -> Result<(), RequestError> {
     match request.max_tokens() {
         Some(n) if n > max_output => Err(RequestError::invalid(
@@ -291,6 +580,7 @@ fn check_model_limits(request: &ConverseRequest, max_output: u32, model: &str) -
 mod tests {
     use super::*;
     use crate::cache::CacheMode;
+    use crate::routing::{RouteReason, RouterModel, RoutingPolicy};
     use crate::testing::{FakeInvoker, InMemoryCacheStore};
 
     fn gateway() -> Gateway<InMemoryCacheStore, FakeInvoker> {
@@ -299,11 +589,24 @@ mod tests {
         Gateway::new(catalog, settings, InMemoryCacheStore::default(), FakeInvoker::default())
     }
 
+    fn routed_gateway(policy: RoutingPolicy) -> Gateway<InMemoryCacheStore, FakeInvoker> {
+        let catalog = Arc::new(Catalog::embedded().unwrap());
+        let settings = GatewaySettings { fallback: policy.fallback, ..GatewaySettings::from_catalog(&catalog) };
+        let router =
+            Router::new(RouterModel::embedded().unwrap(), catalog.clone(), settings.tier_models.clone(), policy);
+        Gateway::new(catalog, settings, InMemoryCacheStore::default(), FakeInvoker::default()).with_router(router)
+    }
+
+    fn only(tier: Tier) -> RouteOverrides {
+        RouteOverrides { min_tier: Some(tier), max_tier: Some(tier), quality_tolerance: None }
+    }
+
     fn call(tenant: &str, body: serde_json::Value) -> ConverseCall {
         ConverseCall {
             request: ConverseRequest::from_json(body.to_string().as_bytes()).unwrap(),
             tenant: Tenant::new(tenant),
             cache: CacheOptions::default(),
+            routing: RouteOverrides::default(),
         }
     }
 
@@ -422,8 +725,16 @@ mod tests {
     async fn throttling_carries_a_retry_hint_and_is_not_cached() {
         let g = gateway();
         g.invoker.fail_with(|| InvokeError::Throttled { message: "slow down".into(), retry_after: None });
-        let err = g.converse(call("a", body("haiku", "hi"))).await.unwrap_err();
+        let err = g.converse(call("a", body("us.anthropic.claude-haiku-4-5-20251001-v1:0", "hi"))).await.unwrap_err();
         assert!(matches!(err, GatewayError::Model(InvokeError::Throttled { retry_after: Some(_), .. })));
+        // A tier name widens to the global profile first; both throttled, the hops come back.
+        let err = g.converse(call("a", body("haiku", "hi"))).await.unwrap_err();
+        match &err {
+            GatewayError::FallbackExhausted { hops, source: InvokeError::Throttled { retry_after: Some(_), .. } } => {
+                assert_eq!(hops.len(), 2);
+            }
+            other => panic!("expected an exhausted chain, got {other:?}"),
+        }
         assert_eq!(g.store.len(), 0);
     }
 
@@ -439,5 +750,129 @@ mod tests {
         let usage = Usage::from(&answer.response.usage);
         let expected = (usage.input_tokens as f64 * 0.8 + usage.output_tokens as f64 * 4.0) / 1e6;
         assert!((answer.cost_usd.unwrap() - expected).abs() < 1e-15);
+    }
+
+    #[tokio::test]
+    async fn auto_routes_before_the_cache_and_reports_the_decision() {
+        let g = routed_gateway(RoutingPolicy::default());
+        let mut first = call("a", body("auto", "hello"));
+        first.routing = only(Tier::Sonnet);
+        let answer = g.converse(first.clone()).await.unwrap();
+        let decision = answer.routing.as_ref().unwrap();
+        assert_eq!((decision.tier, decision.reason), (Tier::Sonnet, RouteReason::SingleTier));
+        assert_eq!(answer.model_id, "us.anthropic.claude-sonnet-4-5-20250929-v1:0");
+        assert_eq!(answer.requested_model, "auto");
+        assert_eq!(answer.hops.len(), 1);
+        assert_eq!(answer.hops[0].outcome, "served");
+
+        // The key carries the chosen model: the same prompt sent to sonnet by name is a hit,
+        // routed to haiku it is not.
+        let by_name = g.converse(call("a", body("sonnet", "hello"))).await.unwrap();
+        assert_eq!(by_name.cache.result, CacheResult::Hit);
+        let mut haiku = call("a", body("auto", "hello"));
+        haiku.routing = only(Tier::Haiku);
+        assert_eq!(g.converse(haiku).await.unwrap().cache.result, CacheResult::Miss);
+        let repeat = g.converse(first).await.unwrap();
+        assert_eq!(repeat.cache.result, CacheResult::Hit);
+        assert!(repeat.routing.is_some() && repeat.hops.is_empty());
+    }
+
+    #[tokio::test]
+    async fn auto_without_a_router_or_model_is_a_request_error() {
+        let g = gateway();
+        let err = g.converse(call("a", body("auto", "hi"))).await.unwrap_err();
+        assert!(matches!(&err, GatewayError::InvalidRequest(e) if e.field() == Some("modelId")), "{err}");
+
+        let catalog = Arc::new(Catalog::embedded().unwrap());
+        let settings =
+            GatewaySettings { default_model: Some("haiku".into()), ..GatewaySettings::from_catalog(&catalog) };
+        let g = Gateway::new(catalog, settings, InMemoryCacheStore::default(), FakeInvoker::default());
+        let mut no_model = call("a", body("haiku", "hi"));
+        no_model.request.model_id = None;
+        assert_eq!(g.converse(no_model).await.unwrap().requested_model, "haiku");
+    }
+
+    #[tokio::test]
+    async fn throttling_falls_back_through_profiles_then_the_adjacent_tier() {
+        let g = routed_gateway(RoutingPolicy::default());
+        let throttled = || InvokeError::Throttled { message: "slow down".into(), retry_after: None };
+        g.invoker.fail_model("us.anthropic.claude-haiku-4-5-20251001-v1:0", throttled);
+        g.invoker.fail_model("global.anthropic.claude-haiku-4-5-20251001-v1:0", throttled);
+        let mut request = call("a", body("auto", "hello"));
+        // Any tolerance of 100 % picks the cheapest allowed tier; sonnet stays allowed for fallback.
+        request.routing =
+            RouteOverrides { max_tier: Some(Tier::Sonnet), quality_tolerance: Some(100.0), ..only(Tier::Haiku) };
+        let answer = g.converse(request).await.unwrap();
+        let outcomes: Vec<(&str, &str)> = answer.hops.iter().map(|h| (h.model_id.as_str(), h.outcome)).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                ("us.anthropic.claude-haiku-4-5-20251001-v1:0", "throttled"),
+                ("global.anthropic.claude-haiku-4-5-20251001-v1:0", "throttled"),
+                ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "served"),
+            ]
+        );
+        assert_eq!(answer.hops[2].tier, Some(Tier::Sonnet));
+        // Stored under the model that answered, so a later haiku call is not served sonnet's answer.
+        let mut sonnet = call("a", body("sonnet", "hello"));
+        sonnet.routing = RouteOverrides::default();
+        assert_eq!(g.converse(sonnet).await.unwrap().cache.result, CacheResult::Hit);
+    }
+
+    #[tokio::test]
+    async fn fallback_stops_at_errors_another_model_cannot_fix_and_can_be_disabled() {
+        let g = routed_gateway(RoutingPolicy::default());
+        g.invoker.fail_model("us.anthropic.claude-haiku-4-5-20251001-v1:0", || InvokeError::AccessDenied {
+            message: "no".into(),
+        });
+        let mut request = call("a", body("auto", "hello"));
+        // Any tolerance of 100 % picks the cheapest allowed tier; sonnet stays allowed for fallback.
+        request.routing =
+            RouteOverrides { max_tier: Some(Tier::Sonnet), quality_tolerance: Some(100.0), ..only(Tier::Haiku) };
+        let err = g.converse(request.clone()).await.unwrap_err();
+        assert!(matches!(err, GatewayError::Model(InvokeError::AccessDenied { .. })));
+        assert_eq!(g.invoker.calls(), 1);
+
+        let g = routed_gateway(RoutingPolicy { fallback: false, ..RoutingPolicy::default() });
+        g.invoker.fail_model("us.anthropic.claude-haiku-4-5-20251001-v1:0", || InvokeError::Unavailable {
+            message: "down".into(),
+        });
+        let err = g.converse(request).await.unwrap_err();
+        assert!(matches!(err, GatewayError::Model(InvokeError::Unavailable { .. })));
+        assert_eq!(g.invoker.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn explicit_models_never_change_but_tier_names_widen_their_profile() {
+        let g = gateway();
+        g.invoker.fail_model("us.anthropic.claude-haiku-4-5-20251001-v1:0", || InvokeError::Throttled {
+            message: "slow".into(),
+            retry_after: None,
+        });
+        let err = g.converse(call("a", body("us.anthropic.claude-haiku-4-5-20251001-v1:0", "x"))).await.unwrap_err();
+        assert!(matches!(err, GatewayError::Model(InvokeError::Throttled { .. })));
+        let answer = g.converse(call("a", body("haiku", "x"))).await.unwrap();
+        assert_eq!(answer.model_id, "global.anthropic.claude-haiku-4-5-20251001-v1:0");
+        assert_eq!(answer.hops.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn repeats_during_throttling_are_served_from_the_fallback_models_entry() {
+        let g = routed_gateway(RoutingPolicy::default());
+        let throttled = || InvokeError::Throttled { message: "slow down".into(), retry_after: None };
+        g.invoker.fail_model("us.anthropic.claude-haiku-4-5-20251001-v1:0", throttled);
+        g.invoker.fail_model("global.anthropic.claude-haiku-4-5-20251001-v1:0", throttled);
+        let mut request = call("a", body("auto", "hello"));
+        request.routing =
+            RouteOverrides { max_tier: Some(Tier::Sonnet), quality_tolerance: Some(100.0), ..only(Tier::Haiku) };
+        let first = g.converse(request.clone()).await.unwrap();
+        assert_eq!(first.hops.last().unwrap().outcome, "served");
+        let calls = g.invoker.calls();
+        let repeat = g.converse(request).await.unwrap();
+        assert_eq!(repeat.cache.result, CacheResult::Hit);
+        assert_eq!(repeat.cost_usd, Some(0.0));
+        assert_eq!(repeat.hops.last().unwrap().outcome, "cache_hit");
+        assert_eq!(repeat.model_id, first.model_id);
+        assert_eq!(g.invoker.calls(), calls + 2, "the two throttled haiku profiles, then sonnet's entry");
     }
 }

@@ -105,6 +105,7 @@ type FailureFactory = Box<dyn Fn() -> InvokeError + Send + Sync>;
 pub struct FakeInvoker {
     calls: AtomicUsize,
     failure: Mutex<Option<FailureFactory>>,
+    model_failures: Mutex<Vec<(String, FailureFactory)>>,
     routed_to: Mutex<Option<String>>,
     seen_models: Mutex<Vec<String>>,
 }
@@ -132,9 +133,19 @@ impl FakeInvoker {
         }
     }
 
+    /// Calls to exactly `model_id` fail with the error `make` builds; others still answer.
+    pub fn fail_model(&self, model_id: &str, make: impl Fn() -> InvokeError + Send + Sync + 'static) {
+        if let Ok(mut failures) = self.model_failures.lock() {
+            failures.push((model_id.to_owned(), Box::new(make)));
+        }
+    }
+
     pub fn succeed(&self) {
         if let Ok(mut slot) = self.failure.lock() {
             *slot = None;
+        }
+        if let Ok(mut failures) = self.model_failures.lock() {
+            failures.clear();
         }
     }
 
@@ -153,6 +164,11 @@ impl ModelInvoker for FakeInvoker {
             seen.push(model_id.to_owned());
         }
         if let Some(make) = self.failure.lock().ok().as_ref().and_then(|f| f.as_ref()) {
+            return Err(make());
+        }
+        if let Ok(failures) = self.model_failures.lock()
+            && let Some((_, make)) = failures.iter().find(|(id, _)| id == model_id)
+        {
             return Err(make());
         }
         let last_user_text = request

@@ -23,6 +23,22 @@ const IMAGE_TOKENS: u64 = 1_600;
 
 /// Estimated tokens of a piece of text.
 pub fn estimate_text(text: &str) -> u64 {
+    // ASCII text (nearly all prompts) takes a byte loop with the same result: a word is a run
+    // of non-whitespace bytes, each started run of 4 is a token, and ASCII has no characters
+    // beyond that. This keeps the estimate out of the router's microsecond budget.
+    if text.is_ascii() {
+        let mut tokens = 0u64;
+        let mut run = 0u64;
+        for &b in text.as_bytes() {
+            if b.is_ascii_whitespace() || b == 0x0b {
+                tokens += run.div_ceil(4);
+                run = 0;
+            } else {
+                run += 1;
+            }
+        }
+        return tokens + run.div_ceil(4);
+    }
     text.split_whitespace()
         .map(|word| {
             let chars = word.chars().count() as u64;
@@ -125,5 +141,21 @@ mod tests {
         let request = ConverseRequest::from_json(body.to_string().as_bytes()).unwrap();
         // system: 1+1+2 = 4 + 3 overhead; message: 4 + 4.
         assert_eq!(estimate_request(&request), 7 + 8);
+    }
+
+    #[test]
+    fn the_ascii_fast_path_agrees_with_the_general_rule() {
+        let general = |text: &str| -> u64 {
+            text.split_whitespace()
+                .map(|w| {
+                    let chars = w.chars().count() as u64;
+                    let non_ascii = w.chars().filter(|c| !c.is_ascii()).count() as u64;
+                    chars.div_ceil(4) + non_ascii.saturating_sub(chars.div_ceil(4))
+                })
+                .sum()
+        };
+        for text in ["", "a", "  two words\there\n", "fn main() {\x0b println!(\"x\"); }\r\n\x0c", "abcdefgh ijklm"] {
+            assert_eq!(estimate_text(text), general(text), "{text:?}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: the local stack under a realistic, repeatable workload.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
 use crate::process::{check_interrupted, interrupted, sleep_interruptibly};
-use crate::report::{self, Outcome, RunInfo};
+use crate::prompts::DRY_RUNS;
+use crate::report::{self, DryRun, Outcome, RoutingInputs, RunInfo};
 use crate::stack::{self, FUNCTION_NAME, Stack, StackOptions};
 use crate::workload::{self, PlannedRequest};
 use crate::{Result, http, paths, tools};
@@ -43,6 +44,10 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     if let Err(reason) = &catalog {
         eprintln!("demo: warning: the cost check will fail: {reason}");
     }
+    let strongest_model = strongest_tier_model(&catalog_path);
+    if let Err(reason) = &strongest_model {
+        eprintln!("demo: warning: routed costs will not be compared with the strongest tier: {reason}");
+    }
     let concurrency = args.concurrency.max(1);
     let mut stack = Stack::start(StackOptions {
         emulator_config: args.config.as_deref().map(stack::absolute),
@@ -54,15 +59,26 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
 
     warm_up(&mut stack, &url)?;
     let plan = workload::plan(args.requests, args.seed);
-    println!("demo: sending {} requests, {concurrency} at a time ...", plan.len());
+    let routed = plan.iter().filter(|r| r.is_routed()).count();
+    println!("demo: sending {} requests ({routed} with modelId auto), {concurrency} at a time ...", plan.len());
     let started = Instant::now();
     let outcomes = drive(&url, &plan, concurrency)?;
     let duration_s = started.elapsed().as_secs_f64();
     let emulator_stats = stack.emulator_url.as_deref().and_then(fetch_stats);
+    let dry_runs = match stack.router_url() {
+        Some(router_url) => route_dry_runs(&router_url)?,
+        None => vec![DryRun {
+            prompt: "(all)".into(),
+            error: Some("the router function has no URL: cargo lambda watch is not running".into()),
+            ..DryRun::default()
+        }],
+    };
     stack.stop();
 
     let run = RunInfo { requests: outcomes.len(), concurrency, seed: args.seed, duration_s };
-    let report = report::build(&outcomes, &run, catalog.as_ref().map_err(String::as_str), emulator_stats);
+    let routing =
+        RoutingInputs { strongest_model: strongest_model.as_deref().map_err(String::as_str), dry_runs: &dry_runs };
+    let report = report::build(&outcomes, &run, catalog.as_ref().map_err(String::as_str), routing, emulator_stats);
     println!();
     print!("{}", report::render_table(&report));
     let path = paths::target_dir().join("demo-report.json");
@@ -72,7 +88,10 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     if passed {
         println!("demo: PASSED");
     } else {
-        println!("demo: FAILED (needs zero errors and at least one cache hit)");
+        println!(
+            "demo: FAILED (needs zero errors, at least one cache hit, at least one routed request and \
+             successful /v1/route dry runs)"
+        );
     }
     Ok(passed)
 }
@@ -151,6 +170,7 @@ fn send(agent: &ureq::Agent, url: &str, request: &PlannedRequest) -> Outcome {
         requested_model: request.model.to_string(),
         tenant: request.tenant.to_string(),
         cache_off: request.cache_off,
+        route_knob: request.route_knob_label(),
         ..Outcome::default()
     };
     let body = workload::request_body(request).to_string();
@@ -162,15 +182,97 @@ fn send(agent: &ureq::Agent, url: &str, request: &PlannedRequest) -> Outcome {
     let response = call.send(&body);
     let reply = response.and_then(|mut response| {
         let status = response.status().as_u16();
-        let header = response.headers().get("x-cache").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (cache, tier) = (header("x-cache"), header("x-route-tier"));
         let text = response.body_mut().read_to_string()?;
-        Ok((status, header, text))
+        Ok((status, cache, tier, text))
     });
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     match reply {
-        Ok((status, header, text)) => outcome.classify(status, header.as_deref(), &text, latency_ms),
+        Ok((status, cache, tier, text)) => {
+            Outcome { route_tier_header: tier, ..outcome }.classify(status, cache.as_deref(), &text, latency_ms)
+        }
         Err(e) => Outcome { latency_ms, error: Some(format!("transport error: {e}")), ..outcome },
     }
+}
+
+/// The strongest tier's Bedrock ID, `[tiers] opus` of the catalog file: the price every routed
+/// answer is compared with. The local stack sets no `TIER_OPUS_MODEL_ID`, so the catalog's
+/// default is what the functions use.
+fn strongest_tier_model(catalog_path: &Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(catalog_path).map_err(|e| format!("could not read {}: {e}", catalog_path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("could not parse {}: {e}", catalog_path.display()))?;
+    table
+        .get("tiers")
+        .and_then(|tiers| tiers.get("opus"))
+        .and_then(toml::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("{} has no `opus` in [tiers]", catalog_path.display()))
+}
+
+/// Asks the router function for its decision on a few prompts, from easy to hard, without
+/// calling a model. The first call may start the function, so transport errors are retried
+/// for a while; every failure is recorded in its dry run and fails the demo.
+fn route_dry_runs(router_url: &str) -> Result<Vec<DryRun>> {
+    println!("demo: {} dry runs of POST /v1/route ...", DRY_RUNS.len());
+    let agent = http::agent(WARM_UP_TIMEOUT);
+    let mut runs = Vec::with_capacity(DRY_RUNS.len());
+    for prompt in DRY_RUNS {
+        let body = json!({
+            "modelId": workload::AUTO_MODEL,
+            "system": [{"text": prompt.kind.system_prompt()}],
+            "messages": [{"role": "user", "content": [{"text": prompt.text}]}],
+            "inferenceConfig": {"maxTokens": 400, "temperature": 0},
+        })
+        .to_string();
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(prompt.header);
+        let run = DryRun {
+            prompt: prompt.text.to_string(),
+            knob: prompt.header.map(|(name, value)| format!("{name}: {value}")),
+            ..DryRun::default()
+        };
+        let started = Instant::now();
+        let mut attempts = 0;
+        let reply = loop {
+            check_interrupted()?;
+            attempts += 1;
+            match post_with_header(&agent, router_url, &headers, &body, "x-route-tier") {
+                Err(e) if attempts < 10 => {
+                    eprintln!("demo: /v1/route not answered yet ({e}); retrying");
+                    sleep_interruptibly(Duration::from_secs(2))?;
+                }
+                other => break other,
+            }
+        };
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        runs.push(match reply {
+            Ok((status, tier, text)) => run.classify(status, tier.as_deref(), &text, latency_ms),
+            Err(e) => DryRun { latency_ms, error: Some(format!("transport error: {e}")), ..run },
+        });
+    }
+    Ok(runs)
+}
+
+/// A POST that also returns one response header.
+fn post_with_header(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    wanted: &str,
+) -> Result<(u16, Option<String>, String)> {
+    let mut call = agent.post(url);
+    for (name, value) in headers {
+        call = call.header(*name, *value);
+    }
+    let mut response = call.send(body)?;
+    let status = response.status().as_u16();
+    let header = response.headers().get(wanted).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let text = response.body_mut().read_to_string()?;
+    Ok((status, header, text))
 }
 
 fn fetch_stats(emulator_url: &str) -> Option<Value> {

@@ -4,6 +4,7 @@
 mod catalog;
 mod demo;
 mod dynamo;
+mod eval;
 mod http;
 mod paths;
 mod process;
@@ -13,6 +14,7 @@ mod stack;
 mod template;
 mod test;
 mod tools;
+mod train;
 mod workload;
 
 use std::path::PathBuf;
@@ -46,6 +48,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Formatting, lints, unit, integration, Python and template checks, event smoke tests.
     Test(test::TestArgs),
+    /// Train the router's model from data/routing and write shared/router/model.bin.
+    TrainRouter(train::TrainArgs),
+    /// Evaluate routers (random, heuristic, length, learned) on a CSV of per-prompt outcomes.
+    EvalRouter(eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +65,8 @@ fn main() -> ExitCode {
         Command::Stack { config } => stack::run_until_interrupted(config).map(|()| true),
         Command::Demo(args) => demo::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::TrainRouter(args) => train::run(&args),
+        Command::EvalRouter(args) => eval::run(&args),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -10,6 +10,12 @@ pub enum Kind {
     Data,
     Writing,
     Support,
+    /// Small talk and one-line facts from the in-app assistant: cheap models do fine.
+    Chat,
+    /// Multi-step maths, logic, algorithms and proofs: where the strongest tier earns its price.
+    Reasoning,
+    /// A long pasted document (incident timeline, contract, transcript) to work through.
+    Document,
 }
 
 impl Kind {
@@ -23,7 +29,19 @@ impl Kind {
             Self::Data => "You are a data analyst. Show the query or formula first, then one sentence on why.",
             Self::Writing => "You are an editor. Keep the author's voice and fix only what needs fixing.",
             Self::Support => "You are a customer-support agent for a SaaS product. Be empathetic and specific.",
+            Self::Chat => "You are a friendly in-app assistant. Keep answers to one or two sentences.",
+            Self::Reasoning => {
+                "You are a careful problem solver. Work step by step, check each step, then state the final answer."
+            }
+            Self::Document => "You analyse documents the user pastes. Quote the text when you rely on it.",
         }
+    }
+
+    /// The assistant features (chat, reasoning, long documents) leave the choice of model to
+    /// the gateway (`"modelId": "auto"`) on every request; the older features pinned a model
+    /// per feature and only some of them moved to `auto`.
+    pub fn always_routed(self) -> bool {
+        matches!(self, Self::Chat | Self::Reasoning | Self::Document)
     }
 }
 
@@ -191,6 +209,204 @@ pub const PROMPTS: &[(Kind, &str)] = &[
     (Kind::Support, "A customer asks why the AI answer was different the second time. Explain temperature simply."),
     (Kind::Support, "Write a response to a user asking how to connect our product to Slack."),
     (Kind::Support, "Draft a reply to a customer asking if they can change the owner of their workspace."),
+    (Kind::Chat, "Hi! How are you today?"),
+    (Kind::Chat, "What is the capital of Australia?"),
+    (Kind::Chat, "How many days are there in a leap year?"),
+    (Kind::Chat, "Say thank you in Japanese."),
+    (Kind::Chat, "Give me a synonym for happy."),
+    (Kind::Chat, "Tell me a short joke about programmers."),
+    (Kind::Chat, "What colour do you get by mixing blue and yellow?"),
+    (Kind::Chat, "Who wrote Pride and Prejudice?"),
+    (Kind::Chat, "What is the boiling point of water in Fahrenheit?"),
+    (Kind::Chat, "Convert 5 kilometres to miles."),
+    (Kind::Chat, "What time zone is Berlin in?"),
+    (Kind::Chat, "Spell 'necessary' for me."),
+    (Kind::Chat, "Is a tomato a fruit or a vegetable?"),
+    (Kind::Chat, "Good morning! Any tip for staying focused today?"),
+    (Kind::Chat, "What does HTTP stand for?"),
+    (Kind::Reasoning, "Prove that there are infinitely many prime numbers, step by step."),
+    (Kind::Reasoning, "Find all real x with x^4 - 5x^2 + 4 = 0 and prove there are no other solutions."),
+    (
+        Kind::Reasoning,
+        "A 2 kg block slides down a 30 degree incline with friction coefficient 0.2. Compute its acceleration and the time it needs to travel 5 m from rest.",
+    ),
+    (
+        Kind::Reasoning,
+        "Let f(n) be the number of ways to tile a 3 x n board with 2 x 1 dominoes. Derive a recurrence, prove it, and compute f(12).",
+    ),
+    (
+        Kind::Reasoning,
+        "Implement a lock-free multi-producer single-consumer queue in Rust, justify the memory ordering of every atomic operation and prove it is linearizable.",
+    ),
+    (
+        Kind::Reasoning,
+        "Three boxes are labelled apples, oranges and mixed, and every label is wrong. You may draw one fruit from one box. Which box do you pick, and how do you relabel all three? Justify each step.",
+    ),
+    (
+        Kind::Reasoning,
+        "Design an algorithm that finds the median of two sorted arrays of sizes m and n in O(log(min(m, n))) time, prove its correctness and analyse the edge cases.",
+    ),
+    (
+        Kind::Reasoning,
+        "A bat and a ball cost $1.10 together, and the bat costs $1.00 more than the ball. Then the price of both rises by 10% and a 5% discount applies to the total. What does each item cost now? Show the algebra.",
+    ),
+    (
+        Kind::Reasoning,
+        "Evaluate the integral of x^2 * e^(-x) from 0 to infinity, then generalise to x^n * e^(-x) and prove the general formula by induction.",
+    ),
+    (
+        Kind::Reasoning,
+        "Given a directed graph with negative edge weights but no negative cycles, explain why Dijkstra's algorithm fails, give a counterexample with four nodes, and describe how Johnson's algorithm fixes it with its complexity.",
+    ),
+    (
+        Kind::Reasoning,
+        "Two trains leave stations 300 km apart at 09:00, one at 80 km/h and one at 70 km/h towards each other; a bird flies between them at 120 km/h until they meet. How far does the bird fly, and at what time and place do the trains meet?",
+    ),
+    (
+        Kind::Reasoning,
+        "A cache serves 55% of 10 million monthly requests; a miss costs $0.004 and a hit $0.0002 in storage and reads. Model the monthly cost as a function of the hit rate, find the break-even hit rate against no cache at $0.0035 per request, and explain the sensitivity.",
+    ),
+    (
+        Kind::Reasoning,
+        "Prove that every connected graph in which all vertices have even degree has an Euler circuit, and give an O(E) algorithm to construct one.",
+    ),
+    (
+        Kind::Reasoning,
+        "Solve the system 2x + 3y - z = 5, 4x - y + 2z = 6, -x + 2y + 3z = 13 by Gaussian elimination, showing every row operation, and verify the solution.",
+    ),
+    (
+        Kind::Reasoning,
+        "In a distributed key-value store with N = 5 replicas, choose read and write quorum sizes R and W that tolerate two failed nodes while guaranteeing read-your-writes, prove the guarantee, and explain what breaks with sloppy quorums.",
+    ),
+    (
+        Kind::Document,
+        concat!(
+            "Summarise this incident timeline for the executive team in five bullets, then list the three root causes and ",
+            "the follow-up actions with owners.\n\n",
+            "09:02 Deploy 4812 of the pricing service starts (canary 5%).\n",
+            "09:06 Canary error rate 0.4%, below the 1% gate; rollout continues to 25%.\n",
+            "09:11 p99 latency of checkout rises from 380 ms to 1.9 s; no alert because the latency alert uses p50.\n",
+            "09:14 Rollout reaches 100%. The new code path calls the tax service once per line item instead of once per cart.\n",
+            "09:17 Tax service hits its connection pool limit (200); requests queue, then time out after 10 s.\n",
+            "09:19 Checkout error rate 12%. Support receives the first customer tickets about failed payments.\n",
+            "09:23 On-call engineer (Priya) is paged by the error-rate alert and opens an incident channel.\n",
+            "09:31 Rollback of deploy 4812 is attempted but blocked: the database migration in 4812 is not reversible.\n",
+            "09:38 Team decides to roll forward with a feature flag that restores the per-cart tax call.\n",
+            "09:52 Hotfix 4813 deployed; tax service connections drop to 60; error rate back to 0.2% by 09:58.\n",
+            "10:20 Finance estimates 3,400 failed checkouts, about $410,000 of delayed revenue, 70% recovered by retry emails.\n",
+            "11:00 Incident closed. Marco owns the post-mortem; Lena owns adding p99 to the latency alert; Sam owns ",
+            "making migrations reversible or gating them behind a separate deploy.",
+        ),
+    ),
+    (
+        Kind::Document,
+        concat!(
+            "Read this data-processing clause and list every obligation of the processor, each with the section it comes from. ",
+            "Then point out two ambiguities a customer's lawyer would ask us to fix.\n\n",
+            "4.1 The Processor shall process Personal Data only on documented instructions from the Controller, including with ",
+            "regard to transfers to a third country, unless required to do so by Union or Member State law; in such a case the ",
+            "Processor shall inform the Controller of that legal requirement before processing, unless that law prohibits it.\n",
+            "4.2 The Processor shall ensure that persons authorised to process the Personal Data have committed themselves to ",
+            "confidentiality or are under an appropriate statutory obligation of confidentiality.\n",
+            "4.3 The Processor shall implement appropriate technical and organisational measures, including encryption of ",
+            "Personal Data at rest and in transit, and shall review them at least annually.\n",
+            "4.4 The Processor shall not engage another processor without prior specific or general written authorisation of ",
+            "the Controller. In the case of general written authorisation, the Processor shall inform the Controller of any ",
+            "intended changes concerning the addition or replacement of other processors within a reasonable time.\n",
+            "4.5 The Processor shall notify the Controller without undue delay after becoming aware of a Personal Data Breach, ",
+            "and in any event within 48 hours, providing the information reasonably available at that time.\n",
+            "4.6 At the choice of the Controller, the Processor shall delete or return all Personal Data after the end of the ",
+            "provision of services, and delete existing copies unless storage is required by law.",
+        ),
+    ),
+    (
+        Kind::Document,
+        concat!(
+            "Turn this meeting transcript into decisions, open questions and action items with owners and dates.\n\n",
+            "Dana: OK, beta. Are we still on for the 14th?\n",
+            "Raj: Backend is ready. The export job is still slow for workspaces over 50k rows, about four minutes.\n",
+            "Dana: Can we ship with that?\n",
+            "Raj: If we show a progress bar, yes. I can add it by Wednesday.\n",
+            "Mei: Mobile needs two more days of QA. The photo upload crash on Android 12 is fixed but not verified.\n",
+            "Dana: Then mobile ships on the 16th, web on the 14th. Objections? None. Good.\n",
+            "Tom: Pricing. Sales wants the new tiers in the beta.\n",
+            "Dana: No, pricing waits for the board review at the end of the month. Tom, can you tell sales today?\n",
+            "Tom: Will do.\n",
+            "Mei: Who writes the beta docs?\n",
+            "Dana: I will, first draft by the 10th. Raj, review it?\n",
+            "Raj: Sure, by the 12th.\n",
+            "Mei: And the support macros for the beta?\n",
+            "Dana: Good point, nobody has that. Let's ask Carla's team; I'll email her.\n",
+            "Raj: One risk: the SSO provider deprecates the old endpoint on the 20th.\n",
+            "Dana: Then that migration is a must before the 20th. Raj, estimate by Friday?\n",
+            "Raj: Yes.",
+        ),
+    ),
+    (
+        Kind::Reasoning,
+        concat!(
+            "This Rust service sometimes deadlocks under load. Find every bug, explain the exact interleaving that deadlocks, ",
+            "and give a corrected version.\n\n",
+            "struct Pool { idle: Mutex<Vec<Conn>>, stats: Mutex<Stats>, limit: usize }\n",
+            "impl Pool {\n",
+            "    fn get(&self) -> Conn {\n",
+            "        let mut stats = self.stats.lock().unwrap();\n",
+            "        let mut idle = self.idle.lock().unwrap();\n",
+            "        stats.requests += 1;\n",
+            "        if let Some(c) = idle.pop() { return c; }\n",
+            "        while stats.open >= self.limit { drop(idle); std::thread::sleep(Duration::from_millis(5)); idle = self.idle.lock().unwrap(); }\n",
+            "        stats.open += 1;\n",
+            "        Conn::connect()\n",
+            "    }\n",
+            "    fn put(&self, c: Conn) {\n",
+            "        let mut idle = self.idle.lock().unwrap();\n",
+            "        if c.is_broken() {\n",
+            "            let mut stats = self.stats.lock().unwrap();\n",
+            "            stats.open -= 1;\n",
+            "            return;\n",
+            "        }\n",
+            "        idle.push(c);\n",
+            "    }\n",
+            "}\n",
+            "Callers run get() and put() from 64 threads; the limit is 16.",
+        ),
+    ),
+    (
+        Kind::Reasoning,
+        concat!(
+            "Plan the cheapest schedule. Five jobs must run on two machines; a job cannot be split, and a job may start only ",
+            "after its dependencies finish.\n",
+            "Job A: 3 h, no dependency. Job B: 2 h, after A. Job C: 4 h, no dependency. Job D: 1 h, after B and C. ",
+            "Job E: 2 h, after C.\n",
+            "Machine 1 costs $10 per hour, machine 2 costs $16 per hour and is 25% faster on every job. Machines are paid ",
+            "only while running a job. Find the schedule that finishes by hour 8 at the lowest cost, prove that no cheaper ",
+            "schedule meets the deadline, and say how the answer changes if the deadline is hour 7.",
+        ),
+    ),
+];
+
+/// A prompt for a dry run of `POST /v1/route`, with the override header it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct DryRunPrompt {
+    pub kind: Kind,
+    pub text: &'static str,
+    pub header: Option<(&'static str, &'static str)>,
+}
+
+const EULER: &str = "Prove that every connected graph in which all vertices have even degree has an Euler circuit, and give an O(E) algorithm to construct one.";
+
+/// Dry runs of `POST /v1/route`, from easy to hard; the last asks the hardest question with
+/// the tier capped at Haiku.
+pub const DRY_RUNS: &[DryRunPrompt] = &[
+    DryRunPrompt { kind: Kind::Chat, text: "Say thank you in Japanese.", header: None },
+    DryRunPrompt {
+        kind: Kind::Email,
+        text: "Draft a polite reminder to a vendor about an invoice that is 30 days overdue.",
+        header: None,
+    },
+    DryRunPrompt { kind: Kind::Code, text: "Implement an LRU cache in Go with O(1) get and put.", header: None },
+    DryRunPrompt { kind: Kind::Reasoning, text: EULER, header: None },
+    DryRunPrompt { kind: Kind::Reasoning, text: EULER, header: Some(("x-route-max-tier", "haiku")) },
 ];
 
 #[cfg(test)]
@@ -203,5 +419,22 @@ mod tests {
         assert!(PROMPTS.len() >= 100, "{}", PROMPTS.len());
         let distinct: HashSet<&str> = PROMPTS.iter().map(|(_, p)| *p).collect();
         assert_eq!(distinct.len(), PROMPTS.len());
+    }
+
+    #[test]
+    fn the_mix_has_easy_hard_and_long_prompts() {
+        let count = |kind: Kind| PROMPTS.iter().filter(|(k, _)| *k == kind).count();
+        assert!(count(Kind::Chat) >= 10);
+        assert!(count(Kind::Reasoning) >= 10);
+        assert!(PROMPTS.iter().filter(|(_, p)| p.len() > 1_000).count() >= 3);
+        assert!(PROMPTS.iter().all(|(_, p)| !p.trim().is_empty()));
+    }
+
+    #[test]
+    fn dry_runs_go_from_easy_to_hard_and_one_is_capped() {
+        assert!(DRY_RUNS.len() >= 5);
+        assert_eq!(DRY_RUNS.first().map(|d| d.kind), Some(Kind::Chat));
+        assert!(DRY_RUNS.iter().any(|d| d.header == Some(("x-route-max-tier", "haiku"))));
+        assert!(DRY_RUNS.iter().all(|d| PROMPTS.iter().any(|(_, p)| *p == d.text)), "dry runs reuse workload prompts");
     }
 }

@@ -12,10 +12,12 @@ use crate::{dynamo, http, paths, template, tools};
 
 pub const LOCAL_TABLE_NAME: &str = "bedrock-gateway-cache-local";
 pub const FUNCTION_NAME: &str = "invoke-with-cache";
+/// The routing-decision function (`POST /v1/route`); it needs no table and no Bedrock.
+pub const ROUTER_FUNCTION_NAME: &str = "router";
 pub const EMULATOR_BINARY: &str = "bedrock-emulator";
 /// Every Lambda binary `cargo lambda watch` may be asked to run; built up front so that
 /// the first invocation does not wait for a compile.
-pub const FUNCTION_BINARIES: &[&str] = &[FUNCTION_NAME];
+pub const FUNCTION_BINARIES: &[&str] = &[FUNCTION_NAME, ROUTER_FUNCTION_NAME];
 pub const EMULATOR_TEST_CONFIG: &str = "tests/emulator-test.toml";
 
 /// The single list of environment variables the functions get locally. Deployed
@@ -201,6 +203,11 @@ impl Stack {
         self.lambda_port.map(|port| format!("http://127.0.0.1:{port}/lambda-url/{function}{path}"))
     }
 
+    /// `POST /v1/route` of the router function.
+    pub fn router_url(&self) -> Option<String> {
+        self.function_url(ROUTER_FUNCTION_NAME, "/v1/route")
+    }
+
     pub fn log_of(&self, name: &str) -> Option<PathBuf> {
         self.supervisor.log_of(name)
     }
@@ -228,6 +235,17 @@ impl Stack {
                  -d '{{\"modelId\":\"haiku\",\"messages\":[{{\"role\":\"user\",\"content\":[{{\"text\":\"Name three uses of a cache.\"}}]}}],\"inferenceConfig\":{{\"maxTokens\":300,\"temperature\":0}}}}'"
             );
             println!("  (run it twice: the second answer carries `x-cache: HIT`)");
+        }
+        if let Some(url) = self.router_url() {
+            println!();
+            println!("  {ROUTER_FUNCTION_NAME}              {url}");
+            println!(
+                "  curl -si {url} -H 'content-type: application/json' -H 'x-route-max-tier: sonnet' \\\n    \
+                 -d '{{\"modelId\":\"auto\",\"messages\":[{{\"role\":\"user\",\"content\":[{{\"text\":\"Name three uses of a cache.\"}}]}}]}}'"
+            );
+            println!(
+                "  (the routing decision only: tier, model, adequacy and expected cost per tier; no model is called)"
+            );
         }
         println!();
     }

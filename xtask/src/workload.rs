@@ -1,15 +1,35 @@
 //! The demo workload: a reproducible, skewed request mix in which popular prompts repeat,
-//! as they do in real traffic, so that the cache has something to hit.
+//! as they do in real traffic, so that the cache has something to hit. A large share of it
+//! asks the gateway to pick the tier (`"modelId": "auto"`), a few of those with the routing
+//! knobs set.
 
 use serde_json::{Value, json};
 
 use crate::prompts::{Kind, PROMPTS};
 
 pub const FULL_HAIKU_ID: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
+/// The `modelId` that asks the gateway to route.
+pub const AUTO_MODEL: &str = "auto";
 
-/// Requested model and relative weight. One full inference-profile ID sits among the tier
-/// names because clients send both.
+/// Requested model and relative weight for the features that pin a model. One full
+/// inference-profile ID sits among the tier names because clients send both.
 const MODELS: &[(&str, u32)] = &[("haiku", 45), ("sonnet", 30), ("opus", 10), (FULL_HAIKU_ID, 15)];
+/// Expected share of requests that send `"modelId": "auto"`: the assistant kinds (see
+/// [`Kind::always_routed`]) always do, and seeded picks among the other prompts, weighted by
+/// their popularity, make up the rest, so the share holds whatever the seed.
+const ROUTED_SHARE: f64 = 0.4;
+/// Prompts asked by more than this share of requests keep the deployment's routing policy.
+const KNOB_MAX_POPULARITY: f64 = 0.02;
+/// Per-request routing overrides (header, value) of routed prompts, with relative weights:
+/// most use the deployment's policy, a few cap the tier or move the quality tolerance. The
+/// most popular prompts never carry one (see [`KNOB_MAX_POPULARITY`]), so that only a few
+/// requests do.
+const ROUTE_KNOBS: &[(Option<(&str, &str)>, u32)] = &[
+    (None, 70),
+    (Some(("x-route-max-tier", "sonnet")), 10),
+    (Some(("x-route-quality-tolerance", "5")), 10),
+    (Some(("x-route-quality-tolerance", "30")), 10),
+];
 const TENANTS: &[(&str, u32)] = &[("acme", 60), ("globex", 30), ("initech", 10)];
 const MAX_TOKENS: &[u32] = &[200, 300, 400, 500, 600];
 /// Zipf exponent: about 1 is typical of request popularity; a little above makes the head
@@ -79,6 +99,12 @@ impl Zipf {
         Self { cdf }
     }
 
+    /// Probability of `rank`.
+    pub fn probability(&self, rank: usize) -> f64 {
+        let below = if rank == 0 { 0.0 } else { self.cdf.get(rank - 1).copied().unwrap_or(1.0) };
+        self.cdf.get(rank).map_or(0.0, |c| c - below)
+    }
+
     pub fn sample(&self, rng: &mut Rng) -> usize {
         let u = rng.next_f64();
         self.cdf.partition_point(|&c| c <= u).min(self.cdf.len().saturating_sub(1))
@@ -94,6 +120,19 @@ pub struct PlannedRequest {
     pub temperature: f64,
     pub cache_off: bool,
     pub allow_sampling: bool,
+    /// A routing override header (name, value) of an `auto` request.
+    pub route_knob: Option<(&'static str, &'static str)>,
+}
+
+impl PlannedRequest {
+    pub fn is_routed(&self) -> bool {
+        self.model == AUTO_MODEL
+    }
+
+    /// The knob as one label for the report (`x-route-max-tier: sonnet`).
+    pub fn route_knob_label(&self) -> Option<String> {
+        self.route_knob.map(|(name, value)| format!("{name}: {value}"))
+    }
 }
 
 /// Per-prompt settings are fixed, as they are per feature in a real application; that is
@@ -104,36 +143,71 @@ struct PromptProfile {
     max_tokens: u32,
     temperature: f64,
     allow_sampling: bool,
+    route_knob: Option<(&'static str, &'static str)>,
 }
 
-fn prompt_profiles(seed: u64) -> Vec<PromptProfile> {
+/// `popularity[p]` is the probability that a request asks prompt `p`.
+fn prompt_profiles(seed: u64, popularity: &[f64]) -> Vec<PromptProfile> {
     let mut rng = Rng::new(seed ^ 0xA5A5_5A5A_C3C3_3C3C);
-    (0..PROMPTS.len())
-        .map(|_| {
-            let model = rng.weighted(MODELS).copied().unwrap_or("haiku");
+    let mut profiles: Vec<PromptProfile> = PROMPTS
+        .iter()
+        .enumerate()
+        .map(|(prompt, (kind, _))| {
+            let pinned = rng.weighted(MODELS).copied().unwrap_or("haiku");
             let max_tokens = MAX_TOKENS[rng.below(MAX_TOKENS.len() as u64) as usize];
             let sampled = rng.below(100) < SAMPLING_PERCENT;
+            let allow_sampling = sampled && rng.below(2) == 0;
+            let knob = rng.weighted(ROUTE_KNOBS).copied().flatten();
+            let routed = kind.always_routed();
+            let knob = knob.filter(|_| popularity.get(prompt).is_some_and(|p| *p <= KNOB_MAX_POPULARITY));
             PromptProfile {
-                model,
+                model: if routed { AUTO_MODEL } else { pinned },
                 max_tokens,
                 temperature: if sampled { 0.7 } else { 0.0 },
-                allow_sampling: sampled && rng.below(2) == 0,
+                allow_sampling,
+                route_knob: if routed { knob } else { None },
             }
         })
-        .collect()
+        .collect();
+    // Move pinned prompts, in a seeded order, to `auto` until the routed share of requests
+    // reaches ROUTED_SHARE; a prompt joins only if that lands closer to the target.
+    let weight = |p: usize| popularity.get(p).copied().unwrap_or(0.0);
+    let mut routed_share: f64 = (0..profiles.len()).filter(|p| profiles[*p].model == AUTO_MODEL).map(weight).sum();
+    let mut candidates: Vec<usize> = (0..profiles.len()).filter(|p| profiles[*p].model != AUTO_MODEL).collect();
+    shuffle(&mut candidates, &mut rng);
+    for prompt in candidates {
+        if routed_share + weight(prompt) / 2.0 > ROUTED_SHARE {
+            continue;
+        }
+        routed_share += weight(prompt);
+        let knob = rng.weighted(ROUTE_KNOBS).copied().flatten().filter(|_| weight(prompt) <= KNOB_MAX_POPULARITY);
+        if let Some(profile) = profiles.get_mut(prompt) {
+            profile.model = AUTO_MODEL;
+            profile.route_knob = knob;
+        }
+    }
+    profiles
+}
+
+fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        items.swap(i, j);
+    }
 }
 
 pub fn plan(requests: usize, seed: u64) -> Vec<PlannedRequest> {
-    let profiles = prompt_profiles(seed);
     let mut rng = Rng::new(seed);
     // Popularity is assigned to a seeded shuffle of the list, so the most frequent prompts
     // are not simply the first few questions.
     let mut by_popularity: Vec<usize> = (0..PROMPTS.len()).collect();
-    for i in (1..by_popularity.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        by_popularity.swap(i, j);
-    }
+    shuffle(&mut by_popularity, &mut rng);
     let zipf = Zipf::new(PROMPTS.len(), ZIPF_EXPONENT);
+    let mut popularity = vec![0.0; PROMPTS.len()];
+    for (rank, prompt) in by_popularity.iter().enumerate() {
+        popularity[*prompt] = zipf.probability(rank);
+    }
+    let profiles = prompt_profiles(seed, &popularity);
     (0..requests)
         .map(|_| {
             let prompt = by_popularity[zipf.sample(&mut rng)];
@@ -146,6 +220,7 @@ pub fn plan(requests: usize, seed: u64) -> Vec<PlannedRequest> {
                 temperature: profile.temperature,
                 cache_off: rng.below(100) < CACHE_OFF_PERCENT,
                 allow_sampling: profile.allow_sampling,
+                route_knob: profile.route_knob,
             }
         })
         .collect()
@@ -168,6 +243,9 @@ pub fn request_headers(request: &PlannedRequest) -> Vec<(&'static str, &'static 
     }
     if request.allow_sampling {
         headers.push(("x-cache-allow-sampling", "true"));
+    }
+    if let Some(knob) = request.route_knob {
+        headers.push(knob);
     }
     headers
 }
@@ -226,11 +304,82 @@ mod tests {
             temperature: 0.0,
             cache_off: true,
             allow_sampling: false,
+            route_knob: None,
         };
         let body = request_body(&request);
         assert_eq!(body["modelId"], "sonnet");
         assert_eq!(body["messages"][0]["role"], "user");
         assert_eq!(body["inferenceConfig"]["maxTokens"], 300);
         assert!(request_headers(&request).contains(&("x-cache-mode", "off")));
+    }
+
+    #[test]
+    fn a_large_share_is_routed_over_easy_hard_and_long_prompts() {
+        let requests = plan(400, 42);
+        let routed: Vec<&PlannedRequest> = requests.iter().filter(|r| r.is_routed()).collect();
+        let share = routed.len() as f64 / requests.len() as f64;
+        assert!((0.3..=0.5).contains(&share), "{share} routed");
+        let kind_of = |r: &PlannedRequest| PROMPTS[r.prompt].0;
+        for kind in [Kind::Chat, Kind::Reasoning] {
+            assert!(routed.iter().any(|r| kind_of(r) == kind), "no routed {kind:?} prompt");
+        }
+        assert!(routed.iter().any(|r| !kind_of(r).always_routed()), "only assistant kinds routed");
+        assert!(routed.iter().any(|r| PROMPTS[r.prompt].1.len() > 1_000), "no long routed prompt");
+        // Every knob is exercised, and only on routed requests.
+        for (knob, _) in ROUTE_KNOBS {
+            assert!(routed.iter().any(|r| r.route_knob == *knob), "{knob:?} unused");
+        }
+        assert!(requests.iter().filter(|r| !r.is_routed()).all(|r| r.route_knob.is_none()));
+        let with_knob = routed.iter().filter(|r| r.route_knob.is_some()).count();
+        assert!(with_knob * 4 < routed.len(), "{with_knob} of {} routed requests carry a knob", routed.len());
+        // Routed prompts repeat from the same tenant with the cache on, so they can hit.
+        let mut seen = std::collections::HashSet::new();
+        let cacheable = routed.iter().filter(|r| !r.cache_off && r.temperature == 0.0);
+        let repeats = cacheable.filter(|r| !seen.insert((r.prompt, r.tenant))).count();
+        assert!(repeats > 20, "{repeats} routed repeats");
+    }
+
+    #[test]
+    fn the_routed_share_holds_for_any_seed() {
+        for seed in 0..20 {
+            let requests = plan(1_000, seed);
+            let routed = requests.iter().filter(|r| r.is_routed()).count();
+            assert!((250..=550).contains(&routed), "seed {seed}: {routed} of 1000 routed");
+        }
+        let zipf = Zipf::new(50, 1.1);
+        let total: f64 = (0..50).map(|r| zipf.probability(r)).sum();
+        assert!((total - 1.0).abs() < 1e-9);
+        assert!(zipf.probability(0) > zipf.probability(1));
+        assert_eq!(zipf.probability(50), 0.0);
+    }
+
+    #[test]
+    fn settings_and_knobs_are_fixed_per_prompt() {
+        let requests = plan(400, 3);
+        let mut by_prompt: HashMap<usize, &PlannedRequest> = HashMap::new();
+        for r in &requests {
+            let first = *by_prompt.entry(r.prompt).or_insert(r);
+            assert_eq!((first.model, first.route_knob, first.max_tokens), (r.model, r.route_knob, r.max_tokens));
+        }
+        for r in requests.iter().filter(|r| PROMPTS[r.prompt].0.always_routed()) {
+            assert!(r.is_routed());
+        }
+    }
+
+    #[test]
+    fn routed_requests_carry_auto_and_their_knob() {
+        let request = PlannedRequest {
+            prompt: 0,
+            model: AUTO_MODEL,
+            tenant: "acme",
+            max_tokens: 300,
+            temperature: 0.0,
+            cache_off: false,
+            allow_sampling: false,
+            route_knob: Some(("x-route-quality-tolerance", "30")),
+        };
+        assert_eq!(request_body(&request)["modelId"], "auto");
+        assert!(request_headers(&request).contains(&("x-route-quality-tolerance", "30")));
+        assert_eq!(request.route_knob_label().as_deref(), Some("x-route-quality-tolerance: 30"));
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use gateway_core::ports::InvokeError;
 use gateway_core::request::RequestError;
+use gateway_core::routing::RouteError;
 use gateway_core::service::GatewayError;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
@@ -16,6 +17,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error(transparent)]
     Request(#[from] RequestError),
+    #[error(transparent)]
+    Routing(#[from] RouteError),
     #[error(transparent)]
     Gateway(#[from] GatewayError),
 }
@@ -32,11 +35,11 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Request(_) => StatusCode::BAD_REQUEST,
+            ApiError::Request(_) | ApiError::Routing(_) => StatusCode::BAD_REQUEST,
             ApiError::Gateway(GatewayError::InvalidRequest(_) | GatewayError::UnknownModel(_)) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Gateway(GatewayError::Model(e)) => match e {
+            ApiError::Gateway(GatewayError::Model(e) | GatewayError::FallbackExhausted { source: e, .. }) => match e {
                 InvokeError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
                 InvokeError::Rejected { .. } => StatusCode::BAD_REQUEST,
                 InvokeError::ModelNotReady { .. } | InvokeError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -61,8 +64,9 @@ impl ApiError {
             | ApiError::Gateway(GatewayError::InvalidRequest(RequestError::MalformedJson(_))) => "malformed_json",
             ApiError::Request(RequestError::Invalid { .. })
             | ApiError::Gateway(GatewayError::InvalidRequest(RequestError::Invalid { .. })) => "invalid_request",
+            ApiError::Routing(RouteError::InvalidOverride { .. }) => "invalid_routing",
             ApiError::Gateway(GatewayError::UnknownModel(_)) => "unknown_model",
-            ApiError::Gateway(GatewayError::Model(e)) => match e {
+            ApiError::Gateway(GatewayError::Model(e) | GatewayError::FallbackExhausted { source: e, .. }) => match e {
                 InvokeError::Throttled { .. } => "throttled",
                 InvokeError::Rejected { .. } => "invalid_request",
                 InvokeError::AccessDenied { .. } => "upstream_access_denied",
@@ -82,13 +86,17 @@ impl ApiError {
     fn field(&self) -> Option<&str> {
         match self {
             ApiError::Request(e) | ApiError::Gateway(GatewayError::InvalidRequest(e)) => e.field(),
+            ApiError::Routing(e) => Some(e.field()),
             _ => None,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Gateway(GatewayError::Model(InvokeError::Throttled { retry_after, .. })) => *retry_after,
+            ApiError::Gateway(error) => match error.invoke_error() {
+                Some(InvokeError::Throttled { retry_after, .. }) => *retry_after,
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -108,6 +116,9 @@ impl ApiError {
         });
         if let Some(field) = self.field() {
             error["field"] = field.into();
+        }
+        if let ApiError::Gateway(GatewayError::FallbackExhausted { hops, .. }) = &self {
+            error["hops"] = serde_json::to_value(hops).unwrap_or_default();
         }
         if !request_id.is_empty() {
             error["requestId"] = request_id.into();

@@ -11,6 +11,7 @@ use gateway_core::cache::{CacheOptions, Tenant};
 use gateway_core::metrics::InvocationMetrics;
 use gateway_core::ports::{CacheStore, ModelInvoker};
 use gateway_core::request::ConverseRequest;
+use gateway_core::routing::RouteOverrides;
 use gateway_core::service::{Answer, ConverseCall, Gateway};
 use lambda_http::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use lambda_http::request::RequestContext;
@@ -92,6 +93,11 @@ impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
                 header(headers, "x-cache-ttl"),
                 header(headers, "x-cache-allow-sampling"),
             )?,
+            routing: RouteOverrides::parse(
+                header(headers, "x-route-min-tier"),
+                header(headers, "x-route-max-tier"),
+                header(headers, "x-route-quality-tolerance"),
+            )?,
         };
         Ok(self.gateway.converse(call).await?)
     }
@@ -132,8 +138,19 @@ fn success(answer: &Answer) -> Response<Body> {
         map.insert("costUsd".into(), answer.cost_usd.into());
         map.insert("latencyMs".into(), (answer.latency.as_millis() as u64).into());
         map.insert("cache".into(), serde_json::to_value(&answer.cache).unwrap_or_default());
+        if let Some(decision) = &answer.routing {
+            map.insert("routing".into(), serde_json::to_value(decision).unwrap_or_default());
+        }
+        if !answer.hops.is_empty() {
+            map.insert("hops".into(), serde_json::to_value(&answer.hops).unwrap_or_default());
+        }
     }
-    json_response(StatusCode::OK, &body, &[("x-cache", answer.cache.result.as_str())])
+    let tier = answer.routing.as_ref().map(|d| d.tier.as_str());
+    let mut headers = vec![("x-cache", answer.cache.result.as_str())];
+    if let Some(tier) = tier {
+        headers.push(("x-route-tier", tier));
+    }
+    json_response(StatusCode::OK, &body, &headers)
 }
 
 pub(crate) fn json_response(

@@ -212,3 +212,69 @@ async fn wrong_route_and_method_are_rejected() {
     let reply = send(&f, get).await;
     assert_eq!(reply.status, 405);
 }
+
+fn routed_fixture() -> Fixture {
+    use gateway_core::config::RoutingConfig;
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let settings = GatewaySettings::from_catalog(&catalog);
+    let router = RoutingConfig::from_lookup(|_| None).unwrap().router(catalog.clone()).unwrap();
+    let store = Arc::new(InMemoryCacheStore::default());
+    let invoker = Arc::new(FakeInvoker::default());
+    let gateway = Gateway::new(catalog, settings, store.clone(), invoker.clone()).with_router(router);
+    Fixture { handler: Handler::new(gateway, false), store, invoker }
+}
+
+#[tokio::test]
+async fn auto_requests_carry_the_decision_and_hit_the_cache_on_repeat() {
+    let f = routed_fixture();
+    let first = send(&f, event("auto-request.json")).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let routing = &first.body["routing"];
+    let tier = routing["tier"].as_str().unwrap();
+    assert_eq!(first.body["modelId"], routing["modelId"], "served by the routed model");
+    assert_eq!(first.body["requestedModelId"], "auto");
+    assert_eq!(routing["tiers"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        routing["modelVersion"].as_str().unwrap(),
+        gateway_core::routing::RouterModel::embedded().unwrap().version()
+    );
+    assert_eq!(first.body["hops"][0]["outcome"], "served");
+    assert_eq!(first.body["hops"][0]["tier"], tier);
+    let again = send(&f, event("auto-request.json")).await;
+    assert_eq!(again.cache_header.as_deref(), Some("HIT"));
+    assert_eq!(again.body["routing"]["tier"], tier);
+    assert_eq!(f.invoker.calls(), 1);
+    assert_eq!(f.store.len(), 1);
+}
+
+#[tokio::test]
+async fn route_headers_bound_the_choice() {
+    let f = routed_fixture();
+    let capped = send(&f, event("auto-capped.json")).await;
+    assert_eq!(capped.status, 200, "{}", capped.body);
+    assert_eq!(capped.body["routing"]["maxTier"], "sonnet");
+    assert_eq!(capped.body["routing"]["qualityTolerance"], 5.0);
+    assert_ne!(capped.body["routing"]["tier"], "opus");
+    let only_haiku = with_header(event("auto-request.json"), "x-route-max-tier", "haiku");
+    let reply = send(&f, only_haiku).await;
+    assert_eq!(reply.body["routing"]["tier"], "haiku");
+    assert_eq!(reply.body["routing"]["reason"], "single_tier");
+}
+
+#[tokio::test]
+async fn bad_route_headers_are_named_in_a_400() {
+    let f = routed_fixture();
+    let reply = send(&f, event("bad-route-header.json")).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body["error"]["type"], "invalid_routing");
+    assert_eq!(reply.body["error"]["field"], "x-route-min-tier");
+    assert_eq!(f.invoker.calls(), 0);
+}
+
+#[tokio::test]
+async fn auto_without_routing_configured_is_a_400_on_model_id() {
+    let f = fixture();
+    let reply = send(&f, event("auto-request.json")).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body["error"]["field"], "modelId");
+}

@@ -44,5 +44,7 @@ pub async fn aws_gateway(config: &GatewayConfig) -> Result<AwsGateway, InitError
         .build();
     let store = DynamoCacheStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.cache_table.clone());
     let invoker = BedrockInvoker::new(aws_sdk_bedrockruntime::Client::from_conf(bedrock_config));
-    Ok(Gateway::new(Arc::new(catalog), settings, store, invoker))
+    let catalog = Arc::new(catalog);
+    let router = config.routing.router(catalog.clone())?;
+    Ok(Gateway::new(catalog, settings, store, invoker).with_router(router))
 }

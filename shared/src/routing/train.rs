@@ -1,0 +1,526 @@
+//! Deterministic training of the routing model from [`super::dataset`] examples.
+//!
+//! * Logistic regression per head, fitted by FTRL-Proximal (per-coordinate learning rates
+//!   suit hashed n-grams, most of which are rare) over a fixed number of epochs, visiting
+//!   rows in an order drawn from a seeded generator.
+//! * Each dataset has its own intercept while training. How often a cheaper model matches
+//!   a stronger one depends mostly on the pair and the judge (an exam scored 0/1, a chat
+//!   scored by GPT-4), not on the prompt; without these intercepts the weights would learn
+//!   "looks like an exam question" instead of "is easy". The shipped bias is their weighted
+//!   mean, and Platt scaling re-centres it.
+//! * Platt scaling per head on the validation split, so adequacies are probabilities.
+//! * Tolerance tables on the validation split: for every whole percent of accepted quality
+//!   drop, the thresholds that make the routed mix cheapest without exceeding it on any
+//!   dataset. Holding the promise on each source separately, rather than on their pooled
+//!   mix, is what lets it survive traffic that looks like only one of them.
+//!
+//! Every step runs in a fixed order on one thread, so the same data gives the same bytes.
+
+use super::Split;
+use super::dataset::{Example, SHIPPED};
+use super::features::{BUCKETS, CollectSink, Conversation, DENSE, extract};
+use super::model::{HEADS, Head, RouterModel, TOLERANCE_STEPS, hashed_norm, sigmoid};
+
+/// Relative price of one call per tier (Haiku 4.5 : Sonnet 4.5 : Opus 4.5 list prices,
+/// input and output alike), used to pick the cheapest thresholds for a tolerance.
+pub const TIER_COST: [f64; 3] = [1.0, 3.0, 5.0];
+/// A threshold no adequacy reaches: the cheaper tier is never used.
+pub const NEVER: f32 = 2.0;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainParams {
+    pub epochs: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    pub l1: f64,
+    pub l2: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        TrainParams { epochs: 6, alpha: 0.2, beta: 1.0, l1: 0.0, l2: 2.0, seed: 0x5eed_2026 }
+    }
+}
+
+/// One example as the optimiser sees it.
+struct Row {
+    dataset: usize,
+    dense: [f32; DENSE],
+    /// Sorted by bucket, duplicates merged, already scaled by the hashed norm.
+    hashed: Vec<(u32, f64)>,
+    weight: f64,
+    labels: [Option<f64>; HEADS],
+}
+
+fn featurize(example: &Example) -> ([f32; DENSE], Vec<(u32, f64)>) {
+    let mut sink = CollectSink::default();
+    let extracted = extract(&Conversation::from_prompt_cell(&example.prompt), &mut sink);
+    let norm = f64::from(hashed_norm(extracted.hashed));
+    let mut features = sink.features;
+    features.sort_by_key(|(bucket, _)| *bucket);
+    let mut merged: Vec<(u32, f64)> = Vec::with_capacity(features.len());
+    for (bucket, sign) in features {
+        match merged.last_mut() {
+            Some((last, value)) if *last == bucket => *value += f64::from(sign) * norm,
+            _ => merged.push((bucket, f64::from(sign) * norm)),
+        }
+    }
+    merged.retain(|(_, v)| *v != 0.0);
+    (extracted.dense, merged)
+}
+
+/// Each dataset gets its share of the total weight whatever its size, so 5,000 exam
+/// questions do not drown 500 open-ended chats; the mean weight is 1.
+fn dataset_weights<'a>(examples: impl Iterator<Item = &'a Example>) -> impl Fn(&str) -> f64 {
+    let mut counts = [0usize; SHIPPED.len()];
+    for e in examples {
+        if let Some(i) = SHIPPED.iter().position(|s| s.name == e.dataset) {
+            counts[i] += 1;
+        }
+    }
+    let total: usize = counts.iter().sum();
+    let present: f64 = SHIPPED.iter().zip(counts).filter(|(_, c)| *c > 0).map(|(s, _)| s.weight).sum();
+    move |name: &str| match SHIPPED.iter().position(|s| s.name == name) {
+        Some(i) if counts[i] > 0 && present > 0.0 => SHIPPED[i].weight / present * total as f64 / counts[i] as f64,
+        _ => 0.0,
+    }
+}
+
+/// splitmix64: a tiny, well-mixed generator whose sequence is fixed by its seed.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// FTRL-Proximal state of one head: coordinates are the bias, the dense features, then the buckets.
+struct Ftrl {
+    z: Vec<f64>,
+    n: Vec<f64>,
+    params: TrainParams,
+}
+
+/// One intercept per shipped dataset, then the dense features, then the buckets.
+const BIAS: usize = 0;
+const DENSE_AT: usize = SHIPPED.len();
+const HASHED_AT: usize = DENSE_AT + DENSE;
+/// Length features (`log_chars`, `log_words`, `log_last_user_chars`, `log_question_stem_chars`) may only lower
+/// adequacy. Inside one exam source, longer questions can look easier (a quirk of how the
+/// source was written); across sources and in real traffic, longer prompts carry more work.
+/// The constraint keeps the model from learning the quirk.
+const NON_POSITIVE: std::ops::Range<usize> = DENSE_AT..DENSE_AT + 4;
+
+impl Ftrl {
+    fn new(params: TrainParams) -> Self {
+        let size = HASHED_AT + BUCKETS;
+        Ftrl { z: vec![0.0; size], n: vec![0.0; size], params }
+    }
+
+    fn weight(&self, i: usize) -> f64 {
+        let z = self.z[i];
+        let (l1, l2) = if i < DENSE_AT { (0.0, 0.0) } else { (self.params.l1, self.params.l2) };
+        if z.abs() <= l1 {
+            return 0.0;
+        }
+        let w = -(z - z.signum() * l1) / ((self.params.beta + self.n[i].sqrt()) / self.params.alpha + l2);
+        if NON_POSITIVE.contains(&i) { w.min(0.0) } else { w }
+    }
+
+    fn step(&mut self, coords: &[(usize, f64)], label: f64, weight: f64) {
+        let weights: Vec<f64> = coords.iter().map(|(i, _)| self.weight(*i)).collect();
+        let logit: f64 = coords.iter().zip(&weights).map(|((_, x), w)| w * x).sum();
+        let gradient = (sigmoid(logit) - label) * weight;
+        for ((i, x), w) in coords.iter().zip(&weights) {
+            let g = gradient * x;
+            let sigma = ((self.n[*i] + g * g).sqrt() - self.n[*i].sqrt()) / self.params.alpha;
+            self.z[*i] += g - sigma * w;
+            self.n[*i] += g * g;
+        }
+    }
+}
+
+/// Trains on the train split of `examples` (held-out rows never), calibrates on the
+/// validation split, and returns the finished model.
+pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
+    let usable: Vec<&Example> = examples.iter().filter(|e| !e.held_out).collect();
+    let train_examples: Vec<&Example> = usable.iter().copied().filter(|e| e.split == Split::Train).collect();
+    let validation: Vec<&Example> = usable.iter().copied().filter(|e| e.split == Split::Validation).collect();
+
+    let weight_of = dataset_weights(train_examples.iter().copied());
+    let rows: Vec<Row> = train_examples
+        .iter()
+        .map(|e| {
+            let (dense, hashed) = featurize(e);
+            let dataset = SHIPPED.iter().position(|s| s.name == e.dataset).unwrap_or(0);
+            Row { dataset, dense, hashed, weight: weight_of(e.dataset), labels: e.labels }
+        })
+        .collect();
+
+    let mut model = RouterModel::zeroed(describe(&train_examples, &validation, params));
+    standardisation(&rows, &mut model);
+
+    for head in 0..HEADS {
+        let mut ftrl = Ftrl::new(*params);
+        let mut order: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].labels[head].is_some()).collect();
+        let mut rng = SplitMix(params.seed ^ head as u64);
+        let mut coords: Vec<(usize, f64)> = Vec::new();
+        for _ in 0..params.epochs {
+            rng.shuffle(&mut order);
+            for &r in &order {
+                let row = &rows[r];
+                let Some(label) = row.labels[head] else { continue };
+                coords.clear();
+                coords.push((BIAS + row.dataset, 1.0));
+                let z = model.standardize(&row.dense);
+                coords.extend(z.iter().enumerate().map(|(d, x)| (DENSE_AT + d, f64::from(*x))));
+                coords.extend(row.hashed.iter().map(|(b, x)| (HASHED_AT + *b as usize, *x)));
+                ftrl.step(&coords, label, row.weight);
+            }
+        }
+        let intercept: f64 = SHIPPED.iter().enumerate().map(|(d, spec)| spec.weight * ftrl.weight(BIAS + d)).sum();
+        model.bias[head] = (intercept / SHIPPED.iter().map(|s| s.weight).sum::<f64>()) as f32;
+        for d in 0..DENSE {
+            model.dense_weights[head][d] = ftrl.weight(DENSE_AT + d) as f32;
+        }
+        for b in 0..BUCKETS {
+            model.hashed[b * HEADS + head] = ftrl.weight(HASHED_AT + b) as f32;
+        }
+    }
+
+    let validation_weight = dataset_weights(validation.iter().copied());
+    let raw: Vec<[f64; HEADS]> = validation.iter().map(|e| raw_logits(&model, &e.prompt)).collect();
+    for head in [Head::Weak, Head::Mid] {
+        let h = head as usize;
+        let points: Vec<(f64, f64, f64)> = validation
+            .iter()
+            .zip(&raw)
+            .filter_map(|(e, logits)| Some((logits[h], e.labels[h]?, validation_weight(e.dataset))))
+            .collect();
+        let (a, b) = platt(&points);
+        model.platt[h] = (a as f32, b as f32);
+    }
+
+    let calibration_rows: Vec<CalibrationRow> = validation
+        .iter()
+        .zip(&raw)
+        .filter_map(|(e, logits)| {
+            Some(CalibrationRow {
+                dataset: SHIPPED.iter().position(|s| s.name == e.dataset).unwrap_or(0),
+                weak: model.calibrate(Head::Weak, logits[0]),
+                mid: model.calibrate(Head::Mid, logits[1]),
+                quality: e.ladder?,
+                weight: validation_weight(e.dataset),
+            })
+        })
+        .collect();
+    model.calibration.two_tier =
+        [two_tier_table(&calibration_rows, Head::Weak), two_tier_table(&calibration_rows, Head::Mid)];
+    model.calibration.three_tier = three_tier_table(&calibration_rows);
+    model.with_computed_version()
+}
+
+fn describe(train: &[&Example], validation: &[&Example], params: &TrainParams) -> String {
+    let count = |rows: &[&Example], name: &str| rows.iter().filter(|e| e.dataset == name).count();
+    let per_dataset: Vec<String> =
+        SHIPPED.iter().map(|s| format!("{} {}/{}", s.name, count(train, s.name), count(validation, s.name))).collect();
+    format!(
+        "logistic regression (FTRL, {} epochs, alpha {}, l2 {}, seed {:#x}); train/validation rows: {}",
+        params.epochs,
+        params.alpha,
+        params.l2,
+        params.seed,
+        per_dataset.join(", ")
+    )
+}
+
+fn raw_logits(model: &RouterModel, prompt: &str) -> [f64; HEADS] {
+    let mut sink = CollectSink::default();
+    let extracted = extract(&Conversation::from_prompt_cell(prompt), &mut sink);
+    let mut sums = [0f32; HEADS];
+    for (bucket, sign) in &sink.features {
+        for (head, sum) in sums.iter_mut().enumerate() {
+            *sum += sign * model.hashed[*bucket as usize * HEADS + head];
+        }
+    }
+    model.logits(&extracted, sums)
+}
+
+fn standardisation(rows: &[Row], model: &mut RouterModel) {
+    if rows.is_empty() {
+        return;
+    }
+    let n = rows.len() as f64;
+    for d in 0..DENSE {
+        let mean = rows.iter().map(|r| f64::from(r.dense[d])).sum::<f64>() / n;
+        let variance = rows.iter().map(|r| (f64::from(r.dense[d]) - mean).powi(2)).sum::<f64>() / n;
+        model.dense_mean[d] = mean as f32;
+        model.dense_scale[d] = (1.0 / variance.sqrt().max(1e-3)) as f32;
+    }
+}
+
+/// Fits p = sigmoid(a·logit + b) to soft labels by Newton's method on the weighted log loss.
+fn platt(points: &[(f64, f64, f64)]) -> (f64, f64) {
+    let (mut a, mut b) = (1.0f64, 0.0f64);
+    if points.is_empty() {
+        return (a, b);
+    }
+    for _ in 0..50 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-6, 0.0, 1e-6);
+        for &(x, y, w) in points {
+            let p = sigmoid(a * x + b);
+            let r = (p - y) * w;
+            let s = (p * (1.0 - p)).max(1e-9) * w;
+            ga += r * x;
+            gb += r;
+            haa += s * x * x;
+            hab += s * x;
+            hbb += s;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-12 {
+            break;
+        }
+        let da = (hbb * ga - hab * gb) / det;
+        let db = (haa * gb - hab * ga) / det;
+        a -= da;
+        b -= db;
+        if da.abs() < 1e-10 && db.abs() < 1e-10 {
+            break;
+        }
+    }
+    (a, b)
+}
+
+/// A validation prompt with its calibrated adequacies and its ladder's outcomes.
+#[derive(Debug, Clone, Copy)]
+pub struct CalibrationRow {
+    /// Index into [`SHIPPED`].
+    pub dataset: usize,
+    pub weak: f64,
+    pub mid: f64,
+    /// Normalised outcomes of the weak, mid and strong models.
+    pub quality: [f64; 3],
+    pub weight: f64,
+}
+
+/// Relative quality drop and relative cost of routing each row to `tier_of(row)` (0, 1, 2).
+pub fn drop_and_cost(rows: &[CalibrationRow], tier_of: impl Fn(&CalibrationRow) -> usize) -> (f64, f64) {
+    let (mut strong, mut routed, mut cost, mut strong_cost) = (0.0, 0.0, 0.0, 0.0);
+    for row in rows {
+        let tier = tier_of(row);
+        strong += row.weight * row.quality[2];
+        routed += row.weight * row.quality[tier];
+        cost += row.weight * TIER_COST[tier];
+        strong_cost += row.weight * TIER_COST[2];
+    }
+    if strong <= 0.0 || strong_cost <= 0.0 {
+        return (0.0, 1.0);
+    }
+    ((strong - routed) / strong, cost / strong_cost)
+}
+
+/// For each tolerance, the threshold that keeps every dataset's drop within it: the highest
+/// of the datasets' own thresholds.
+fn two_tier_table(rows: &[CalibrationRow], head: Head) -> Vec<f32> {
+    let mut table = vec![0f32; TOLERANCE_STEPS];
+    for dataset in 0..SHIPPED.len() {
+        let own: Vec<CalibrationRow> = rows.iter().copied().filter(|r| r.dataset == dataset).collect();
+        if own.is_empty() {
+            continue;
+        }
+        for (slot, threshold) in table.iter_mut().zip(pooled_two_tier_table(&own, head)) {
+            *slot = slot.max(threshold);
+        }
+    }
+    table
+}
+
+/// For each tolerance, the lowest threshold (most cheap calls) whose drop over `rows` stays
+/// within it, routing between the head's tier and the strongest.
+fn pooled_two_tier_table(rows: &[CalibrationRow], head: Head) -> Vec<f32> {
+    let cheaper = head as usize;
+    let adequacy = |r: &CalibrationRow| if head == Head::Weak { r.weak } else { r.mid };
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| adequacy(&rows[b]).total_cmp(&adequacy(&rows[a])).then(a.cmp(&b)));
+    let strong: f64 = rows.iter().map(|r| r.weight * r.quality[2]).sum();
+    // drops[m]: relative drop with the m most adequate rows on the cheaper tier.
+    let mut drops = Vec::with_capacity(rows.len() + 1);
+    let mut lost = 0.0;
+    drops.push(0.0);
+    for &i in &order {
+        lost += rows[i].weight * (rows[i].quality[2] - rows[i].quality[cheaper]);
+        drops.push(if strong > 0.0 { lost / strong } else { 0.0 });
+    }
+    (0..TOLERANCE_STEPS)
+        .map(|percent| {
+            let tolerance = percent as f64 / 100.0;
+            match (0..drops.len()).rev().find(|&m| drops[m] <= tolerance) {
+                Some(0) | None => NEVER,
+                Some(m) if m == rows.len() => 0.0,
+                Some(m) => adequacy(&rows[order[m - 1]]) as f32,
+            }
+        })
+        .collect()
+}
+
+/// Candidate thresholds: quantiles of the adequacies in 2.5 % steps, plus "never".
+fn candidates(values: impl Iterator<Item = f64>) -> Vec<f32> {
+    let mut sorted: Vec<f64> = values.collect();
+    sorted.sort_by(f64::total_cmp);
+    let mut out = vec![NEVER];
+    if let Some(last) = sorted.len().checked_sub(1) {
+        for q in 0..=40 {
+            out.push(sorted[(last * q) / 40] as f32);
+        }
+    }
+    out.dedup();
+    out
+}
+
+fn three_tier_table(rows: &[CalibrationRow]) -> Vec<[f32; 2]> {
+    let weak_candidates = candidates(rows.iter().map(|r| r.weak));
+    let mid_candidates = candidates(rows.iter().map(|r| r.mid.max(r.weak)));
+    let datasets: Vec<Vec<CalibrationRow>> = (0..SHIPPED.len())
+        .map(|d| rows.iter().copied().filter(|r| r.dataset == d).collect::<Vec<_>>())
+        .filter(|own| !own.is_empty())
+        .collect();
+    // (worst dataset's drop, pooled cost, thresholds)
+    let mut options: Vec<(f64, f64, [f32; 2])> = Vec::new();
+    for &tw in &weak_candidates {
+        for &tm in &mid_candidates {
+            let route = |r: &CalibrationRow| route3(r.weak, r.mid, tw, tm);
+            let worst = datasets.iter().map(|own| drop_and_cost(own, route).0).fold(f64::NEG_INFINITY, f64::max);
+            let (_, cost) = drop_and_cost(rows, route);
+            options.push((worst, cost, [tw, tm]));
+        }
+    }
+    // Looser tolerances may only lower thresholds: a deployer who accepts more loss must
+    // never see a prompt move to a dearer tier.
+    let mut table = Vec::with_capacity(TOLERANCE_STEPS);
+    let mut ceiling = [f32::INFINITY, f32::INFINITY];
+    for percent in 0..TOLERANCE_STEPS {
+        let tolerance = percent as f64 / 100.0;
+        let choice = options
+            .iter()
+            .filter(|(drop, _, t)| *drop <= tolerance && t[0] <= ceiling[0] && t[1] <= ceiling[1])
+            .min_by(|x, y| x.1.total_cmp(&y.1).then(x.0.total_cmp(&y.0)))
+            .map_or(ceiling.map(|c| c.min(NEVER)), |(_, _, t)| *t);
+        ceiling = choice;
+        table.push(choice);
+    }
+    table
+}
+
+/// The three-tier rule the policy applies: 0 weak, 1 mid, 2 strong.
+pub fn route3(weak: f64, mid: f64, weak_threshold: f32, mid_threshold: f32) -> usize {
+    if weak >= f64::from(weak_threshold) {
+        0
+    } else if mid.max(weak) >= f64::from(mid_threshold) {
+        1
+    } else {
+        2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(weak: f64, q: [f64; 3]) -> CalibrationRow {
+        CalibrationRow { dataset: 0, weak, mid: weak, quality: q, weight: 1.0 }
+    }
+
+    #[test]
+    fn every_dataset_keeps_the_promise() {
+        // Dataset 0 tolerates routing everything weak; dataset 1 loses everything it routes.
+        let mut rows = vec![row(0.9, [1.0, 1.0, 1.0]), row(0.8, [1.0, 1.0, 1.0])];
+        rows.push(CalibrationRow { dataset: 1, ..row(0.85, [0.0, 0.0, 1.0]) });
+        rows.push(CalibrationRow { dataset: 1, ..row(0.1, [1.0, 1.0, 1.0]) });
+        let table = two_tier_table(&rows, Head::Weak);
+        assert!(table[0] > 0.85, "dataset 1's loss forbids its 0.85 row at 0 %: {}", table[0]);
+        let pooled = pooled_two_tier_table(&rows, Head::Weak);
+        assert!(pooled[30] <= table[30]);
+    }
+
+    #[test]
+    fn two_tier_thresholds_keep_the_drop_within_tolerance() {
+        // Adequacy ranks the rows well: the two where weak fails are the least adequate.
+        let rows = [
+            row(0.9, [1.0, 1.0, 1.0]),
+            row(0.8, [1.0, 1.0, 1.0]),
+            row(0.3, [0.0, 1.0, 1.0]),
+            row(0.2, [0.0, 1.0, 1.0]),
+        ];
+        let table = two_tier_table(&rows, Head::Weak);
+        assert_eq!(table[0], 0.8, "both adequate rows go weak at no loss");
+        assert_eq!(table[25], 0.3, "a quarter lost is accepted at 25 %");
+        assert_eq!(table[100], 0.0);
+        assert!(table.windows(2).all(|w| w[1] <= w[0]), "looser tolerance never raises the bar");
+    }
+
+    #[test]
+    fn three_tier_choice_is_cheapest_within_tolerance() {
+        let rows = [row(0.9, [1.0, 1.0, 1.0]), row(0.5, [0.0, 1.0, 1.0]), row(0.1, [0.0, 0.0, 1.0])];
+        let table = three_tier_table(&rows);
+        let [tw, tm] = table[0];
+        let tiers: Vec<usize> = rows.iter().map(|r| route3(r.weak, r.mid, tw, tm)).collect();
+        assert_eq!(tiers, vec![0, 1, 2]);
+        let (drop, _) = drop_and_cost(&rows, |r| route3(r.weak, r.mid, table[50][0], table[50][1]));
+        assert!(drop <= 0.5);
+        assert!(table.windows(2).all(|w| w[1][0] <= w[0][0] && w[1][1] <= w[0][1]), "monotone: {table:?}");
+    }
+
+    #[test]
+    fn platt_recovers_a_known_scale() {
+        let points: Vec<(f64, f64, f64)> =
+            (-20..=20).map(|i| f64::from(i) / 4.0).map(|x| (x, sigmoid(2.0 * x - 1.0), 1.0)).collect();
+        let (a, b) = platt(&points);
+        assert!((a - 2.0).abs() < 1e-3 && (b + 1.0).abs() < 1e-3, "{a} {b}");
+    }
+
+    /// The artifact every function embeds is exactly what training produces from the
+    /// repository's data: nobody can ship weights that the data does not reproduce.
+    #[test]
+    fn the_shipped_artifact_is_reproduced_by_training() {
+        let examples = crate::routing::dataset::load_shipped(&crate::routing::dataset::default_dir()).unwrap();
+        let first = train(&examples, &TrainParams::default()).to_bytes();
+        let again = train(&examples, &TrainParams::default()).to_bytes();
+        assert!(first == again, "training is not deterministic");
+        assert!(
+            first == RouterModel::embedded_bytes(),
+            "shared/router/model.bin is stale: run `cargo xtask train-router` and commit the result"
+        );
+    }
+
+    #[test]
+    fn held_out_rows_never_reach_training() {
+        let examples = crate::routing::dataset::load_shipped(&crate::routing::dataset::default_dir()).unwrap();
+        let with_held_out = train(&examples, &TrainParams::default()).to_bytes();
+        let without: Vec<Example> = examples.into_iter().filter(|e| !e.held_out).collect();
+        assert!(with_held_out == train(&without, &TrainParams::default()).to_bytes());
+    }
+
+    #[test]
+    fn shuffles_are_fixed_by_the_seed() {
+        let mut a: Vec<u32> = (0..50).collect();
+        let mut b = a.clone();
+        SplitMix(7).shuffle(&mut a);
+        SplitMix(7).shuffle(&mut b);
+        assert_eq!(a, b);
+        assert_ne!(a, (0..50).collect::<Vec<_>>());
+    }
+}

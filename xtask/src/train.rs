@@ -1,0 +1,111 @@
+//! `cargo xtask train-router`: trains the routing model from the shipped data and writes
+//! the artifact every function embeds; `--check` verifies the shipped artifact instead.
+
+use std::path::PathBuf;
+
+use gateway_core::routing::dataset::{self, Example};
+use gateway_core::routing::train::{self, TrainParams};
+use gateway_core::routing::{RouterModel, Split};
+
+use crate::{Result, paths};
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Directory holding the routing datasets.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Where to write the artifact.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Retrain and compare with the artifact instead of writing it; fails on any difference.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn artifact_path() -> PathBuf {
+    paths::repo_root().join("shared").join("router").join("model.bin")
+}
+
+pub fn run(args: &TrainArgs) -> Result<bool> {
+    let data = args.data.clone().unwrap_or_else(|| paths::repo_root().join("data").join("routing"));
+    let examples = dataset::load_shipped(&data)?;
+    summarise(&examples);
+    let started = std::time::Instant::now();
+    let model = train::train(&examples, &TrainParams::default());
+    let bytes = model.to_bytes();
+    println!("train-router: trained in {:.1} s: {}", started.elapsed().as_secs_f64(), model.description);
+    println!("train-router: model {} ({} bytes)", model.version(), bytes.len());
+    report(&examples, &model);
+    let out = args.out.clone().unwrap_or_else(artifact_path);
+    if args.check {
+        let shipped = std::fs::read(&out).map_err(|e| format!("cannot read {}: {e}", out.display()))?;
+        let same = shipped == bytes;
+        match RouterModel::from_bytes(&shipped) {
+            Ok(m) if same => println!("train-router: {} matches a fresh training ({})", out.display(), m.version()),
+            Ok(m) => println!("train-router: {} ({}) differs from a fresh training", out.display(), m.version()),
+            Err(e) => println!("train-router: {} is not a valid artifact: {e}", out.display()),
+        }
+        return Ok(same);
+    }
+    std::fs::write(&out, &bytes).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("train-router: wrote {}", out.display());
+    Ok(true)
+}
+
+/// APGR of the learned router and of prompt length on each dataset's validation and test
+/// splits, for the ladder's weak→strong and mid→strong pairs: the figures to watch while
+/// changing features or training.
+fn report(examples: &[Example], model: &RouterModel) {
+    use gateway_core::routing::Conversation;
+    use gateway_core::routing::eval::curve;
+    for spec in dataset::SHIPPED {
+        for (label, split, held_out) in [
+            ("validation", Split::Validation, false),
+            ("test", Split::Test, false),
+            ("held-out test", Split::Test, true),
+        ] {
+            let rows: Vec<(&Example, [f64; 3])> = examples
+                .iter()
+                .filter(|e| e.dataset == spec.name && e.split == split && e.held_out == held_out)
+                .filter_map(|e| Some((e, e.ladder?)))
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let adequacy: Vec<_> =
+                rows.iter().map(|(e, _)| model.adequacy(&Conversation::from_prompt_cell(&e.prompt))).collect();
+            let length: Vec<f64> = rows.iter().map(|(e, _)| e.prompt.len() as f64).collect();
+            let mut line = format!("train-router: {:<15} {:<13} n={:<5}", spec.name, label, rows.len());
+            for (pair, cheaper) in [("weak", 0usize), ("mid", 1usize)] {
+                let weak: Vec<f64> = rows.iter().map(|(_, q)| q[cheaper]).collect();
+                let strong: Vec<f64> = rows.iter().map(|(_, q)| q[2]).collect();
+                let learned: Vec<f64> =
+                    adequacy.iter().map(|a| 1.0 - if cheaper == 0 { a.weak } else { a.mid }).collect();
+                let fmt = |v: Option<f64>| v.map_or("  -  ".to_owned(), |v| format!("{v:.3}"));
+                line.push_str(&format!(
+                    " | {pair}: learned {} length {}",
+                    fmt(curve(&learned, &weak, &strong).apgr()),
+                    fmt(curve(&length, &weak, &strong).apgr())
+                ));
+            }
+            println!("{line}");
+        }
+    }
+}
+
+fn summarise(examples: &[Example]) {
+    for spec in dataset::SHIPPED {
+        let rows: Vec<&Example> = examples.iter().filter(|e| e.dataset == spec.name).collect();
+        let count = |split: Split| rows.iter().filter(|e| e.split == split && !e.held_out).count();
+        let held_out = rows.iter().filter(|e| e.held_out).count();
+        println!(
+            "train-router: {:<15} {:>6} rows: train {:>5}, validation {:>5}, test {:>5}, held out (never trained on) {:>5}",
+            spec.name,
+            rows.len(),
+            count(Split::Train),
+            count(Split::Validation),
+            count(Split::Test),
+            held_out
+        );
+    }
+}
