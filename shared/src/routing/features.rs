@@ -21,12 +21,12 @@ use crate::request::{ContentBlock, ConverseRequest, Role, SystemContentBlock, To
 pub const HASH_BITS: u32 = 16;
 pub const BUCKETS: usize = 1 << HASH_BITS;
 /// Word unigrams and bigrams are taken from at most this many words.
-pub const MAX_WORDS: usize = 1_024;
+pub const MAX_WORDS: usize = 512;
 /// Character trigrams are taken from at most this many bytes of words.
-pub const CHARGRAM_BYTES: usize = 1_024;
+pub const CHARGRAM_BYTES: usize = 512;
 /// Dense measurements read at most this many bytes; counts beyond are extrapolated from
-/// them, lengths are exact. A decision on a 200 KB prompt costs what one on 4 KB does.
-pub const SCAN_BYTES: usize = 4_096;
+/// them, lengths are exact. A decision on a 200 KB prompt costs what one on 2 KB does.
+pub const SCAN_BYTES: usize = 2_048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Speaker {

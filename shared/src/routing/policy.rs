@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::features::Conversation;
+use super::features::{Conversation, SCAN_BYTES};
 use super::model::{Adequacy, Head, RouterModel};
 use crate::catalog::{Catalog, ModelSpec, Scope, Target, Tier};
 use crate::cost::{PricingMode, Usage};
@@ -232,7 +232,9 @@ impl Router {
                 .map_or((max, RouteReason::StrongestAllowed), |(t, _)| (*t, RouteReason::PredictedAdequate))
         };
 
-        let input_tokens = tokens::estimate_request(request);
+        // Sampled, like the features: an expected cost needs no exact count, and the decision
+        // keeps its bounded cost on long prompts.
+        let input_tokens = tokens::estimate_request_sampled(request, SCAN_BYTES);
         let output_tokens =
             request.max_tokens().map_or(EXPECTED_OUTPUT_TOKENS, |m| u64::from(m).min(EXPECTED_OUTPUT_TOKENS));
         let usage = Usage { input_tokens, output_tokens, ..Usage::default() };
