@@ -195,6 +195,35 @@ impl GatewayError {
     }
 }
 
+/// An answer found in the cache, with what the request carries alongside it.
+struct Hit {
+    entry: CacheEntry,
+    requested_model: String,
+    routing: Option<RouteDecision>,
+    hops: Vec<Hop>,
+    started: Instant,
+}
+
+impl Hit {
+    /// A hit costs nothing and saves what the stored call cost.
+    fn into_answer(self, mut report: CacheReport, now: SystemTime) -> Answer {
+        report.result = CacheResult::Hit;
+        report.saved_usd = Some(self.entry.cost_usd);
+        report.age_seconds = now.duration_since(self.entry.created_at).ok().map(|d| d.as_secs());
+        report.ttl_seconds = self.entry.expires_at.duration_since(now).ok().map(|d| d.as_secs());
+        Answer {
+            response: self.entry.response,
+            requested_model: self.requested_model,
+            model_id: self.entry.model_id,
+            cost_usd: Some(0.0),
+            latency: self.started.elapsed(),
+            cache: report,
+            routing: self.routing,
+            hops: self.hops,
+        }
+    }
+}
+
 /// How the fallback chain ended.
 enum Served<'a> {
     Answered {
@@ -280,20 +309,8 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
             let now = SystemTime::now();
             match self.store.get(&key, now).await {
                 Ok(Some(entry)) => {
-                    report.result = CacheResult::Hit;
-                    report.saved_usd = Some(entry.cost_usd);
-                    report.age_seconds = now.duration_since(entry.created_at).ok().map(|d| d.as_secs());
-                    report.ttl_seconds = entry.expires_at.duration_since(now).ok().map(|d| d.as_secs());
-                    return Ok(Answer {
-                        response: entry.response,
-                        requested_model,
-                        model_id: entry.model_id,
-                        cost_usd: Some(0.0),
-                        latency: started.elapsed(),
-                        cache: report,
-                        routing,
-                        hops: Vec::new(),
-                    });
+                    let hit = Hit { entry, requested_model, routing, hops: Vec::new(), started };
+                    return Ok(hit.into_answer(report, now));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -307,22 +324,9 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
         let (mut response, served) = match served {
             Served::Answered { response, attempt } => (response, attempt),
             Served::Cached { entry, key: fallback_key } => {
-                let now = SystemTime::now();
-                report.result = CacheResult::Hit;
                 report.key = Some(fallback_key.to_hex());
-                report.saved_usd = Some(entry.cost_usd);
-                report.age_seconds = now.duration_since(entry.created_at).ok().map(|d| d.as_secs());
-                report.ttl_seconds = entry.expires_at.duration_since(now).ok().map(|d| d.as_secs());
-                return Ok(Answer {
-                    response: entry.response,
-                    requested_model,
-                    model_id: entry.model_id,
-                    cost_usd: Some(0.0),
-                    latency: started.elapsed(),
-                    cache: report,
-                    routing,
-                    hops,
-                });
+                let hit = Hit { entry, requested_model, routing, hops, started };
+                return Ok(hit.into_answer(report, SystemTime::now()));
             }
         };
         let model_id = response.invoked_model_id().map_or_else(|| served.invoke_id.clone(), str::to_owned);

@@ -110,18 +110,9 @@ impl ApiError {
     }
 
     pub fn into_response(self, request_id: &str) -> Response<Body> {
-        let mut error = serde_json::json!({
-            "type": self.error_type(),
-            "message": self.to_string(),
-        });
-        if let Some(field) = self.field() {
-            error["field"] = field.into();
-        }
+        let mut error = http_support::error_object(self.error_type(), self.to_string(), self.field(), request_id);
         if let ApiError::Gateway(GatewayError::FallbackExhausted { hops, .. }) = &self {
-            error["hops"] = serde_json::to_value(hops).unwrap_or_default();
-        }
-        if !request_id.is_empty() {
-            error["requestId"] = request_id.into();
+            error.insert("hops".into(), serde_json::to_value(hops).unwrap_or_default());
         }
         let retry_after = self.retry_after().map(|d| d.as_secs().max(1).to_string());
         let mut headers: Vec<(&'static str, &str)> = Vec::new();
@@ -131,6 +122,6 @@ impl ApiError {
         if matches!(self, ApiError::MethodNotAllowed(_)) {
             headers.push(("allow", "POST"));
         }
-        crate::json_response(self.status(), &serde_json::json!({ "error": error }), &headers)
+        http_support::error_response(self.status(), error, &headers)
     }
 }

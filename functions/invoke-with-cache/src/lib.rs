@@ -5,37 +5,24 @@
 
 mod error;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use gateway_core::cache::{CacheOptions, Tenant};
 use gateway_core::metrics::InvocationMetrics;
 use gateway_core::ports::{CacheStore, ModelInvoker};
 use gateway_core::request::ConverseRequest;
 use gateway_core::routing::RouteOverrides;
 use gateway_core::service::{Answer, ConverseCall, Gateway};
-use lambda_http::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_support::{header, json_response, request_id};
+use lambda_http::http::{Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
+
+pub use http_support::init_tracing;
 
 pub use error::ApiError;
 
 const ROUTE: &str = "/v1/converse";
 const METRICS_NAMESPACE: &str = "BedrockGateway";
 const FUNCTION_NAME: &str = "invoke-with-cache";
-
-/// JSON logs for CloudWatch, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .without_time()
-        .with_target(false)
-        .init();
-}
 
 #[derive(Debug)]
 pub struct Handler<S, M> {
@@ -103,10 +90,6 @@ impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
     }
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 /// The caller identity API Gateway has verified: a JWT subject or an IAM principal.
 fn authenticated_identity(request: &Request) -> Option<String> {
     let RequestContext::ApiGatewayV2(context) = request.request_context_ref()? else {
@@ -121,13 +104,6 @@ fn authenticated_identity(request: &Request) -> Option<String> {
     }
     let iam = authorizer.iam.as_ref()?;
     iam.user_arn.as_ref().or(iam.caller_id.as_ref()).map(|principal| format!("iam:{principal}"))
-}
-
-fn request_id(request: &Request) -> String {
-    match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(context)) => context.request_id.clone().unwrap_or_default(),
-        _ => String::new(),
-    }
 }
 
 fn success(answer: &Answer) -> Response<Body> {
@@ -153,26 +129,9 @@ fn success(answer: &Answer) -> Response<Body> {
     json_response(StatusCode::OK, &body, &headers)
 }
 
-pub(crate) fn json_response(
-    status: StatusCode,
-    body: &serde_json::Value,
-    extra: &[(&'static str, &str)],
-) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    for (name, value) in extra {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(*name, value);
-        }
-    }
-    response
-}
-
 /// One CloudWatch Embedded Metric Format line per request on stdout: CloudWatch turns it
 /// into metrics without a PutMetricData call on the request path.
 fn emit_metrics(metrics: &InvocationMetrics) {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now_ms = http_support::now_ms();
     println!("{}", metrics.to_emf(METRICS_NAMESPACE, FUNCTION_NAME, now_ms));
 }

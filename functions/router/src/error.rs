@@ -53,19 +53,10 @@ impl ApiError {
     }
 
     pub fn into_response(self, request_id: &str) -> Response<Body> {
-        let mut error = serde_json::json!({
-            "type": self.error_type(),
-            "message": self.to_string(),
-        });
-        if let Some(field) = self.field() {
-            error["field"] = field.into();
-        }
-        if !request_id.is_empty() {
-            error["requestId"] = request_id.into();
-        }
+        let error = http_support::error_object(self.error_type(), self.to_string(), self.field(), request_id);
         let headers: &[(&'static str, &str)] =
             if matches!(self, ApiError::MethodNotAllowed(_)) { &[("allow", "POST")] } else { &[] };
-        crate::json_response(self.status(), &serde_json::json!({ "error": error }), headers)
+        http_support::error_response(self.status(), error, headers)
     }
 }
 

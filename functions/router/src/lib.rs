@@ -8,16 +8,18 @@
 mod error;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gateway_core::catalog::{Catalog, Target, Tier};
 use gateway_core::config::RoutingConfig;
 use gateway_core::request::ConverseRequest;
 use gateway_core::routing::{RouteDecision, RouteOverrides, Router};
 use gateway_core::service::AUTO_MODEL;
-use lambda_http::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use lambda_http::request::RequestContext;
+use http_support::{header, json_response, request_id};
+use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
+
+pub use http_support::init_tracing;
 use serde_json::{Value, json};
 
 pub use error::{ApiError, StartupError};
@@ -25,20 +27,6 @@ pub use error::{ApiError, StartupError};
 const ROUTE: &str = "/v1/route";
 const METRICS_NAMESPACE: &str = "BedrockGateway";
 const FUNCTION_NAME: &str = "router";
-
-/// JSON logs for CloudWatch, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_current_span(false)
-        .without_time()
-        .with_target(false)
-        .init();
-}
 
 #[derive(Debug)]
 pub struct Handler {
@@ -137,17 +125,6 @@ impl Handler {
     }
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn request_id(request: &Request) -> String {
-    match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(context)) => context.request_id.clone().unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
 /// The decision at the top level, plus how long it took and whether the caller's own
 /// `modelId` would override it.
 fn success(routed: &Routed) -> Response<Body> {
@@ -172,23 +149,10 @@ fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-pub(crate) fn json_response(status: StatusCode, body: &Value, extra: &[(&'static str, &str)]) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    for (name, value) in extra {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(*name, value);
-        }
-    }
-    response
-}
-
 /// One CloudWatch Embedded Metric Format line per decision on stdout: CloudWatch turns it
 /// into metrics without a PutMetricData call on the request path.
 fn emit_metrics(routed: &Routed) {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now_ms = http_support::now_ms();
     println!("{}", decision_emf(&routed.decision, routed.decision_time, routed.forced.is_some(), now_ms));
 }
 
