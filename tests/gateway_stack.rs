@@ -6,26 +6,14 @@
 use std::sync::Arc;
 
 use gateway_core::adapters::{BedrockInvoker, DynamoCacheStore};
-use gateway_core::cache::{CacheOptions, Tenant};
 use gateway_core::catalog::Catalog;
 use gateway_core::cost::{PricingMode, Usage};
 use gateway_core::ports::InvokeError;
-use gateway_core::request::ConverseRequest;
 use gateway_core::service::{CacheResult, ConverseCall, Gateway, GatewayError, GatewaySettings};
-use integration_tests::{bedrock, cache_table, dynamodb, emulator};
+use integration_tests::{bedrock, cache_table, converse_call, dynamodb, emulator};
 
 fn call(tenant: &str, model: &str, text: &str) -> ConverseCall {
-    let body = serde_json::json!({
-        "modelId": model,
-        "messages": [{"role": "user", "content": [{"text": text}]}],
-        "inferenceConfig": {"temperature": 0, "maxTokens": 400}
-    });
-    ConverseCall {
-        request: ConverseRequest::from_json(body.to_string().as_bytes()).unwrap(),
-        tenant: Tenant::new(tenant),
-        cache: CacheOptions::default(),
-        routing: Default::default(),
-    }
+    converse_call(tenant, model, text, Default::default())
 }
 
 async fn gateway(emulator_url: &str) -> Gateway<DynamoCacheStore, BedrockInvoker> {

@@ -9,14 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use bedrock_emulator::{EmulatorConfig, FaultOverride, QuotaOverride, RunningEmulator};
 use gateway_core::adapters::{BedrockInvoker, DynamoCacheStore};
-use gateway_core::cache::{CacheOptions, Tenant};
 use gateway_core::catalog::{Catalog, Target, Tier};
 use gateway_core::cost::{PricingMode, Usage};
 use gateway_core::ports::{InvokeError, ModelInvoker};
 use gateway_core::request::{ConverseRequest, ConverseResponse};
 use gateway_core::routing::{RouteOverrides, Router, RouterModel, RoutingPolicy};
 use gateway_core::service::{Answer, CacheResult, ConverseCall, Gateway, GatewayError, GatewaySettings};
-use integration_tests::{bedrock, cache_table, dynamodb, emulator};
+use integration_tests::{bedrock, cache_table, converse_call, dynamodb, emulator};
 
 const HAIKU_BASE: &str = "anthropic.claude-haiku-4-5-20251001-v1:0";
 const HAIKU_US: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
@@ -105,17 +104,7 @@ async fn stack(configure: impl FnOnce(&mut EmulatorConfig)) -> Stack {
 }
 
 fn call(model: &str, text: &str, routing: RouteOverrides) -> ConverseCall {
-    let body = serde_json::json!({
-        "modelId": model,
-        "messages": [{"role": "user", "content": [{"text": text}]}],
-        "inferenceConfig": {"temperature": 0, "maxTokens": 400}
-    });
-    ConverseCall {
-        request: ConverseRequest::from_json(body.to_string().as_bytes()).unwrap(),
-        tenant: Tenant::new("routing"),
-        cache: CacheOptions::default(),
-        routing,
-    }
+    converse_call("routing", model, text, routing)
 }
 
 fn only(tier: Tier) -> RouteOverrides {

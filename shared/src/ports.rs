@@ -96,8 +96,8 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
-    /// Whether another model or profile might succeed where this one failed: the signal for
-    /// a fallback chain.
+    /// Whether the failure is a shortage of capacity (quota, availability, time) rather than
+    /// something wrong with the request or the model; part of [`Self::warrants_fallback`].
     pub fn is_capacity(&self) -> bool {
         matches!(
             self,

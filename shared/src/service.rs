@@ -12,7 +12,7 @@
 //! Cache failures never fail a request: the answer is served from Bedrock and the error is
 //! reported alongside it.
 //!
-//! When the model is throttled or unavailable the call falls back, if the deployer allows:
+//! When the model is throttled, unavailable or keeps failing, the call falls back, if the deployer allows:
 //! through the model's other inference profiles (in-Region, then geographic, then global),
 //! and for routed requests then to the adjacent allowed tier. Every attempt is a [`Hop`] of
 //! the answer. An answer is stored under the key of the model that gave it.

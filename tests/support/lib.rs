@@ -70,3 +70,24 @@ pub async fn bedrock(url: &str, attempts: u32) -> aws_sdk_bedrockruntime::Client
             .build(),
     )
 }
+
+/// A deterministic Converse call (temperature 0, 400 output tokens) from `tenant` to `model`.
+pub fn converse_call(
+    tenant: &str,
+    model: &str,
+    text: &str,
+    routing: gateway_core::routing::RouteOverrides,
+) -> gateway_core::service::ConverseCall {
+    let body = serde_json::json!({
+        "modelId": model,
+        "messages": [{"role": "user", "content": [{"text": text}]}],
+        "inferenceConfig": {"temperature": 0, "maxTokens": 400}
+    });
+    gateway_core::service::ConverseCall {
+        request: gateway_core::request::ConverseRequest::from_json(body.to_string().as_bytes())
+            .expect("the test request is valid"),
+        tenant: gateway_core::cache::Tenant::new(tenant),
+        cache: gateway_core::cache::CacheOptions::default(),
+        routing,
+    }
+}
