@@ -15,6 +15,7 @@ pub mod ports;
 pub mod request;
 pub mod routing;
 pub mod service;
+pub mod splitmix;
 pub mod tokens;
 
 #[cfg(any(test, feature = "testing"))]

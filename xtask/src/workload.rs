@@ -3,6 +3,7 @@
 //! asks the gateway to pick the tier (`"modelId": "auto"`), a few of those with the routing
 //! knobs set.
 
+use gateway_core::splitmix::SplitMix64;
 use serde_json::{Value, json};
 
 use crate::prompts::{Kind, PROMPTS};
@@ -38,22 +39,17 @@ const ZIPF_EXPONENT: f64 = 1.1;
 const CACHE_OFF_PERCENT: u64 = 5;
 const SAMPLING_PERCENT: u64 = 10;
 
-/// SplitMix64: tiny, fast and good enough for a workload generator; a fixed seed gives
-/// the same plan on every machine.
+/// The demo's generator: a fixed seed gives the same plan on every machine.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
@@ -62,7 +58,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
+        self.0.below(n)
     }
 
     /// Picks from `(choice, weight)` pairs; `None` only for an empty or all-zero list.

@@ -151,6 +151,9 @@ pub struct Example {
     pub split: Split,
     /// MMLU test questions: evaluation only.
     pub held_out: bool,
+    /// Who wrote the prompt: MMLU-Pro's `src` up to its first `-` (`stemez`, `theoremQA`,
+    /// `scibench`, `ori_mmlu`), else the dataset's name. Training balances sources.
+    pub source: String,
     /// Soft labels per head; `None` where no pair had both outcomes.
     pub labels: [Option<f64>; HEADS],
     /// Outcomes of the ladder (weak, mid, strong), normalised to 0–1; `None` if any is missing.
@@ -262,11 +265,16 @@ pub fn load(dir: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DatasetError
             _ => None,
         };
         let held_out = src_column.is_some_and(|i| cell(i).starts_with("ori_mmlu"));
+        let source = match src_column.map(cell).and_then(|src| src.split('-').next()) {
+            Some(prefix) if !prefix.trim().is_empty() => prefix.trim().to_owned(),
+            _ => spec.name.to_owned(),
+        };
         examples.push(Example {
             dataset: spec.name,
             kind: spec.kind,
             split: split_of(&prompt),
             held_out,
+            source,
             labels: [label(spec.weak_pairs), label(spec.mid_pairs)],
             ladder,
             prompt,

@@ -9,6 +9,12 @@
 //! Equal scores form one group: within it the curve is the straight line that random tie
 //! breaking gives on average, so a router that cannot tell prompts apart scores exactly as
 //! random does rather than by the luck of row order.
+//!
+//! [`bootstrap_apgr`] says how much of a difference between routers is luck: it resamples
+//! the rows with replacement and scores every router on the same resample, so the spread
+//! of a difference keeps the routers' correlation (a paired bootstrap).
+
+use crate::splitmix::SplitMix64;
 
 /// Quality against the share of strong calls; starts at (0, weak quality), ends at (1, strong quality).
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +102,103 @@ impl Curve {
     }
 }
 
+/// One router's ranking, prepared once for many resamples: rows in curve order and where
+/// each group of equal scores ends.
+struct Ranking {
+    order: Vec<usize>,
+    group_ends: Vec<usize>,
+}
+
+impl Ranking {
+    fn new(scores: &[f64], n: usize) -> Ranking {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| {
+            let (sa, sb) = (scores[a], scores[b]);
+            sb.partial_cmp(&sa).unwrap_or_else(|| sa.is_nan().cmp(&sb.is_nan())).then(a.cmp(&b))
+        });
+        let mut group_ends = Vec::new();
+        for i in 1..=n {
+            if i == n || scores[order[i]].to_bits() != scores[order[i - 1]].to_bits() {
+                group_ends.push(i);
+            }
+        }
+        Ranking { order, group_ends }
+    }
+
+    /// APGR over the rows drawn `counts[i]` times each, as [`curve`] would compute it on
+    /// the resampled rows (copies of a row tie with it, so they share its group).
+    fn apgr(&self, counts: &[u32], weak: &[f64], strong: &[f64], totals: (f64, f64, f64)) -> Option<f64> {
+        let (n, weak_sum, strong_sum) = totals;
+        let gap = (strong_sum - weak_sum) / n;
+        if gap.abs() < 1e-12 {
+            return None;
+        }
+        let weak_quality = weak_sum / n;
+        let (mut share, mut quality, mut area, mut start) = (0.0, weak_quality, 0.0, 0);
+        for &end in &self.group_ends {
+            let (mut drawn, mut gain) = (0.0, 0.0);
+            for &row in &self.order[start..end] {
+                let c = f64::from(counts[row]);
+                drawn += c;
+                gain += c * (strong[row] - weak[row]);
+            }
+            let next = (share + drawn / n, quality + gain / n);
+            area += (next.0 - share) * (quality + next.1) / 2.0;
+            (share, quality) = next;
+            start = end;
+        }
+        Some((area - weak_quality) / gap)
+    }
+}
+
+/// APGR of each router in `scores` on `resamples` paired bootstrap resamples of the rows,
+/// drawn from `seed`: `result[r][k]` is router `k` on resample `r`, `None` where the
+/// resample has no gap between the models.
+pub fn bootstrap_apgr(
+    scores: &[&[f64]],
+    weak: &[f64],
+    strong: &[f64],
+    resamples: usize,
+    seed: u64,
+) -> Vec<Vec<Option<f64>>> {
+    let n = scores.iter().map(|s| s.len()).chain([weak.len(), strong.len()]).min().unwrap_or(0);
+    if n == 0 {
+        return Vec::new();
+    }
+    let rankings: Vec<Ranking> = scores.iter().map(|s| Ranking::new(s, n)).collect();
+    let mut rng = SplitMix64::new(seed);
+    let mut counts = vec![0u32; n];
+    (0..resamples)
+        .map(|_| {
+            counts.fill(0);
+            for _ in 0..n {
+                counts[rng.below(n as u64) as usize] += 1;
+            }
+            let weak_sum: f64 = counts.iter().zip(weak).map(|(c, w)| f64::from(*c) * w).sum();
+            let strong_sum: f64 = counts.iter().zip(strong).map(|(c, s)| f64::from(*c) * s).sum();
+            let totals = (n as f64, weak_sum, strong_sum);
+            rankings.iter().map(|r| r.apgr(&counts, weak, strong, totals)).collect()
+        })
+        .collect()
+}
+
+/// The central `level` share (0.95 for a 95 % interval) of `values`, by the percentile
+/// method; `None` for no values.
+pub fn percentile_interval(values: &[f64], level: f64) -> Option<(f64, f64)> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let tail = (1.0 - level.clamp(0.0, 1.0)) / 2.0;
+    let at = |q: f64| {
+        let position = q * (sorted.len() - 1) as f64;
+        let (low, high) = (position.floor() as usize, position.ceil() as usize);
+        sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64)
+    };
+    Some((at(tail), at(1.0 - tail)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +222,39 @@ mod tests {
         let c = curve(&[0.3, 0.1], &[1.0, 0.0], &[1.0, 0.0]);
         assert_eq!(c.apgr(), None);
         assert_eq!(c.cpt(0.5), None);
+    }
+
+    #[test]
+    fn the_bootstrap_agrees_with_the_curve_and_separates_a_real_difference() {
+        // 400 rows: the strong model wins on the first half only; the oracle knows it.
+        let n = 400;
+        let weak: Vec<f64> = (0..n).map(|i| f64::from(u8::from(i % 2 == 0))).collect();
+        let strong: Vec<f64> = (0..n).map(|i| if i < n / 2 { 1.0 } else { weak[i] }).collect();
+        let oracle: Vec<f64> = (0..n).map(|i| if i < n / 2 { 1.0 } else { 0.0 }).collect();
+        let random = vec![0.0; n];
+        // A one-row resample of every row once reproduces the plain computation.
+        let ranking = Ranking::new(&oracle, n);
+        let ones = vec![1u32; n];
+        let totals = (n as f64, weak.iter().sum::<f64>(), strong.iter().sum::<f64>());
+        let direct = curve(&oracle, &weak, &strong).apgr().unwrap();
+        assert!((ranking.apgr(&ones, &weak, &strong, totals).unwrap() - direct).abs() < 1e-12);
+
+        let draws = bootstrap_apgr(&[&oracle, &random], &weak, &strong, 200, 1);
+        assert_eq!(draws.len(), 200);
+        assert!(draws.iter().all(|d| (d[1].unwrap() - 0.5).abs() < 1e-9), "random is 0.5 on every resample");
+        let differences: Vec<f64> = draws.iter().map(|d| d[0].unwrap() - d[1].unwrap()).collect();
+        let (low, high) = percentile_interval(&differences, 0.95).unwrap();
+        assert!(low > 0.2 && high < 0.5, "[{low}, {high}]");
+        assert_eq!(draws, bootstrap_apgr(&[&oracle, &random], &weak, &strong, 200, 1), "seeded");
+    }
+
+    #[test]
+    fn percentile_intervals_interpolate() {
+        let values: Vec<f64> = (0..=100).map(f64::from).collect();
+        let (low, high) = percentile_interval(&values, 0.9).unwrap();
+        assert!((low - 5.0).abs() < 1e-9 && (high - 95.0).abs() < 1e-9, "[{low}, {high}]");
+        let (low, high) = percentile_interval(&[1.0, 2.0], 0.5).unwrap();
+        assert!((low - 1.25).abs() < 1e-12 && (high - 1.75).abs() < 1e-12, "[{low}, {high}]");
+        assert_eq!(percentile_interval(&[], 0.9), None);
     }
 }

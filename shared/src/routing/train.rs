@@ -3,11 +3,16 @@
 //! * Logistic regression per head, fitted by FTRL-Proximal (per-coordinate learning rates
 //!   suit hashed n-grams, most of which are rare) over a fixed number of epochs, visiting
 //!   rows in an order drawn from a seeded generator.
-//! * Each dataset has its own intercept while training. How often a cheaper model matches
-//!   a stronger one depends mostly on the pair and the judge (an exam scored 0/1, a chat
-//!   scored by GPT-4), not on the prompt; without these intercepts the weights would learn
-//!   "looks like an exam question" instead of "is easy". The shipped bias is their weighted
-//!   mean, and Platt scaling re-centres it.
+//! * Each source of prompts (a dataset, and inside MMLU-Pro each of its sources: `stemez`,
+//!   `theoremQA`, `scibench`) has its own intercept while training. How often a cheaper
+//!   model matches a stronger one depends mostly on the pair, the judge and who wrote the
+//!   questions, not on the prompt; without these intercepts the weights would learn "looks
+//!   like an exam question" instead of "is easy". The shipped bias is their weighted mean,
+//!   and Platt scaling re-centres it.
+//! * Sources inside a dataset share its weight equally. One source writes 78 % of
+//!   MMLU-Pro's trainable rows; weighted by size, its house style (numeric textbook
+//!   problems, where digits mean work) becomes the model's idea of difficulty, and that
+//!   idea fails on exams written otherwise.
 //! * Platt scaling per head on the validation split, so adequacies are probabilities.
 //! * Tolerance tables on the validation split: for every whole percent of accepted quality
 //!   drop, the thresholds that make the routed mix cheapest without exceeding it on any
@@ -20,6 +25,7 @@ use super::Split;
 use super::dataset::{Example, SHIPPED};
 use super::features::{BUCKETS, CollectSink, Conversation, DENSE, extract};
 use super::model::{HEADS, Head, RouterModel, TOLERANCE_STEPS, hashed_norm, sigmoid};
+use crate::splitmix::SplitMix64;
 
 /// Relative price of one call per tier (Haiku 4.5 : Sonnet 4.5 : Opus 4.5 list prices,
 /// input and output alike), used to pick the cheapest thresholds for a tolerance.
@@ -45,7 +51,8 @@ impl Default for TrainParams {
 
 /// One example as the optimiser sees it.
 struct Row {
-    dataset: usize,
+    /// Index into [`Sources`].
+    source: usize,
     dense: [f32; DENSE],
     /// Sorted by bucket, duplicates merged, already scaled by the hashed norm.
     hashed: Vec<(u32, f64)>,
@@ -70,6 +77,59 @@ fn featurize(example: &Example) -> ([f32; DENSE], Vec<(u32, f64)>) {
     (extracted.dense, merged)
 }
 
+/// The sources of the training rows, each with its intercept and its share of the weight:
+/// its dataset's share, split equally between the dataset's sources.
+struct Sources {
+    /// (index into [`SHIPPED`], source), sorted.
+    keys: Vec<(usize, String)>,
+    shares: Vec<f64>,
+    counts: Vec<usize>,
+}
+
+impl Sources {
+    fn of(examples: &[&Example]) -> Self {
+        let key = |e: &Example| (SHIPPED.iter().position(|s| s.name == e.dataset).unwrap_or(0), e.source.clone());
+        let mut keys: Vec<(usize, String)> = examples.iter().map(|e| key(e)).collect();
+        keys.sort();
+        keys.dedup();
+        let counts: Vec<usize> = keys.iter().map(|k| examples.iter().filter(|e| key(e) == *k).count()).collect();
+        let present: f64 = {
+            let mut datasets: Vec<usize> = keys.iter().map(|(d, _)| *d).collect();
+            datasets.dedup();
+            datasets.iter().map(|d| SHIPPED[*d].weight).sum()
+        };
+        let shares = keys
+            .iter()
+            .map(|(d, _)| {
+                let siblings = keys.iter().filter(|(other, _)| other == d).count() as f64;
+                if present > 0.0 { SHIPPED[*d].weight / present / siblings } else { 0.0 }
+            })
+            .collect();
+        Sources { keys, shares, counts }
+    }
+
+    fn index(&self, example: &Example) -> usize {
+        let dataset = SHIPPED.iter().position(|s| s.name == example.dataset).unwrap_or(0);
+        self.keys.iter().position(|(d, s)| *d == dataset && *s == example.source).unwrap_or(0)
+    }
+
+    /// A row's weight: its source's share spread over the source's rows, so the mean is 1.
+    fn row_weight(&self, source: usize) -> f64 {
+        let total: usize = self.counts.iter().sum();
+        self.shares[source] * total as f64 / self.counts[source].max(1) as f64
+    }
+
+    fn describe(&self) -> String {
+        let names: Vec<String> = self
+            .keys
+            .iter()
+            .zip(&self.shares)
+            .map(|((d, source), share)| format!("{}/{source} {share:.3}", SHIPPED[*d].name))
+            .collect();
+        names.join(", ")
+    }
+}
+
 /// Each dataset gets its share of the total weight whatever its size, so 5,000 exam
 /// questions do not drown 500 open-ended chats; the mean weight is 1.
 fn dataset_weights<'a>(examples: impl Iterator<Item = &'a Example>) -> impl Fn(&str) -> f64 {
@@ -87,57 +147,41 @@ fn dataset_weights<'a>(examples: impl Iterator<Item = &'a Example>) -> impl Fn(&
     }
 }
 
-/// splitmix64: a tiny, well-mixed generator whose sequence is fixed by its seed.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
-}
-
-/// FTRL-Proximal state of one head: coordinates are the bias, the dense features, then the buckets.
+/// FTRL-Proximal state of one head: coordinates are one intercept per source, the dense
+/// features, then the buckets.
 struct Ftrl {
     z: Vec<f64>,
     n: Vec<f64>,
     params: TrainParams,
+    /// Where the dense features start: after the intercepts.
+    dense_at: usize,
 }
 
-/// One intercept per shipped dataset, then the dense features, then the buckets.
-const BIAS: usize = 0;
-const DENSE_AT: usize = SHIPPED.len();
-const HASHED_AT: usize = DENSE_AT + DENSE;
 /// Length features (`log_chars`, `log_words`, `log_last_user_chars`, `log_question_stem_chars`) may only lower
 /// adequacy. Inside one exam source, longer questions can look easier (a quirk of how the
 /// source was written); across sources and in real traffic, longer prompts carry more work.
 /// The constraint keeps the model from learning the quirk.
-const NON_POSITIVE: std::ops::Range<usize> = DENSE_AT..DENSE_AT + 4;
+const NON_POSITIVE_LENGTHS: usize = 4;
 
 impl Ftrl {
-    fn new(params: TrainParams) -> Self {
-        let size = HASHED_AT + BUCKETS;
-        Ftrl { z: vec![0.0; size], n: vec![0.0; size], params }
+    fn new(params: TrainParams, intercepts: usize) -> Self {
+        let size = intercepts + DENSE + BUCKETS;
+        Ftrl { z: vec![0.0; size], n: vec![0.0; size], params, dense_at: intercepts }
+    }
+
+    fn hashed_at(&self) -> usize {
+        self.dense_at + DENSE
     }
 
     fn weight(&self, i: usize) -> f64 {
         let z = self.z[i];
-        let (l1, l2) = if i < DENSE_AT { (0.0, 0.0) } else { (self.params.l1, self.params.l2) };
+        let (l1, l2) = if i < self.dense_at { (0.0, 0.0) } else { (self.params.l1, self.params.l2) };
         if z.abs() <= l1 {
             return 0.0;
         }
         let w = -(z - z.signum() * l1) / ((self.params.beta + self.n[i].sqrt()) / self.params.alpha + l2);
-        if NON_POSITIVE.contains(&i) { w.min(0.0) } else { w }
+        let length = (self.dense_at..self.dense_at + NON_POSITIVE_LENGTHS).contains(&i);
+        if length { w.min(0.0) } else { w }
     }
 
     fn step(&mut self, coords: &[(usize, f64)], label: f64, weight: f64) {
@@ -160,23 +204,24 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
     let train_examples: Vec<&Example> = usable.iter().copied().filter(|e| e.split == Split::Train).collect();
     let validation: Vec<&Example> = usable.iter().copied().filter(|e| e.split == Split::Validation).collect();
 
-    let weight_of = dataset_weights(train_examples.iter().copied());
+    let sources = Sources::of(&train_examples);
     let rows: Vec<Row> = train_examples
         .iter()
         .map(|e| {
             let (dense, hashed) = featurize(e);
-            let dataset = SHIPPED.iter().position(|s| s.name == e.dataset).unwrap_or(0);
-            Row { dataset, dense, hashed, weight: weight_of(e.dataset), labels: e.labels }
+            let source = sources.index(e);
+            Row { source, dense, hashed, weight: sources.row_weight(source), labels: e.labels }
         })
         .collect();
 
-    let mut model = RouterModel::zeroed(describe(&train_examples, &validation, params));
+    let mut model = RouterModel::zeroed(describe(&train_examples, &validation, &sources, params));
     standardisation(&rows, &mut model);
 
     for head in 0..HEADS {
-        let mut ftrl = Ftrl::new(*params);
+        let mut ftrl = Ftrl::new(*params, sources.keys.len());
+        let (dense_at, hashed_at) = (ftrl.dense_at, ftrl.hashed_at());
         let mut order: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].labels[head].is_some()).collect();
-        let mut rng = SplitMix(params.seed ^ head as u64);
+        let mut rng = SplitMix64::new(params.seed ^ head as u64);
         let mut coords: Vec<(usize, f64)> = Vec::new();
         for _ in 0..params.epochs {
             rng.shuffle(&mut order);
@@ -184,20 +229,20 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
                 let row = &rows[r];
                 let Some(label) = row.labels[head] else { continue };
                 coords.clear();
-                coords.push((BIAS + row.dataset, 1.0));
+                coords.push((row.source, 1.0));
                 let z = model.standardize(&row.dense);
-                coords.extend(z.iter().enumerate().map(|(d, x)| (DENSE_AT + d, f64::from(*x))));
-                coords.extend(row.hashed.iter().map(|(b, x)| (HASHED_AT + *b as usize, *x)));
+                coords.extend(z.iter().enumerate().map(|(d, x)| (dense_at + d, f64::from(*x))));
+                coords.extend(row.hashed.iter().map(|(b, x)| (hashed_at + *b as usize, *x)));
                 ftrl.step(&coords, label, row.weight);
             }
         }
-        let intercept: f64 = SHIPPED.iter().enumerate().map(|(d, spec)| spec.weight * ftrl.weight(BIAS + d)).sum();
-        model.bias[head] = (intercept / SHIPPED.iter().map(|s| s.weight).sum::<f64>()) as f32;
+        let intercept: f64 = sources.shares.iter().enumerate().map(|(i, share)| share * ftrl.weight(i)).sum();
+        model.bias[head] = (intercept / sources.shares.iter().sum::<f64>().max(f64::MIN_POSITIVE)) as f32;
         for d in 0..DENSE {
-            model.dense_weights[head][d] = ftrl.weight(DENSE_AT + d) as f32;
+            model.dense_weights[head][d] = ftrl.weight(dense_at + d) as f32;
         }
         for b in 0..BUCKETS {
-            model.hashed[b * HEADS + head] = ftrl.weight(HASHED_AT + b) as f32;
+            model.hashed[b * HEADS + head] = ftrl.weight(hashed_at + b) as f32;
         }
     }
 
@@ -233,17 +278,19 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
     model.with_computed_version()
 }
 
-fn describe(train: &[&Example], validation: &[&Example], params: &TrainParams) -> String {
+fn describe(train: &[&Example], validation: &[&Example], sources: &Sources, params: &TrainParams) -> String {
     let count = |rows: &[&Example], name: &str| rows.iter().filter(|e| e.dataset == name).count();
     let per_dataset: Vec<String> =
         SHIPPED.iter().map(|s| format!("{} {}/{}", s.name, count(train, s.name), count(validation, s.name))).collect();
     format!(
-        "logistic regression (FTRL, {} epochs, alpha {}, l2 {}, seed {:#x}); train/validation rows: {}",
+        "logistic regression (FTRL, {} epochs, alpha {}, l2 {}, seed {:#x}); train/validation rows: {}; \
+         training weight by source: {}",
         params.epochs,
         params.alpha,
         params.l2,
         params.seed,
-        per_dataset.join(", ")
+        per_dataset.join(", "),
+        sources.describe()
     )
 }
 
@@ -512,15 +559,5 @@ mod tests {
         let with_held_out = train(&examples, &TrainParams::default()).to_bytes();
         let without: Vec<Example> = examples.into_iter().filter(|e| !e.held_out).collect();
         assert!(with_held_out == train(&without, &TrainParams::default()).to_bytes());
-    }
-
-    #[test]
-    fn shuffles_are_fixed_by_the_seed() {
-        let mut a: Vec<u32> = (0..50).collect();
-        let mut b = a.clone();
-        SplitMix(7).shuffle(&mut a);
-        SplitMix(7).shuffle(&mut b);
-        assert_eq!(a, b);
-        assert_ne!(a, (0..50).collect::<Vec<_>>());
     }
 }

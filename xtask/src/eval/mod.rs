@@ -28,6 +28,11 @@
 //! threshold of its head routes the cheaper tier, and the observed relative quality drop
 //! against always-strong is reported next to the promised one. With `--mid`, the same is
 //! done for the three-tier rule of the policy.
+//!
+//! Small splits make APGR noisy (a few dozen rows decide a mid-tier gap), so every APGR
+//! comes with a 95 % interval from a paired bootstrap of the rows, and the learned router
+//! is compared with each baseline by the interval of the difference: it is *clearly
+//! better* only when the whole interval is above zero.
 
 mod load;
 mod report;
@@ -39,7 +44,7 @@ use std::path::{Path, PathBuf};
 
 use gateway_core::catalog::{Catalog, ModelSpec, Scope, Target, Tier};
 use gateway_core::cost::{PricingMode, Usage};
-use gateway_core::routing::eval::{Curve, curve};
+use gateway_core::routing::eval::{Curve, bootstrap_apgr, curve, percentile_interval};
 use gateway_core::routing::train::route3;
 use gateway_core::routing::{Adequacy, Conversation, Head, RouterModel};
 use gateway_core::tokens::estimate_text;
@@ -51,6 +56,13 @@ use crate::{Result, paths};
 
 /// Promised tolerances checked, in percent.
 pub const TOLERANCES_PERCENT: [f64; 6] = [0.0, 1.0, 2.0, 5.0, 10.0, 20.0];
+
+/// Bootstrap resamples behind every interval: enough for stable 2.5 % tails.
+pub const BOOTSTRAP_RESAMPLES: usize = 1_000;
+/// Fixed, so the same rows always give the same intervals.
+const BOOTSTRAP_SEED: u64 = 0x00b0_075e;
+/// Coverage of the intervals.
+pub const CONFIDENCE: f64 = 0.95;
 
 /// Either `--shipped`, or `--data FILE --prompt COLUMN --weak COLUMN --strong COLUMN`.
 #[derive(Debug, clap::Args)]
@@ -204,6 +216,8 @@ impl<'m> EvalOptions<'m> {
 pub struct RouterMetrics {
     /// `None` when both models have the same mean quality.
     pub apgr: Option<f64>,
+    /// 95 % paired-bootstrap interval of `apgr`.
+    pub apgr_ci95: Option<[f64; 2]>,
     /// Share (0–1) of strong calls needed to recover 50 % of the quality gap.
     pub cpt50: Option<f64>,
     pub cpt80: Option<f64>,
@@ -227,6 +241,20 @@ impl Routers {
     pub fn all(&self) -> [(&'static str, &RouterMetrics); 4] {
         [("random", &self.random), ("heuristic", &self.heuristic), ("length", &self.length), ("learned", &self.learned)]
     }
+}
+
+/// The learned router against one baseline, on the same rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comparison {
+    /// `random`, `heuristic` or `length`.
+    pub baseline: &'static str,
+    /// Learned APGR − the baseline's.
+    pub difference: Option<f64>,
+    /// 95 % paired-bootstrap interval of the difference.
+    pub ci95: Option<[f64; 2]>,
+    /// The whole interval is above zero.
+    pub clearly_better: bool,
 }
 
 /// The learned router at one promised tolerance, two tiers.
@@ -291,6 +319,9 @@ pub struct EvalReport {
     /// The head that scored the cheaper column.
     pub head: Head,
     pub routers: Routers,
+    /// The learned router against random, heuristic and length.
+    pub learned_vs: Vec<Comparison>,
+    pub bootstrap_resamples: usize,
     pub weak_quality: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mid_quality: Option<f64>,
@@ -380,6 +411,7 @@ fn metrics(scores: &[f64], c: &PairColumns) -> RouterMetrics {
     };
     RouterMetrics {
         apgr: quality.apgr(),
+        apgr_ci95: None,
         cpt50: quality.cpt(0.5),
         cpt80: quality.cpt(0.8),
         parity_share,
@@ -419,6 +451,33 @@ fn spread(
     }
 }
 
+/// Fills in the routers' APGR intervals and compares the learned router (last of
+/// `scores`) with each of the others, all on the same bootstrap resamples.
+fn bootstrap(scores: &[Vec<f64>; 4], columns: &PairColumns, routers: &mut Routers) -> Vec<Comparison> {
+    let refs: Vec<&[f64]> = scores.iter().map(Vec::as_slice).collect();
+    let draws = bootstrap_apgr(&refs, &columns.weak, &columns.strong, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED);
+    let interval = |values: Vec<f64>| percentile_interval(&values, CONFIDENCE).map(|(low, high)| [low, high]);
+    let of = |k: usize| interval(draws.iter().filter_map(|d| d[k]).collect());
+    routers.random.apgr_ci95 = of(0);
+    routers.heuristic.apgr_ci95 = of(1);
+    routers.length.apgr_ci95 = of(2);
+    routers.learned.apgr_ci95 = of(3);
+    let learned = routers.learned.apgr;
+    [("random", routers.random.apgr), ("heuristic", routers.heuristic.apgr), ("length", routers.length.apgr)]
+        .into_iter()
+        .enumerate()
+        .map(|(k, (baseline, apgr))| {
+            let ci95 = interval(draws.iter().filter_map(|d| Some(d[3]? - d[k]?)).collect());
+            Comparison {
+                baseline,
+                difference: learned.zip(apgr).map(|(l, b)| l - b),
+                ci95,
+                clearly_better: ci95.is_some_and(|[low, _]| low > 0.0),
+            }
+        })
+        .collect()
+}
+
 /// Evaluates the four routers on `rows`; pure apart from using the cores to score.
 pub fn evaluate(rows: &[EvalRow], opts: &EvalOptions<'_>) -> EvalReport {
     let scored = score_all(rows, opts);
@@ -429,12 +488,16 @@ pub fn evaluate(rows: &[EvalRow], opts: &EvalOptions<'_>) -> EvalReport {
         cost_strong: scored.iter().map(|s| s.cost[2]).collect(),
     };
     let by = |f: &dyn Fn(&Scored) -> f64| scored.iter().map(f).collect::<Vec<f64>>();
-    let routers = Routers {
-        random: metrics(&vec![0.0; scored.len()], &columns),
-        heuristic: metrics(&by(&|s| s.level as f64), &columns),
-        length: metrics(&by(&|s| s.length), &columns),
-        learned: metrics(&by(&|s| 1.0 - adequacy_of(&s.adequacy, opts.head)), &columns),
-    };
+    // Random, heuristic, length, learned: the order of `Routers::all`.
+    let scores = [
+        vec![0.0; scored.len()],
+        by(&|s| s.level as f64),
+        by(&|s| s.length),
+        by(&|s| 1.0 - adequacy_of(&s.adequacy, opts.head)),
+    ];
+    let [random, heuristic, length, learned] = scores.each_ref().map(|s| metrics(s, &columns));
+    let mut routers = Routers { random, heuristic, length, learned };
+    let learned_vs = bootstrap(&scores, &columns, &mut routers);
     let weak_quality = mean(columns.weak.iter().copied());
     let strong_quality = mean(columns.strong.iter().copied());
     let three_tiers = !rows.is_empty() && rows.iter().all(|r| r.mid.is_some());
@@ -490,6 +553,8 @@ pub fn evaluate(rows: &[EvalRow], opts: &EvalOptions<'_>) -> EvalReport {
         rows: rows.len(),
         head: opts.head,
         routers,
+        learned_vs,
+        bootstrap_resamples: BOOTSTRAP_RESAMPLES,
         weak_quality,
         mid_quality,
         strong_quality,

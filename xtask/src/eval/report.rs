@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{EvalReport, RunInfo, TierCost, head_name};
+use super::{BOOTSTRAP_RESAMPLES, Comparison, EvalReport, RunInfo, TierCost, head_name};
 
 pub fn pct(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{:.1}%", v * 100.0))
@@ -14,6 +14,20 @@ pub fn signed_points(value: Option<f64>) -> String {
 
 pub fn number(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"))
+}
+
+/// `[0.512, 0.561]`.
+pub fn interval(ci: Option<[f64; 2]>) -> String {
+    ci.map_or_else(|| "n/a".to_owned(), |[low, high]| format!("[{low:.3}, {high:.3}]"))
+}
+
+/// `+0.046 [+0.012, +0.081] yes`: a learned-minus-baseline difference, its interval and
+/// whether the learned router is clearly better.
+pub fn comparison(c: &Comparison) -> String {
+    let signed = |v: f64| format!("{v:+.3}");
+    let ci = c.ci95.map_or_else(|| "n/a".to_owned(), |[low, high]| format!("[{}, {}]", signed(low), signed(high)));
+    let verdict = if c.clearly_better { "yes" } else { "no" };
+    format!("{} {ci} {verdict}", c.difference.map_or_else(|| "n/a".to_owned(), signed))
 }
 
 fn tier_line(out: &mut String, role: &str, column: &str, quality: f64, cost: &TierCost) {
@@ -63,20 +77,30 @@ pub fn render_text(report: &EvalReport, info: &RunInfo) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<10} {:>6} {:>9} {:>9} {:>15} {:>21}",
-        "router", "APGR", "CPT(50%)", "CPT(80%)", "parity at share", "cost saved at parity"
+        "{:<10} {:>6} {:>16} {:>9} {:>9} {:>15} {:>21}",
+        "router", "APGR", "95% interval", "CPT(50%)", "CPT(80%)", "parity at share", "cost saved at parity"
     );
     for (name, m) in report.routers.all() {
         let _ = writeln!(
             out,
-            "{:<10} {:>6} {:>9} {:>9} {:>15} {:>21}",
+            "{:<10} {:>6} {:>16} {:>9} {:>9} {:>15} {:>21}",
             name,
             number(m.apgr),
+            interval(m.apgr_ci95),
             pct(m.cpt50),
             pct(m.cpt80),
             pct(m.parity_share),
             pct(Some(m.cost_saved_at_parity))
         );
+    }
+
+    let _ = writeln!(
+        out,
+        "\nLearned minus baseline APGR, 95% paired-bootstrap interval ({BOOTSTRAP_RESAMPLES} resamples), clearly \
+         better when the whole interval is above 0"
+    );
+    for c in &report.learned_vs {
+        let _ = writeln!(out, "vs {:<10} {}", c.baseline, comparison(c));
     }
 
     let _ = writeln!(

@@ -21,10 +21,10 @@ use gateway_core::routing::dataset::{self, DatasetSpec, Example, SHIPPED};
 use gateway_core::routing::{Head, RouterModel};
 use serde::Serialize;
 
-use super::report::{number, pct, signed_points};
+use super::report::{comparison, interval, number, pct, signed_points};
 use super::{
-    EvalArgs, EvalOptions, EvalReport, EvalRow, SplitFilter, TOLERANCES_PERCENT, ThreeTierRow, evaluate, head_name,
-    sanitize, svg, write_file,
+    BOOTSTRAP_RESAMPLES, EvalArgs, EvalOptions, EvalReport, EvalRow, SplitFilter, TOLERANCES_PERCENT, ThreeTierRow,
+    evaluate, head_name, sanitize, svg, write_file,
 };
 use crate::{Result, paths};
 
@@ -245,6 +245,27 @@ pub fn render_markdown(shipped: &Shipped) -> String {
             pct(r.learned.cpt50),
             pct(r.learned.cpt80),
             pct(Some(r.learned.cost_saved_at_parity))
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "\nIs the learned router clearly better? Learned minus baseline APGR with its 95 % paired-bootstrap interval \
+         ({BOOTSTRAP_RESAMPLES} resamples of the rows); yes when the whole interval is above 0\n"
+    );
+    let _ = writeln!(out, "| dataset | pair | learned APGR [95 %] | vs random | vs heuristic | vs length |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for p in &shipped.datasets {
+        let learned = &p.report.routers.learned;
+        let versus: Vec<String> = p.report.learned_vs.iter().map(comparison).collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} {} | {} |",
+            p.slice.label(p.name),
+            pair_label(p.pair),
+            number(learned.apgr),
+            interval(learned.apgr_ci95),
+            versus.join(" | ")
         );
     }
 

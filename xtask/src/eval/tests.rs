@@ -374,14 +374,20 @@ fn shipped_tables_render() {
     assert!(text.contains("| mmlu_pro | 41 | learned @ 20% |"), "{text}");
     assert!(text.contains("| mmlu_pro | 41 | always-mid |"), "{text}");
     assert!(text.contains("max excess (observed − promised), two tiers"), "{text}");
-    // Four pair rows, four tolerances each, eight three-tier rows per slice.
-    assert_eq!(text.lines().filter(|l| l.contains("→strong |")).count(), 4 + 4 * 4);
+    // A zeroed model ranks like random: no difference, and never "clearly better".
+    assert!(text.contains("| mmlu_pro | weak→strong | 0.500 [0.500, 0.500] | +0.000 [+0.000, +0.000] no |"), "{text}");
+    // Four pair rows in the routers and comparison tables, four tolerances each, eight
+    // three-tier rows per slice.
+    assert_eq!(text.lines().filter(|l| l.contains("→strong |")).count(), 4 + 4 + 4 * 4);
     assert_eq!(text.lines().filter(|l| l.contains("| always-") || l.contains("| learned @")).count(), 2 * 7);
 
     let json: Value = serde_json::to_value(&results).unwrap();
     assert_eq!(json["datasets"][1]["pair"], "mid");
     assert_eq!(json["datasets"][2]["slice"], "ori_mmlu");
     assert_eq!(json["datasets"][0]["report"]["routers"]["learned"]["apgr"], 0.5);
+    assert_eq!(json["datasets"][0]["report"]["learnedVs"][2]["baseline"], "length");
+    assert_eq!(json["datasets"][0]["report"]["learnedVs"][0]["clearlyBetter"], false);
+    assert_eq!(json["datasets"][0]["report"]["bootstrapResamples"], 1000);
     assert!(json["modelVersion"].is_string() && json["threeTier"][0]["table"].is_array());
     assert!(results.datasets[1].svg.ends_with("eval-router/shipped-mmlu_pro-mid.svg"));
     assert!(results.datasets[2].svg.ends_with("eval-router/shipped-mmlu_pro_ori_mmlu-weak.svg"));
