@@ -15,6 +15,7 @@
 //! and with CountTokens.
 
 use gateway_core::request::{ContentBlock, ConverseRequest, Role, Tool, ToolChoice, ToolInputSchema, ToolSpec};
+use gateway_core::splitmix::SplitMix64;
 use gateway_core::tokens::estimate_text;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -505,29 +506,25 @@ fn sentence(rng: &mut Rng) -> String {
     }
 }
 
-/// SplitMix64 seeded from the request hash: tiny, fast and stable across platforms and
-/// releases, which a library PRNG does not promise.
+/// SplitMix64 seeded from the request hash: stable across platforms and releases, which a
+/// library PRNG does not promise.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: &[u8; 32]) -> Rng {
         let mut first = [0u8; 8];
         first.copy_from_slice(&seed[..8]);
-        Rng(u64::from_le_bytes(first))
+        Rng(SplitMix64::new(u64::from_le_bytes(first)))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
+        self.0.below(n)
     }
 
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
