@@ -15,6 +15,7 @@ mod template;
 mod test;
 mod tools;
 mod train;
+mod unseen;
 mod workload;
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@ use gateway_core::routing::dataset::{self, Example};
 use gateway_core::routing::train::{self, TrainParams};
 use gateway_core::routing::{RouterModel, Split};
 
-use crate::{Result, paths};
+use crate::{Result, paths, unseen};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
@@ -20,6 +20,10 @@ pub struct TrainArgs {
     /// Retrain and compare with the artifact instead of writing it; fails on any difference.
     #[arg(long)]
     pub check: bool,
+    /// Instead of training the artifact, train one model per source of prompts without
+    /// that source and report how each does on it: generalisation to unseen writers.
+    #[arg(long, conflicts_with_all = ["check", "out"])]
+    pub unseen_sources: bool,
 }
 
 pub fn artifact_path() -> PathBuf {
@@ -30,6 +34,17 @@ pub fn run(args: &TrainArgs) -> Result<bool> {
     let data = args.data.clone().unwrap_or_else(|| paths::repo_root().join("data").join("routing"));
     let examples = dataset::load_shipped(&data)?;
     summarise(&examples);
+    if args.unseen_sources {
+        let started = std::time::Instant::now();
+        let rows = unseen::unseen_sources(&examples, &TrainParams::default());
+        print!("{}", unseen::render(&rows));
+        println!(
+            "train-router: {} models trained and evaluated in {:.1} s",
+            rows.len() / 2,
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(true);
+    }
     let started = std::time::Instant::now();
     let model = train::train(&examples, &TrainParams::default());
     let bytes = model.to_bytes();

@@ -36,7 +36,7 @@
 
 mod load;
 mod report;
-mod routers;
+pub mod routers;
 mod shipped;
 mod svg;
 
