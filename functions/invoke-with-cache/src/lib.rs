@@ -80,11 +80,7 @@ impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
                 header(headers, "x-cache-ttl"),
                 header(headers, "x-cache-allow-sampling"),
             )?,
-            routing: RouteOverrides::parse(
-                header(headers, "x-route-min-tier"),
-                header(headers, "x-route-max-tier"),
-                header(headers, "x-route-quality-tolerance"),
-            )?,
+            routing: RouteOverrides::from_headers(|name| header(headers, name))?,
         };
         Ok(self.gateway.converse(call).await?)
     }

@@ -95,11 +95,7 @@ impl Handler {
         }
         let headers = request.headers();
         let converse = ConverseRequest::from_json(request.body().as_ref())?;
-        let overrides = RouteOverrides::parse(
-            header(headers, "x-route-min-tier"),
-            header(headers, "x-route-max-tier"),
-            header(headers, "x-route-quality-tolerance"),
-        )?;
+        let overrides = RouteOverrides::from_headers(|name| header(headers, name))?;
         let requested_model = converse.model_id.clone().or_else(|| self.default_model.clone());
         let forced = match requested_model.as_deref() {
             Some(model) if !model.eq_ignore_ascii_case(AUTO_MODEL) => Some(self.resolve(model)?),

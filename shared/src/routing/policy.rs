@@ -82,20 +82,30 @@ pub fn parse_tolerance(field: &'static str, value: &str) -> Result<f64, RouteErr
     }
 }
 
+/// The request headers that override the routing policy for one request.
+pub const MIN_TIER_HEADER: &str = "x-route-min-tier";
+pub const MAX_TIER_HEADER: &str = "x-route-max-tier";
+pub const QUALITY_TOLERANCE_HEADER: &str = "x-route-quality-tolerance";
+
 impl RouteOverrides {
-    /// Reads the override headers `x-route-min-tier`, `x-route-max-tier` and
-    /// `x-route-quality-tolerance` (values as given, `None` when absent).
+    /// Reads the override headers through `header` (a lookup by lower-case name), so every
+    /// endpoint reads the same names and reports the same errors.
+    pub fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Result<Self, RouteError> {
+        Self::parse(header(MIN_TIER_HEADER), header(MAX_TIER_HEADER), header(QUALITY_TOLERANCE_HEADER))
+    }
+
+    /// The override headers' values as given, `None` when absent.
     pub fn parse(min_tier: Option<&str>, max_tier: Option<&str>, tolerance: Option<&str>) -> Result<Self, RouteError> {
         let overrides = RouteOverrides {
-            min_tier: min_tier.map(|v| parse_tier("x-route-min-tier", v)).transpose()?,
-            max_tier: max_tier.map(|v| parse_tier("x-route-max-tier", v)).transpose()?,
-            quality_tolerance: tolerance.map(|v| parse_tolerance("x-route-quality-tolerance", v)).transpose()?,
+            min_tier: min_tier.map(|v| parse_tier(MIN_TIER_HEADER, v)).transpose()?,
+            max_tier: max_tier.map(|v| parse_tier(MAX_TIER_HEADER, v)).transpose()?,
+            quality_tolerance: tolerance.map(|v| parse_tolerance(QUALITY_TOLERANCE_HEADER, v)).transpose()?,
         };
         if let (Some(min), Some(max)) = (overrides.min_tier, overrides.max_tier)
             && min > max
         {
             return Err(RouteError::InvalidOverride {
-                field: "x-route-min-tier",
+                field: MIN_TIER_HEADER,
                 reason: format!("{min} is above the maximum tier {max}"),
             });
         }
