@@ -605,6 +605,22 @@ mod tests {
         RouteOverrides { min_tier: Some(tier), max_tier: Some(tier), quality_tolerance: None }
     }
 
+    /// An `auto` call that routes to haiku (a tolerance of 100 % picks the cheapest allowed
+    /// tier) with sonnet still allowed for fallback.
+    fn auto_haiku_with_sonnet_fallback() -> ConverseCall {
+        let mut request = call("a", body("auto", "hello"));
+        request.routing =
+            RouteOverrides { max_tier: Some(Tier::Sonnet), quality_tolerance: Some(100.0), ..only(Tier::Haiku) };
+        request
+    }
+
+    /// Throttles both of haiku's profiles.
+    fn throttle_haiku(invoker: &FakeInvoker) {
+        let throttled = || InvokeError::Throttled { message: "slow down".into(), retry_after: None };
+        invoker.fail_model("us.anthropic.claude-haiku-4-5-20251001-v1:0", throttled);
+        invoker.fail_model("global.anthropic.claude-haiku-4-5-20251001-v1:0", throttled);
+    }
+
     fn call(tenant: &str, body: serde_json::Value) -> ConverseCall {
         ConverseCall {
             request: ConverseRequest::from_json(body.to_string().as_bytes()).unwrap(),
@@ -799,14 +815,8 @@ mod tests {
     #[tokio::test]
     async fn throttling_falls_back_through_profiles_then_the_adjacent_tier() {
         let g = routed_gateway(RoutingPolicy::default());
-        let throttled = || InvokeError::Throttled { message: "slow down".into(), retry_after: None };
-        g.invoker.fail_model("us.anthropic.claude-haiku-4-5-20251001-v1:0", throttled);
-        g.invoker.fail_model("global.anthropic.claude-haiku-4-5-20251001-v1:0", throttled);
-        let mut request = call("a", body("auto", "hello"));
-        // Any tolerance of 100 % picks the cheapest allowed tier; sonnet stays allowed for fallback.
-        request.routing =
-            RouteOverrides { max_tier: Some(Tier::Sonnet), quality_tolerance: Some(100.0), ..only(Tier::Haiku) };
-        let answer = g.converse(request).await.unwrap();
+        throttle_haiku(&g.invoker);
+        let answer = g.converse(auto_haiku_with_sonnet_fallback()).await.unwrap();
         let outcomes: Vec<(&str, &str)> = answer.hops.iter().map(|h| (h.model_id.as_str(), h.outcome)).collect();
         assert_eq!(
             outcomes,
@@ -829,10 +839,7 @@ mod tests {
         g.invoker.fail_model("us.anthropic.claude-haiku-4-5-20251001-v1:0", || InvokeError::AccessDenied {
             message: "no".into(),
         });
-        let mut request = call("a", body("auto", "hello"));
-        // Any tolerance of 100 % picks the cheapest allowed tier; sonnet stays allowed for fallback.
-        request.routing =
-            RouteOverrides { max_tier: Some(Tier::Sonnet), quality_tolerance: Some(100.0), ..only(Tier::Haiku) };
+        let request = auto_haiku_with_sonnet_fallback();
         let err = g.converse(request.clone()).await.unwrap_err();
         assert!(matches!(err, GatewayError::Model(InvokeError::AccessDenied { .. })));
         assert_eq!(g.invoker.calls(), 1);
@@ -863,12 +870,8 @@ mod tests {
     #[tokio::test]
     async fn repeats_during_throttling_are_served_from_the_fallback_models_entry() {
         let g = routed_gateway(RoutingPolicy::default());
-        let throttled = || InvokeError::Throttled { message: "slow down".into(), retry_after: None };
-        g.invoker.fail_model("us.anthropic.claude-haiku-4-5-20251001-v1:0", throttled);
-        g.invoker.fail_model("global.anthropic.claude-haiku-4-5-20251001-v1:0", throttled);
-        let mut request = call("a", body("auto", "hello"));
-        request.routing =
-            RouteOverrides { max_tier: Some(Tier::Sonnet), quality_tolerance: Some(100.0), ..only(Tier::Haiku) };
+        throttle_haiku(&g.invoker);
+        let request = auto_haiku_with_sonnet_fallback();
         let first = g.converse(request.clone()).await.unwrap();
         assert_eq!(first.hops.last().unwrap().outcome, "served");
         let calls = g.invoker.calls();
