@@ -14,51 +14,38 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::identity::Identity;
 use crate::request::{ConverseRequest, ConverseResponse, RequestError};
 
 /// Bumped whenever the key material changes meaning, so old entries are never misread.
-const KEY_SCHEMA_VERSION: u32 = 1;
+/// 2: tenants are length-prefixed [`Identity`] encodings instead of `kind:value` strings.
+const KEY_SCHEMA_VERSION: u32 = 2;
 
-/// Who a cached answer belongs to. One tenant never reads another's entries.
+/// Who a cached answer belongs to: the unambiguous encoding of an [`Identity`]. One tenant
+/// never reads another's entries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tenant(String);
 
 impl Tenant {
+    /// A trusted-header tenant named `id`, unvalidated: for tests and tools that need
+    /// distinct tenants. Requests get theirs from [`Identity::resolve`].
     pub fn new(id: impl Into<String>) -> Self {
-        Tenant(id.into())
+        Tenant::from(Identity::TrustedHeader { tenant: id.into() })
     }
 
     /// Callers with no identity (an API without authentication) share this tenant.
     pub fn anonymous() -> Self {
-        Tenant("anonymous".to_owned())
+        Tenant::from(Identity::Anonymous)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
 
-    /// The tenant of a request: the authenticated identity when there is one; otherwise the
-    /// `x-tenant-id` header, but only where the deployer trusts it (locally, or behind a
-    /// proxy that sets it), because any caller can send a header.
-    pub fn resolve(
-        authenticated: Option<String>,
-        header: Option<&str>,
-        trust_header: bool,
-    ) -> Result<Tenant, RequestError> {
-        if let Some(identity) = authenticated {
-            return Ok(Tenant(identity));
-        }
-        match header.map(str::trim) {
-            Some(id) if trust_header => {
-                let valid = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic());
-                if valid {
-                    Ok(Tenant(format!("header:{id}")))
-                } else {
-                    Err(RequestError::invalid("x-tenant-id", "must be 1-128 printable ASCII characters"))
-                }
-            }
-            _ => Ok(Tenant::anonymous()),
-        }
+impl From<Identity> for Tenant {
+    fn from(identity: Identity) -> Self {
+        Tenant(identity.encode())
     }
 }
 
@@ -167,16 +154,15 @@ pub enum CacheMode {
 }
 
 impl CacheMode {
+    /// Exactly the documented spellings: an undocumented alias that happens to work today
+    /// becomes a contract nobody wrote down.
     pub fn parse(value: &str) -> Result<CacheMode, RequestError> {
-        match value.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+        match value {
             "on" => Ok(CacheMode::On),
-            "off" | "bypass" => Ok(CacheMode::Off),
+            "off" => Ok(CacheMode::Off),
             "read_only" => Ok(CacheMode::ReadOnly),
-            "write_only" | "refresh" => Ok(CacheMode::WriteOnly),
-            other => Err(RequestError::invalid(
-                "x-cache-mode",
-                format!("`{other}` is not one of on, off, bypass, read_only, write_only"),
-            )),
+            "write_only" => Ok(CacheMode::WriteOnly),
+            _ => Err(RequestError::invalid("x-cache-mode", "must be one of on, off, read_only, write_only")),
         }
     }
 
@@ -207,23 +193,25 @@ impl CacheOptions {
         allow_sampling: Option<&str>,
     ) -> Result<CacheOptions, RequestError> {
         let mode = mode.map(CacheMode::parse).transpose()?;
-        let ttl = ttl
-            .map(|raw| {
-                raw.trim().parse::<u64>().ok().filter(|s| *s > 0).map(Duration::from_secs).ok_or_else(|| {
-                    RequestError::invalid("x-cache-ttl", format!("`{raw}` is not a positive number of seconds"))
-                })
-            })
-            .transpose()?;
-        let allow_sampling = match allow_sampling.map(|v| v.trim().to_ascii_lowercase()) {
-            None => false,
-            Some(v) if v == "true" || v == "1" => true,
-            Some(v) if v == "false" || v == "0" => false,
-            Some(v) => {
-                return Err(RequestError::invalid("x-cache-allow-sampling", format!("`{v}` is not true or false")));
-            }
+        let ttl = ttl.map(parse_ttl).transpose()?;
+        let allow_sampling = match allow_sampling {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(RequestError::invalid("x-cache-allow-sampling", "must be true or false")),
         };
         Ok(CacheOptions { mode, ttl, allow_sampling })
     }
+}
+
+/// Seconds as plain decimal digits (no sign, no spaces), at least 1.
+fn parse_ttl(raw: &str) -> Result<Duration, RequestError> {
+    let digits_only = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
+    digits_only
+        .then(|| raw.parse::<u64>().ok())
+        .flatten()
+        .filter(|seconds| *seconds > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| RequestError::invalid("x-cache-ttl", "must be a positive whole number of seconds"))
 }
 
 /// The deployer's cache settings.
@@ -443,23 +431,29 @@ mod tests {
     }
 
     #[test]
-    fn tenant_prefers_authenticated_identity_and_trusts_headers_only_when_told() {
-        assert_eq!(Tenant::resolve(Some("jwt:alice".into()), Some("bob"), true).unwrap(), Tenant::new("jwt:alice"));
-        assert_eq!(Tenant::resolve(None, Some("bob"), true).unwrap(), Tenant::new("header:bob"));
-        assert_eq!(Tenant::resolve(None, Some("bob"), false).unwrap(), Tenant::anonymous());
-        assert_eq!(Tenant::resolve(None, Some(""), true).unwrap_err().field(), Some("x-tenant-id"));
-        // A header can never impersonate an authenticated identity: the namespaces differ.
-        assert_ne!(Tenant::resolve(None, Some("jwt:alice"), true).unwrap(), Tenant::new("jwt:alice"));
-    }
-
-    #[test]
     fn header_values_parse_or_name_the_header() {
-        let o = CacheOptions::parse(Some("READ-ONLY"), Some("60"), Some("true")).unwrap();
+        let o = CacheOptions::parse(Some("read_only"), Some("60"), Some("true")).unwrap();
         assert_eq!(o.mode, Some(CacheMode::ReadOnly));
         assert_eq!(o.ttl, Some(Duration::from_secs(60)));
         assert!(o.allow_sampling);
         assert_eq!(CacheOptions::parse(Some("sometimes"), None, None).unwrap_err().field(), Some("x-cache-mode"));
         assert_eq!(CacheOptions::parse(None, Some("-5"), None).unwrap_err().field(), Some("x-cache-ttl"));
+        // Finding 6: aliases, other spellings and numeric booleans used to be accepted.
+        for mode in ["bypass", "refresh", "read-only", "READ_ONLY", " on", "On"] {
+            assert_eq!(
+                CacheOptions::parse(Some(mode), None, None).unwrap_err().field(),
+                Some("x-cache-mode"),
+                "{mode}"
+            );
+        }
+        for ttl in ["+60", " 60", "60 ", "0", "1e3", "", "99999999999999999999999"] {
+            assert_eq!(CacheOptions::parse(None, Some(ttl), None).unwrap_err().field(), Some("x-cache-ttl"), "{ttl}");
+        }
+        for flag in ["1", "0", "TRUE", "yes", ""] {
+            let err = CacheOptions::parse(None, None, Some(flag)).unwrap_err();
+            assert_eq!(err.field(), Some("x-cache-allow-sampling"), "{flag}");
+        }
+        assert!(!CacheOptions::parse(None, None, Some("false")).unwrap().allow_sampling);
         assert_eq!(
             CacheOptions::parse(None, None, Some("yes please")).unwrap_err().field(),
             Some("x-cache-allow-sampling")

@@ -17,6 +17,7 @@
 //! | `ROUTER_MIN_TIER`, `ROUTER_MAX_TIER` | `haiku`, `opus` | the tiers routing may choose from |
 //! | `ROUTER_FALLBACK` | `true` | a throttled or failing model hands over to the next profile, then the adjacent tier |
 //! | `DEFAULT_MODEL_ID` | none | `modelId` for requests that give none, e.g. `auto` to route them |
+//! | `LOG_REQUEST_BODIES` | `false` | `true` logs request bodies at debug level (with a warning at cold start); otherwise no request content is logged at any level |
 //!
 //! Routing settings ([`RoutingConfig`]) are read on their own by the router function, which
 //! needs no table and no AWS client.
@@ -52,6 +53,9 @@ pub struct RoutingConfig {
     pub policy: RoutingPolicy,
     /// The `modelId` of requests that give none (`auto` routes them); `None` makes it required.
     pub default_model: Option<String>,
+    /// `LOG_REQUEST_BODIES`: log request bodies at debug level. A debugging aid that puts
+    /// prompts in the logs, so it is off by default and announced at cold start.
+    pub log_request_bodies: bool,
 }
 
 impl RoutingConfig {
@@ -102,6 +106,7 @@ impl RoutingConfig {
                 fallback: env.parsed("ROUTER_FALLBACK", true)?,
             },
             default_model: env.get("DEFAULT_MODEL_ID"),
+            log_request_bodies: env.parsed("LOG_REQUEST_BODIES", false)?,
         })
     }
 

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod strict;
+
 /// Bedrock accepts at most four cache checkpoints per request.
 const MAX_CACHE_POINTS: usize = 4;
 
@@ -337,6 +339,17 @@ pub enum RequestError {
     Invalid { field: String, reason: String },
 }
 
+/// The model a request names, else the deployment's default (`DEFAULT_MODEL_ID`): one rule
+/// for every endpoint, so `/v1/route` and `/v1/converse` refuse the same requests.
+pub fn requested_model(model_id: Option<String>, default: Option<&str>) -> Result<String, RequestError> {
+    model_id.or_else(|| default.map(str::to_owned)).ok_or_else(|| {
+        RequestError::invalid(
+            "modelId",
+            "is required: auto, a tier (haiku, sonnet, opus), a model ID, an inference profile or an ARN",
+        )
+    })
+}
+
 impl RequestError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         RequestError::Invalid { field: field.into(), reason: reason.into() }
@@ -352,19 +365,29 @@ impl RequestError {
 }
 
 impl ConverseRequest {
-    /// Parses and validates a request body. Shape errors (wrong type, unknown field, unknown
-    /// content block) carry the JSON path where they happened.
+    /// Parses and validates a request body. Every error names the JSON path and, for shape
+    /// errors, the expected type and the line and column; none repeats a value from the body,
+    /// so an error message is safe to log. Duplicate keys anywhere are rejected rather than
+    /// letting the last one silently win.
     pub fn from_json(body: &[u8]) -> Result<ConverseRequest, RequestError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| RequestError::MalformedJson(e.to_string()))?;
-        if !value.is_object() {
+        let text = std::str::from_utf8(body).map_err(|e| {
+            RequestError::MalformedJson(format!("the body is not valid UTF-8 (byte {})", e.valid_up_to()))
+        })?;
+        strict::check(text)?;
+        if !text.trim_start().starts_with('{') {
             return Err(RequestError::invalid("$", "the request body must be a JSON object"));
         }
-        let request: ConverseRequest = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let request: ConverseRequest = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let field = match e.path().to_string() {
                 p if p == "." => "$".to_owned(),
                 p => p,
             };
-            RequestError::invalid(field, e.into_inner().to_string())
+            let inner = e.into_inner();
+            RequestError::invalid(
+                field,
+                format!("{} (line {}, column {})", strict::describe(&inner), inner.line(), inner.column()),
+            )
         })?;
         request.validate()?;
         Ok(request)
@@ -469,7 +492,7 @@ fn check_format(format: &str, allowed: &[&str], field: &str) -> Result<(), Reque
     if allowed.contains(&format) {
         Ok(())
     } else {
-        Err(RequestError::invalid(field, format!("`{format}` is not one of {}", allowed.join(", "))))
+        Err(RequestError::invalid(field, format!("must be one of {}", allowed.join(", "))))
     }
 }
 
@@ -481,12 +504,12 @@ impl InferenceConfig {
         if let Some(t) = self.temperature
             && !(0.0..=1.0).contains(&t)
         {
-            return Err(RequestError::invalid("inferenceConfig.temperature", format!("{t} is outside 0..=1")));
+            return Err(RequestError::invalid("inferenceConfig.temperature", "must be between 0 and 1"));
         }
         if let Some(p) = self.top_p
             && !(0.0..=1.0).contains(&p)
         {
-            return Err(RequestError::invalid("inferenceConfig.topP", format!("{p} is outside 0..=1")));
+            return Err(RequestError::invalid("inferenceConfig.topP", "must be between 0 and 1"));
         }
         if let Some(i) = self.stop_sequences.iter().position(String::is_empty) {
             return Err(RequestError::invalid(format!("inferenceConfig.stopSequences[{i}]"), "must not be empty"));
@@ -515,7 +538,7 @@ impl ToolConfig {
                     if !names.insert(spec.name.as_str()) {
                         return Err(RequestError::invalid(
                             format!("toolConfig.tools[{i}].toolSpec.name"),
-                            format!("tool `{}` is defined twice", spec.name),
+                            "names a tool already defined",
                         ));
                     }
                     let ToolInputSchema::Json(schema) = &spec.input_schema;
@@ -535,10 +558,7 @@ impl ToolConfig {
         if let Some(ToolChoice::Tool(SpecificTool { name })) = &self.tool_choice
             && !names.contains(name.as_str())
         {
-            return Err(RequestError::invalid(
-                "toolConfig.toolChoice.tool.name",
-                format!("`{name}` is not one of the defined tools"),
-            ));
+            return Err(RequestError::invalid("toolConfig.toolChoice.tool.name", "is not one of the defined tools"));
         }
         Ok(cache_points)
     }

@@ -274,12 +274,7 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
         let started = Instant::now();
         let ConverseCall { mut request, tenant, cache: options, routing: overrides } = call;
         let requested_model =
-            request.model_id.take().or_else(|| self.settings.default_model.clone()).ok_or_else(|| {
-                RequestError::invalid(
-                    "modelId",
-                    "is required: auto, a tier (haiku, sonnet, opus), a model ID, an inference profile or an ARN",
-                )
-            })?;
+            crate::request::requested_model(request.model_id.take(), self.settings.default_model.as_deref())?;
         let routing = if requested_model.eq_ignore_ascii_case(AUTO_MODEL) {
             let router = self.router.as_ref().ok_or_else(|| {
                 RequestError::invalid("modelId", "`auto` needs routing, which this deployment does not enable")

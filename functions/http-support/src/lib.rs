@@ -3,6 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use gateway_core::identity::{Authentication, TENANT_HEADER, TenantHeader};
+use gateway_core::request::RequestError;
 use lambda_http::http::{HeaderMap, HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -22,9 +24,126 @@ pub fn init_tracing() {
         .init();
 }
 
-/// A header's value, if present and visible ASCII.
+/// Says once, at cold start, that request bodies will be logged, so that nobody turns
+/// `LOG_REQUEST_BODIES` on by accident and forgets it.
+pub fn announce_body_logging(enabled: bool) {
+    if enabled {
+        tracing::warn!(
+            "LOG_REQUEST_BODIES=true: request bodies are logged at debug level; turn it off outside debugging"
+        );
+    }
+}
+
+/// Logs the body of a request, only where the deployer asked for it.
+pub fn log_body(enabled: bool, request: &Request, request_id: &str) {
+    if enabled {
+        let body = String::from_utf8_lossy(request.body().as_ref());
+        tracing::debug!(request_id, body = %body, "request body");
+    }
+}
+
+/// A header's value, if present and visible ASCII. Call [`check_gateway_headers`] first:
+/// it turns a repeated or non-ASCII gateway header into a 400 instead of a silent `None`.
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The headers the gateway reads: a repeat would make "which one wins" an accident of the
+/// proxy in front, so every one of them may appear once.
+fn is_gateway_header(name: &str) -> bool {
+    name == TENANT_HEADER || name.starts_with("x-cache-") || name.starts_with("x-route-")
+}
+
+/// Every gateway header appears at most once, and with a visible-ASCII value (`x-tenant-id`
+/// is left to the core's tenant rule, which reports it in its own words).
+pub fn check_gateway_headers(headers: &HeaderMap) -> Result<(), RequestError> {
+    for name in headers.keys() {
+        let name = name.as_str();
+        if !is_gateway_header(name) {
+            continue;
+        }
+        let mut values = headers.get_all(name).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(RequestError::invalid(name, "must be given at most once"));
+        }
+        if name != TENANT_HEADER && first.is_some_and(|v| v.to_str().is_err()) {
+            return Err(RequestError::invalid(name, "must be printable ASCII"));
+        }
+    }
+    Ok(())
+}
+
+/// `x-tenant-id` as received, raw bytes included, so that a non-ASCII value is judged by the
+/// core rather than dropped here.
+pub fn tenant_header(headers: &HeaderMap) -> TenantHeader<'_> {
+    let mut values = headers.get_all(TENANT_HEADER).iter();
+    match (values.next(), values.next()) {
+        (None, _) => TenantHeader::Absent,
+        (Some(value), None) => TenantHeader::Value(value.as_bytes()),
+        (Some(_), Some(_)) => TenantHeader::Repeated,
+    }
+}
+
+/// What API Gateway's authorizer verified about the caller.
+pub fn authentication(request: &Request) -> Authentication<'_> {
+    let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else {
+        return Authentication::None;
+    };
+    let Some(authorizer) = context.authorizer.as_ref() else {
+        return Authentication::None;
+    };
+    if let Some(jwt) = &authorizer.jwt {
+        return Authentication::Jwt {
+            issuer: jwt.claims.get("iss").map(String::as_str),
+            subject: jwt.claims.get("sub").map(String::as_str),
+        };
+    }
+    match &authorizer.iam {
+        Some(iam) => Authentication::Iam { principal: iam.user_arn.as_deref().or(iam.caller_id.as_deref()) },
+        None => Authentication::None,
+    }
+}
+
+/// Why a request does not reach the endpoint's handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMismatch {
+    /// The path, as the caller sent it.
+    NotFound(String),
+    /// The method, as the caller sent it.
+    MethodNotAllowed(String),
+}
+
+/// The request's path without the API Gateway stage. `rawPath` carries a named stage as its
+/// first segment (`/prod/v1/converse`) and nothing under `$default`; a custom domain's base
+/// path mapping may have removed it already, so the stage is stripped only when present.
+pub fn route_path(request: &Request) -> &str {
+    let raw = request.raw_http_path();
+    let stage = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.stage.as_deref(),
+        _ => None,
+    };
+    match stage {
+        Some(stage) if stage != "$default" && !stage.is_empty() => raw
+            .strip_prefix('/')
+            .and_then(|rest| rest.strip_prefix(stage))
+            .filter(|rest| rest.starts_with('/'))
+            .unwrap_or(raw),
+        _ => raw,
+    }
+}
+
+/// The one route guard: `POST` on exactly `route` (after the stage), nothing that merely ends
+/// with it.
+pub fn check_route(request: &Request, route: &str) -> Result<(), RouteMismatch> {
+    let path = route_path(request);
+    if path != route {
+        return Err(RouteMismatch::NotFound(path.to_owned()));
+    }
+    if request.method() != lambda_http::http::Method::POST {
+        return Err(RouteMismatch::MethodNotAllowed(request.method().to_string()));
+    }
+    Ok(())
 }
 
 /// API Gateway's request ID, or empty outside API Gateway.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use gateway_core::identity::IdentityError;
 use gateway_core::ports::InvokeError;
 use gateway_core::request::RequestError;
 use gateway_core::routing::RouteError;
@@ -18,9 +19,20 @@ pub enum ApiError {
     #[error(transparent)]
     Request(#[from] RequestError),
     #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
     Routing(#[from] RouteError),
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+}
+
+impl From<http_support::RouteMismatch> for ApiError {
+    fn from(mismatch: http_support::RouteMismatch) -> Self {
+        match mismatch {
+            http_support::RouteMismatch::NotFound(path) => ApiError::NotFound(path),
+            http_support::RouteMismatch::MethodNotAllowed(method) => ApiError::MethodNotAllowed(method),
+        }
+    }
 }
 
 impl From<InvokeError> for ApiError {
@@ -36,6 +48,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Request(_) | ApiError::Routing(_) => StatusCode::BAD_REQUEST,
+            ApiError::Identity(IdentityError::Unauthenticated { .. }) => StatusCode::UNAUTHORIZED,
+            ApiError::Identity(IdentityError::InvalidTenantHeader { .. }) => StatusCode::BAD_REQUEST,
             ApiError::Gateway(GatewayError::InvalidRequest(_) | GatewayError::UnknownModel(_)) => {
                 StatusCode::BAD_REQUEST
             }
@@ -64,6 +78,8 @@ impl ApiError {
             | ApiError::Gateway(GatewayError::InvalidRequest(RequestError::MalformedJson(_))) => "malformed_json",
             ApiError::Request(RequestError::Invalid { .. })
             | ApiError::Gateway(GatewayError::InvalidRequest(RequestError::Invalid { .. })) => "invalid_request",
+            ApiError::Identity(IdentityError::Unauthenticated { .. }) => "unauthenticated",
+            ApiError::Identity(IdentityError::InvalidTenantHeader { .. }) => "invalid_request",
             ApiError::Routing(RouteError::InvalidOverride { .. }) => "invalid_routing",
             ApiError::Gateway(GatewayError::UnknownModel(_)) => "unknown_model",
             ApiError::Gateway(GatewayError::Model(e) | GatewayError::FallbackExhausted { source: e, .. }) => match e {
@@ -86,7 +102,9 @@ impl ApiError {
     fn field(&self) -> Option<&str> {
         match self {
             ApiError::Request(e) | ApiError::Gateway(GatewayError::InvalidRequest(e)) => e.field(),
+            ApiError::Identity(e) => e.field(),
             ApiError::Routing(e) => Some(e.field()),
+            ApiError::Gateway(GatewayError::UnknownModel(_)) => Some("modelId"),
             _ => None,
         }
     }

@@ -6,15 +6,15 @@
 mod error;
 
 use gateway_core::cache::{CacheOptions, Tenant};
+use gateway_core::identity::Identity;
 use gateway_core::metrics::InvocationMetrics;
 use gateway_core::ports::{CacheStore, ModelInvoker};
 use gateway_core::request::ConverseRequest;
 use gateway_core::routing::RouteOverrides;
 use gateway_core::service::{Answer, ConverseCall, Gateway};
 use http_support::{header, json_response, request_id};
-use lambda_http::http::{Method, StatusCode};
-use lambda_http::request::RequestContext;
-use lambda_http::{Body, Error, Request, RequestExt, Response};
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Error, Request, Response};
 
 pub use http_support::init_tracing;
 
@@ -28,17 +28,26 @@ const FUNCTION_NAME: &str = "invoke-with-cache";
 pub struct Handler<S, M> {
     gateway: Gateway<S, M>,
     trust_tenant_header: bool,
+    log_request_bodies: bool,
 }
 
 impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
     pub fn new(gateway: Gateway<S, M>, trust_tenant_header: bool) -> Self {
-        Handler { gateway, trust_tenant_header }
+        Handler { gateway, trust_tenant_header, log_request_bodies: false }
+    }
+
+    /// Logs every request body at debug level (`LOG_REQUEST_BODIES`), and says so now.
+    pub fn with_body_logging(mut self, enabled: bool) -> Self {
+        http_support::announce_body_logging(enabled);
+        self.log_request_bodies = enabled;
+        self
     }
 
     /// Never fails: every error becomes an HTTP response, so the runtime never sees a panic
     /// or an unhandled error for a caller's mistake.
     pub async fn handle(&self, request: Request) -> Result<Response<Body>, Error> {
         let request_id = request_id(&request);
+        http_support::log_body(self.log_request_bodies, &request, &request_id);
         let response = match self.converse(&request).await {
             Ok(answer) => {
                 emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()));
@@ -48,10 +57,17 @@ impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
                 if let Some(label) = error.metric_label() {
                     emit_metrics(&InvocationMetrics::from_error(label));
                 }
+                let status = error.status().as_u16();
                 if error.status().is_server_error() {
-                    tracing::error!(error = %error, source = ?std::error::Error::source(&error), request_id, "request failed");
+                    // Upstream failures: their text comes from AWS, not from the request.
+                    tracing::error!(error = %error, source = ?std::error::Error::source(&error), status, request_id, "request failed");
                 } else {
-                    tracing::info!(error = %error, request_id, "request rejected");
+                    // A rejection's message may name a caller-chosen key or model; the label
+                    // and status are enough to count and alert on, the caller gets the rest.
+                    tracing::info!(error = error.error_type(), status, request_id, "request rejected");
+                    if self.log_request_bodies {
+                        tracing::debug!(error = %error, request_id, "rejection detail");
+                    }
                 }
                 error.into_response(&request_id)
             }
@@ -60,21 +76,17 @@ impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
     }
 
     async fn converse(&self, request: &Request) -> Result<Answer, ApiError> {
-        let path = request.raw_http_path();
-        if !path.ends_with(ROUTE) {
-            return Err(ApiError::NotFound(path.to_owned()));
-        }
-        if request.method() != Method::POST {
-            return Err(ApiError::MethodNotAllowed(request.method().to_string()));
-        }
+        http_support::check_route(request, ROUTE)?;
         let headers = request.headers();
+        http_support::check_gateway_headers(headers)?;
+        let identity = Identity::resolve(
+            http_support::authentication(request),
+            http_support::tenant_header(headers),
+            self.trust_tenant_header,
+        )?;
         let call = ConverseCall {
             request: ConverseRequest::from_json(request.body().as_ref())?,
-            tenant: Tenant::resolve(
-                authenticated_identity(request),
-                header(headers, "x-tenant-id"),
-                self.trust_tenant_header,
-            )?,
+            tenant: Tenant::from(identity),
             cache: CacheOptions::parse(
                 header(headers, "x-cache-mode"),
                 header(headers, "x-cache-ttl"),
@@ -84,22 +96,6 @@ impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
         };
         Ok(self.gateway.converse(call).await?)
     }
-}
-
-/// The caller identity API Gateway has verified: a JWT subject or an IAM principal.
-fn authenticated_identity(request: &Request) -> Option<String> {
-    let RequestContext::ApiGatewayV2(context) = request.request_context_ref()? else {
-        return None;
-    };
-    let authorizer = context.authorizer.as_ref()?;
-    if let Some(jwt) = &authorizer.jwt {
-        let issuer = jwt.claims.get("iss").map_or("", String::as_str);
-        if let Some(sub) = jwt.claims.get("sub") {
-            return Some(format!("jwt:{issuer}|{sub}"));
-        }
-    }
-    let iam = authorizer.iam.as_ref()?;
-    iam.user_arn.as_ref().or(iam.caller_id.as_ref()).map(|principal| format!("iam:{principal}"))
 }
 
 fn success(answer: &Answer) -> Response<Body> {

@@ -21,6 +21,15 @@ pub enum ApiError {
     UnknownModel(#[from] ResolveError),
 }
 
+impl From<http_support::RouteMismatch> for ApiError {
+    fn from(mismatch: http_support::RouteMismatch) -> Self {
+        match mismatch {
+            http_support::RouteMismatch::NotFound(path) => ApiError::NotFound(path),
+            http_support::RouteMismatch::MethodNotAllowed(method) => ApiError::MethodNotAllowed(method),
+        }
+    }
+}
+
 impl ApiError {
     /// Every failure here is the caller's: the function invokes nothing that could fail.
     pub fn status(&self) -> StatusCode {

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use gateway_core::catalog::{Catalog, Target, Tier};
 use gateway_core::config::RoutingConfig;
-use gateway_core::request::ConverseRequest;
+use gateway_core::request::{self, ConverseRequest};
 use gateway_core::routing::{RouteDecision, RouteOverrides, Router};
 use gateway_core::service::AUTO_MODEL;
 use http_support::{header, json_response, request_id};
-use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Error, Request, RequestExt, Response};
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Error, Request, Response};
 
 pub use http_support::init_tracing;
 use serde_json::{Value, json};
@@ -33,6 +33,7 @@ pub struct Handler {
     router: Router,
     catalog: Arc<Catalog>,
     default_model: Option<String>,
+    log_request_bodies: bool,
 }
 
 /// A request's outcome: what the router decided, and the model the caller named instead.
@@ -40,7 +41,7 @@ pub struct Handler {
 struct Routed {
     decision: RouteDecision,
     decision_time: Duration,
-    requested_model: Option<String>,
+    requested_model: String,
     forced: Option<Forced>,
 }
 
@@ -55,9 +56,16 @@ struct Forced {
 
 impl Handler {
     /// `default_model` stands in for a missing `modelId`, as `DEFAULT_MODEL_ID` does in
-    /// invoke-with-cache; without one a missing `modelId` is routed.
+    /// invoke-with-cache; without one a missing `modelId` is a 400 there and here alike.
     pub fn new(router: Router, catalog: Arc<Catalog>, default_model: Option<String>) -> Self {
-        Handler { router, catalog, default_model }
+        Handler { router, catalog, default_model, log_request_bodies: false }
+    }
+
+    /// Logs every request body at debug level (`LOG_REQUEST_BODIES`), and says so now.
+    pub fn with_body_logging(mut self, enabled: bool) -> Self {
+        http_support::announce_body_logging(enabled);
+        self.log_request_bodies = enabled;
+        self
     }
 
     /// Loads the catalog and builds the router once per cold start; a bad setting fails here
@@ -65,20 +73,31 @@ impl Handler {
     pub fn from_config(config: &RoutingConfig) -> Result<Self, StartupError> {
         let catalog = Arc::new(Catalog::load(config.catalog_path.as_deref())?);
         let router = config.router(Arc::clone(&catalog))?;
-        Ok(Handler::new(router, catalog, config.default_model.clone()))
+        Ok(Handler::new(router, catalog, config.default_model.clone()).with_body_logging(config.log_request_bodies))
     }
 
     /// Never fails: every error becomes an HTTP response, so the runtime never sees a panic
     /// or an unhandled error for a caller's mistake.
     pub async fn handle(&self, request: Request) -> Result<Response<Body>, Error> {
         let request_id = request_id(&request);
+        http_support::log_body(self.log_request_bodies, &request, &request_id);
         let response = match self.route(&request) {
             Ok(routed) => {
                 emit_metrics(&routed);
                 success(&routed)
             }
             Err(error) => {
-                tracing::info!(error = %error, request_id, "request rejected");
+                // A rejection's message may name a caller-chosen key or model; the label and
+                // status are enough to count and alert on, the caller gets the rest.
+                tracing::info!(
+                    error = error.error_type(),
+                    status = error.status().as_u16(),
+                    request_id,
+                    "request rejected"
+                );
+                if self.log_request_bodies {
+                    tracing::debug!(error = %error, request_id, "rejection detail");
+                }
                 error.into_response(&request_id)
             }
         };
@@ -86,21 +105,14 @@ impl Handler {
     }
 
     fn route(&self, request: &Request) -> Result<Routed, ApiError> {
-        let path = request.raw_http_path();
-        if !path.ends_with(ROUTE) {
-            return Err(ApiError::NotFound(path.to_owned()));
-        }
-        if request.method() != Method::POST {
-            return Err(ApiError::MethodNotAllowed(request.method().to_string()));
-        }
+        http_support::check_route(request, ROUTE)?;
         let headers = request.headers();
+        http_support::check_gateway_headers(headers)?;
         let converse = ConverseRequest::from_json(request.body().as_ref())?;
         let overrides = RouteOverrides::from_headers(|name| header(headers, name))?;
-        let requested_model = converse.model_id.clone().or_else(|| self.default_model.clone());
-        let forced = match requested_model.as_deref() {
-            Some(model) if !model.eq_ignore_ascii_case(AUTO_MODEL) => Some(self.resolve(model)?),
-            _ => None,
-        };
+        let requested_model = request::requested_model(converse.model_id.clone(), self.default_model.as_deref())?;
+        let forced =
+            if requested_model.eq_ignore_ascii_case(AUTO_MODEL) { None } else { Some(self.resolve(&requested_model)?) };
         let started = Instant::now();
         let decision = self.router.decide(&converse, &overrides);
         let decision_time = started.elapsed();
@@ -128,9 +140,7 @@ fn success(routed: &Routed) -> Response<Body> {
     if let Some(map) = body.as_object_mut() {
         map.insert("latencyMicros".into(), micros(routed.decision_time).into());
         map.insert("forced".into(), routed.forced.is_some().into());
-        if let Some(requested) = &routed.requested_model {
-            map.insert("requestedModelId".into(), requested.clone().into());
-        }
+        map.insert("requestedModelId".into(), routed.requested_model.clone().into());
         if let Some(forced) = &routed.forced {
             map.insert("forcedModelId".into(), forced.model_id.clone().into());
             if let Some(tier) = forced.tier {
