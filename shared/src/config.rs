@@ -9,7 +9,15 @@
 //! | `TIER_HAIKU_MODEL_ID`, `TIER_SONNET_MODEL_ID`, `TIER_OPUS_MODEL_ID` | catalog `[tiers]` | what tier names resolve to |
 //! | `CATALOG_PATH` | embedded | a replacement `catalog.toml` |
 //! | `TRUST_TENANT_HEADER` | `false` | take the tenant from `x-tenant-id` when the caller is not authenticated (local use, or behind a trusted proxy) |
-//! | `BEDROCK_TIMEOUT_MS` | 60000 | whole call to Bedrock, retries included |
+//! | `REQUEST_TIMEOUT_MS` | 27000 | the whole request; the deadline is this or Lambda's invocation deadline less `RESPONSE_MARGIN_MS`, whichever is sooner |
+//! | `RESPONSE_MARGIN_MS` | 500 | kept back from Lambda's invocation deadline to send the response |
+//! | `CACHE_TIMEOUT_MS` | 50 | each cache read or write; over it a read is a miss and a write is abandoned |
+//! | `FALLBACK_MIN_HOP_MS` | 2000 | a fallback model is called only if the deadline leaves at least this |
+//! | `DYNAMODB_CONNECT_TIMEOUT_MS` | 1000 | opening a connection to DynamoDB |
+//! | `DYNAMODB_ATTEMPT_TIMEOUT_MS` | 1000 | one DynamoDB attempt (the cache budget usually ends a call sooner) |
+//! | `DYNAMODB_TIMEOUT_MS` | 2000 | a whole DynamoDB call, retries included |
+//! | `BEDROCK_CONNECT_TIMEOUT_MS` | 3000 | opening a connection to Bedrock Runtime |
+//! | `BEDROCK_TIMEOUT_MS` | 60000 | whole call to Bedrock, retries included; each call is further cut to what its deadline leaves |
 //! | `BEDROCK_ATTEMPT_TIMEOUT_MS` | 30000 | one attempt |
 //! | `BEDROCK_MAX_ATTEMPTS` | 3 | attempts per call (the SDK's standard retry with backoff) |
 //! | `THROTTLE_RETRY_AFTER_SECONDS` | 10 | `Retry-After` sent when Bedrock keeps throttling |
@@ -28,6 +36,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::cache::CacheSettings;
+use crate::deadline::Budgets;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, Target, Tier};
@@ -145,9 +154,19 @@ impl RoutingConfig {
 
 #[derive(Debug, Clone)]
 pub struct BedrockSettings {
+    pub connect_timeout: Duration,
     pub operation_timeout: Duration,
     pub attempt_timeout: Duration,
     pub max_attempts: u32,
+}
+
+/// The DynamoDB client's own timeouts: a backstop under the cache budget, so that no call
+/// made outside a request's budget can hang either.
+#[derive(Debug, Clone)]
+pub struct DynamoSettings {
+    pub connect_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub attempt_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +177,8 @@ pub struct GatewayConfig {
     pub cache: CacheSettings,
     pub routing: RoutingConfig,
     pub bedrock: BedrockSettings,
+    pub dynamodb: DynamoSettings,
+    pub budgets: Budgets,
     pub throttle_retry_after: Duration,
 }
 
@@ -196,9 +217,21 @@ impl GatewayConfig {
             cache,
             routing: RoutingConfig::from_lookup(&lookup)?,
             bedrock: BedrockSettings {
-                operation_timeout: Duration::from_millis(env.parsed("BEDROCK_TIMEOUT_MS", 60_000)?),
-                attempt_timeout: Duration::from_millis(env.parsed("BEDROCK_ATTEMPT_TIMEOUT_MS", 30_000)?),
+                connect_timeout: env.millis("BEDROCK_CONNECT_TIMEOUT_MS", 3_000)?,
+                operation_timeout: env.millis("BEDROCK_TIMEOUT_MS", 60_000)?,
+                attempt_timeout: env.millis("BEDROCK_ATTEMPT_TIMEOUT_MS", 30_000)?,
                 max_attempts,
+            },
+            dynamodb: DynamoSettings {
+                connect_timeout: env.millis("DYNAMODB_CONNECT_TIMEOUT_MS", 1_000)?,
+                operation_timeout: env.millis("DYNAMODB_TIMEOUT_MS", 2_000)?,
+                attempt_timeout: env.millis("DYNAMODB_ATTEMPT_TIMEOUT_MS", 1_000)?,
+            },
+            budgets: Budgets {
+                request: env.millis("REQUEST_TIMEOUT_MS", 27_000)?,
+                response_margin: env.parsed("RESPONSE_MARGIN_MS", 500).map(Duration::from_millis)?,
+                cache: env.millis("CACHE_TIMEOUT_MS", 50)?,
+                min_hop: env.parsed("FALLBACK_MIN_HOP_MS", 2_000).map(Duration::from_millis)?,
             },
             throttle_retry_after: Duration::from_secs(env.parsed("THROTTLE_RETRY_AFTER_SECONDS", 10)?),
         })
@@ -213,6 +246,7 @@ impl GatewayConfig {
         settings.throttle_retry_after = self.throttle_retry_after;
         settings.fallback = self.routing.policy.fallback;
         settings.default_model = self.routing.default_model.clone();
+        settings.budgets = self.budgets;
         Ok(settings)
     }
 }
@@ -233,6 +267,15 @@ impl Env<'_> {
             Some(value) => {
                 value.parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: e.to_string(), value })
             }
+        }
+    }
+
+    /// A timeout in milliseconds. Zero is refused: it would fail every call rather than
+    /// disable the limit.
+    fn millis(&self, name: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
+        match self.parsed(name, default_ms)? {
+            0 => Err(ConfigError::Invalid { name, value: "0".into(), reason: "must be at least 1 ms".into() }),
+            ms => Ok(Duration::from_millis(ms)),
         }
     }
 }
@@ -261,6 +304,32 @@ mod tests {
         assert!(err.to_string().contains("CACHE_MAX_TTL_SECONDS"), "{err}");
         let err = config(&[("CACHE_TABLE_NAME", "t"), ("CACHE_DEFAULT_TTL_SECONDS", "999999999")]).unwrap_err();
         assert!(err.to_string().contains("CACHE_DEFAULT_TTL_SECONDS"), "{err}");
+    }
+
+    #[test]
+    fn budgets_and_client_timeouts_are_read_and_zero_is_refused() {
+        let defaults = config(&[("CACHE_TABLE_NAME", "t")]).unwrap();
+        assert_eq!(defaults.budgets, Budgets::default());
+        let c = config(&[
+            ("CACHE_TABLE_NAME", "t"),
+            ("REQUEST_TIMEOUT_MS", "1500"),
+            ("CACHE_TIMEOUT_MS", "20"),
+            ("FALLBACK_MIN_HOP_MS", "0"),
+            ("DYNAMODB_TIMEOUT_MS", "300"),
+            ("BEDROCK_CONNECT_TIMEOUT_MS", "700"),
+        ])
+        .unwrap();
+        assert_eq!(c.budgets.request, Duration::from_millis(1500));
+        assert_eq!(c.budgets.cache, Duration::from_millis(20));
+        assert_eq!(c.budgets.min_hop, Duration::ZERO, "no minimum: every fallback may start");
+        assert_eq!(c.dynamodb.operation_timeout, Duration::from_millis(300));
+        assert_eq!(c.bedrock.connect_timeout, Duration::from_millis(700));
+        let catalog = Catalog::embedded().unwrap();
+        assert_eq!(c.gateway_settings(&catalog).unwrap().budgets, c.budgets);
+        for name in ["REQUEST_TIMEOUT_MS", "CACHE_TIMEOUT_MS", "DYNAMODB_CONNECT_TIMEOUT_MS", "BEDROCK_TIMEOUT_MS"] {
+            let err = config(&[("CACHE_TABLE_NAME", "t"), (name, "0")]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

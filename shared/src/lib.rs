@@ -10,6 +10,7 @@ pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod cost;
+pub mod deadline;
 pub mod identity;
 pub mod metrics;
 pub mod ports;

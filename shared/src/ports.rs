@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use crate::cache::{CacheEntry, CacheKey};
+use crate::deadline::Deadline;
 use crate::request::{ConverseRequest, ConverseResponse};
 
 /// Where cached answers live.
@@ -43,6 +44,9 @@ pub enum CacheError {
     Throttled(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cached item is malformed: {0}")]
     Corrupt(String),
+    /// No answer within the cache's budget (or the store client's own timeouts).
+    #[error("cache store did not answer in time: {0}")]
+    Timeout(String),
 }
 
 impl CacheError {
@@ -52,17 +56,21 @@ impl CacheError {
             CacheError::Store(_) => "store",
             CacheError::Throttled(_) => "throttled",
             CacheError::Corrupt(_) => "corrupt",
+            CacheError::Timeout(_) => "timeout",
         }
     }
 }
 
 /// Calls a model through Bedrock's Converse API.
 pub trait ModelInvoker: Send + Sync {
-    /// `model_id` is what Bedrock receives: a model ID, profile ID or ARN.
+    /// `model_id` is what Bedrock receives: a model ID, profile ID or ARN. The call must give
+    /// up by `deadline` (retries included) and answer [`InvokeError::Timeout`]; the core also
+    /// drops the call at the deadline, so an invoker that overruns is cut, not waited for.
     fn converse(
         &self,
         model_id: &str,
         request: &ConverseRequest,
+        deadline: Deadline,
     ) -> impl Future<Output = Result<ConverseResponse, InvokeError>> + Send;
 }
 

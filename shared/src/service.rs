@@ -16,6 +16,10 @@
 //! through the model's other inference profiles (in-Region, then geographic, then global),
 //! and for routed requests then to the adjacent allowed tier. Every attempt is a [`Hop`] of
 //! the answer. An answer is stored under the key of the model that gave it.
+//!
+//! Every call carries a [`Deadline`] and no stage waits beyond it: cache reads and writes get
+//! at most the cache budget, each model call what is left of the request, and a fallback model
+//! is called only if at least [`Budgets::min_hop`] is left.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,7 +30,8 @@ use serde::Serialize;
 use crate::cache::{self, BypassReason, CacheEntry, CacheKey, CacheOptions, CacheSettings, Tenant};
 use crate::catalog::{Catalog, ResolveError, Scope, Target, Tier};
 use crate::cost::{PricingMode, Usage};
-use crate::ports::{CacheStore, InvokeError, ModelInvoker, PutOutcome};
+use crate::deadline::{Budgets, Deadline};
+use crate::ports::{CacheError, CacheStore, InvokeError, ModelInvoker, PutOutcome};
 use crate::request::{ConverseRequest, ConverseResponse, RequestError};
 use crate::routing::{RouteDecision, RouteOverrides, Router};
 
@@ -45,6 +50,8 @@ pub struct GatewaySettings {
     pub fallback: bool,
     /// `modelId` for requests without one (`auto` to route them).
     pub default_model: Option<String>,
+    /// How long a request and each of its stages may take.
+    pub budgets: Budgets,
 }
 
 impl GatewaySettings {
@@ -56,6 +63,7 @@ impl GatewaySettings {
             throttle_retry_after: Duration::from_secs(10),
             fallback: true,
             default_model: None,
+            budgets: Budgets::default(),
         }
     }
 }
@@ -68,6 +76,8 @@ pub struct ConverseCall {
     pub cache: CacheOptions,
     /// Per-request routing bounds and tolerance; used when the model is `auto`.
     pub routing: RouteOverrides,
+    /// When the answer is due; see [`Budgets::deadline`].
+    pub deadline: Deadline,
 }
 
 /// One model call of a request: the one that answered, or one that failed before it.
@@ -116,6 +126,8 @@ pub enum WriteReport {
     /// The answer is incomplete or malformed (e.g. a guardrail intervened) and is not worth repeating.
     NotCacheable,
     Failed,
+    /// The store did not answer within the cache budget; the write was given up.
+    Abandoned,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -183,6 +195,21 @@ pub enum GatewayError {
         #[source]
         source: InvokeError,
     },
+    /// The request's deadline left too little time for the next model call; `last` is the
+    /// failure of the last model tried, if any was.
+    #[error(
+        "the request's deadline left {} ms, less than the {} ms a model call needs; {} models tried",
+        remaining.as_millis(),
+        needed.as_millis(),
+        hops.len()
+    )]
+    DeadlineExceeded {
+        hops: Vec<Hop>,
+        remaining: Duration,
+        needed: Duration,
+        #[source]
+        last: Option<InvokeError>,
+    },
 }
 
 impl GatewayError {
@@ -190,6 +217,7 @@ impl GatewayError {
     pub fn invoke_error(&self) -> Option<&InvokeError> {
         match self {
             GatewayError::Model(e) | GatewayError::FallbackExhausted { source: e, .. } => Some(e),
+            GatewayError::DeadlineExceeded { last, .. } => last.as_ref(),
             GatewayError::InvalidRequest(_) | GatewayError::UnknownModel(_) => None,
         }
     }
@@ -272,7 +300,7 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
 
     pub async fn converse(&self, call: ConverseCall) -> Result<Answer, GatewayError> {
         let started = Instant::now();
-        let ConverseCall { mut request, tenant, cache: options, routing: overrides } = call;
+        let ConverseCall { mut request, tenant, cache: options, routing: overrides, deadline } = call;
         let requested_model =
             crate::request::requested_model(request.model_id.take(), self.settings.default_model.as_deref())?;
         let routing = if requested_model.eq_ignore_ascii_case(AUTO_MODEL) {
@@ -302,7 +330,7 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
 
         if decision.read {
             let now = SystemTime::now();
-            match self.store.get(&key, now).await {
+            match self.cache_get(&key, now, deadline).await {
                 Ok(Some(entry)) => {
                     let hit = Hit { entry, requested_model, routing, hops: Vec::new(), started };
                     return Ok(hit.into_answer(report, now));
@@ -315,7 +343,7 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
             }
         }
 
-        let (served, hops) = self.call_with_fallback(&attempts, &request, &tenant, decision.read).await?;
+        let (served, hops) = self.call_with_fallback(&attempts, &request, &tenant, decision.read, deadline).await?;
         let (mut response, served) = match served {
             Served::Answered { response, attempt } => (response, attempt),
             Served::Cached { entry, key: fallback_key } => {
@@ -352,7 +380,7 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
                     created_at: now,
                     expires_at: now + decision.ttl,
                 };
-                let outcome = self.store.put(&entry).await;
+                let outcome = self.cache_put(&entry, deadline).await;
                 response = entry.response;
                 match outcome {
                     Ok(PutOutcome::Stored { bytes }) => WriteReport::Stored { bytes },
@@ -361,13 +389,19 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
                         WriteReport::TooLarge { bytes, limit }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, kind = e.label(), "cache write failed");
-                        let write_error = format!("write failed ({}): {e}", e.label());
+                        let (verb, write) = match e {
+                            CacheError::Timeout(_) => ("abandoned", WriteReport::Abandoned),
+                            CacheError::Store(_) | CacheError::Throttled(_) | CacheError::Corrupt(_) => {
+                                ("failed", WriteReport::Failed)
+                            }
+                        };
+                        tracing::warn!(error = %e, kind = e.label(), "cache write {verb}");
+                        let write_error = format!("write {verb} ({}): {e}", e.label());
                         report.error = Some(match report.error.take() {
                             Some(read_error) => format!("{read_error}; {write_error}"),
                             None => write_error,
                         });
-                        WriteReport::Failed
+                        write
                     }
                 }
             });
@@ -395,8 +429,10 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
         request: &ConverseRequest,
         tenant: &Tenant,
         read_cache: bool,
+        deadline: Deadline,
     ) -> Result<(Served<'a>, Vec<Hop>), GatewayError> {
         let mut hops: Vec<Hop> = Vec::with_capacity(1);
+        let mut last_error: Option<InvokeError> = None;
         for (i, attempt) in attempts.iter().enumerate() {
             if i > 0 {
                 if let Some((max_output, name)) = &attempt.max_output
@@ -407,7 +443,7 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
                 let unseen_model = attempts[..i].iter().all(|a| a.key_model != attempt.key_model);
                 if read_cache && unseen_model {
                     let key = CacheKey::compute(tenant, &attempt.key_model, request);
-                    match self.store.get(&key, SystemTime::now()).await {
+                    match self.cache_get(&key, SystemTime::now(), deadline).await {
                         Ok(Some(entry)) => {
                             hops.push(Hop {
                                 model_id: attempt.invoke_id.clone(),
@@ -418,11 +454,27 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
                             return Ok((Served::Cached { entry, key }, hops));
                         }
                         Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %e, "cache read of a fallback model failed"),
+                        Err(e) => tracing::warn!(error = %e, kind = e.label(), "cache read of a fallback model failed"),
                     }
                 }
             }
-            match self.invoker.converse(&attempt.invoke_id, request).await {
+            // The first call gets whatever is left, since it is the request's only chance; a
+            // fallback only if it can plausibly finish.
+            let needed = if i == 0 { Duration::ZERO } else { self.settings.budgets.min_hop };
+            let remaining = deadline.remaining();
+            if remaining.is_zero() || remaining < needed {
+                tracing::warn!(
+                    ?hops,
+                    remaining_ms = remaining.as_millis() as u64,
+                    "no time left for another model call"
+                );
+                return Err(GatewayError::DeadlineExceeded { hops, remaining, needed, last: last_error });
+            }
+            let outcome = match deadline.bound(self.invoker.converse(&attempt.invoke_id, request, deadline)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(InvokeError::Timeout("the request's deadline passed during the model call".into())),
+            };
+            match outcome {
                 Ok(response) => {
                     hops.push(Hop {
                         model_id: attempt.invoke_id.clone(),
@@ -449,10 +501,31 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
                         return Err(error.into());
                     }
                     tracing::info!(model_id = attempt.invoke_id, error = %error, "falling back");
+                    last_error = Some(error);
                 }
             }
         }
         Err(ResolveError::UnknownModel(String::new()).into())
+    }
+
+    /// A cache read bounded by the cache budget and the deadline: over it, the read is a failure
+    /// the request survives like any other.
+    async fn cache_get(
+        &self,
+        key: &CacheKey,
+        now: SystemTime,
+        deadline: Deadline,
+    ) -> Result<Option<CacheEntry>, CacheError> {
+        let limit = deadline.within(self.settings.budgets.cache);
+        let allowed = limit.remaining();
+        limit.bound(self.store.get(key, now)).await.unwrap_or_else(|_| Err(over_budget(allowed)))
+    }
+
+    /// A cache write bounded like a read; an abandoned write only costs a later miss.
+    async fn cache_put(&self, entry: &CacheEntry, deadline: Deadline) -> Result<PutOutcome, CacheError> {
+        let limit = deadline.within(self.settings.budgets.cache);
+        let allowed = limit.remaining();
+        limit.bound(self.store.put(entry)).await.unwrap_or_else(|_| Err(over_budget(allowed)))
     }
 
     /// The calls a request may make, in order. The first is what the caller (or the router)
@@ -565,6 +638,10 @@ fn wider_scopes(spec: &crate::catalog::ModelSpec, current: &Scope, tier: Option<
         .collect()
 }
 
+fn over_budget(allowed: Duration) -> CacheError {
+    CacheError::Timeout(format!("no answer within {} ms", allowed.as_millis()))
+}
+
 fn check_model_limits(request: &ConverseRequest, max_output: u32, model: &str) -> Result<(), RequestError> {
     match request.max_tokens() {
         Some(n) if n > max_output => Err(RequestError::invalid(
@@ -622,6 +699,7 @@ mod tests {
             tenant: Tenant::new(tenant),
             cache: CacheOptions::default(),
             routing: RouteOverrides::default(),
+            deadline: Budgets::default().deadline(None),
         }
     }
 
@@ -876,5 +954,143 @@ mod tests {
         assert_eq!(repeat.hops.last().unwrap().outcome, "cache_hit");
         assert_eq!(repeat.model_id, first.model_id);
         assert_eq!(g.invoker.calls(), calls + 2, "the two throttled haiku profiles, then sonnet's entry");
+    }
+
+    mod deadlines {
+        use super::*;
+        use crate::testing::HANG;
+
+        const HAIKU_US: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
+        const HAIKU_GLOBAL: &str = "global.anthropic.claude-haiku-4-5-20251001-v1:0";
+        const SONNET_US: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
+
+        fn with_budgets(
+            mut g: Gateway<InMemoryCacheStore, FakeInvoker>,
+            budgets: Budgets,
+        ) -> Gateway<InMemoryCacheStore, FakeInvoker> {
+            g.settings.budgets = budgets;
+            g
+        }
+
+        fn due_in(mut call: ConverseCall, budget: Duration) -> ConverseCall {
+            call.deadline = Deadline::after(budget);
+            call
+        }
+
+        fn millis(ms: u64) -> Duration {
+            Duration::from_millis(ms)
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_hanging_cache_read_is_a_miss_with_a_cache_error_within_the_cache_budget() {
+            // Finding 1: a stalled store held every request, hits included, as long as it stalled.
+            let g = with_budgets(gateway(), Budgets { cache: millis(50), ..Budgets::default() });
+            g.converse(call("a", body("haiku", "hello"))).await.unwrap();
+            g.store.delay_reads(HANG);
+            let started = tokio::time::Instant::now();
+            let answer = g.converse(call("a", body("haiku", "hello"))).await.unwrap();
+            assert_eq!(started.elapsed(), millis(50), "the read is given up at the cache budget, no later");
+            assert_eq!(answer.cache.result, CacheResult::Miss, "a would-be hit is served from the model");
+            let error = answer.cache.error.unwrap();
+            assert!(error.starts_with("read failed (timeout)"), "{error}");
+            assert_eq!(g.invoker.calls(), 2);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_hanging_cache_write_is_abandoned_and_reported() {
+            let g = with_budgets(gateway(), Budgets { cache: millis(40), ..Budgets::default() });
+            g.store.delay_writes(HANG);
+            let started = tokio::time::Instant::now();
+            let answer = g.converse(call("a", body("haiku", "hello"))).await.unwrap();
+            assert_eq!(started.elapsed(), millis(40));
+            assert_eq!(answer.cache.write, Some(WriteReport::Abandoned));
+            let error = answer.cache.error.unwrap();
+            assert!(error.starts_with("write abandoned (timeout)"), "{error}");
+            assert_eq!(g.store.len(), 0);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_slow_cache_within_budget_is_still_used() {
+            let g = with_budgets(gateway(), Budgets { cache: millis(50), ..Budgets::default() });
+            g.converse(call("a", body("haiku", "hello"))).await.unwrap();
+            g.store.delay_reads(millis(49));
+            let answer = g.converse(call("a", body("haiku", "hello"))).await.unwrap();
+            assert_eq!(answer.cache.result, CacheResult::Hit);
+            assert_eq!(answer.cache.error, None);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_model_is_told_what_the_deadline_leaves() {
+            let g = with_budgets(gateway(), Budgets { cache: millis(50), ..Budgets::default() });
+            g.store.delay_reads(millis(30));
+            g.converse(due_in(call("a", body("haiku", "hello")), millis(1_000))).await.unwrap();
+            assert_eq!(g.invoker.seen_time_limits(), vec![millis(970)]);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_fallback_hop_is_not_started_when_the_deadline_cannot_hold_it() {
+            // Finding 2: each hop had its own timeout, so two hops took twice the limit.
+            let g = with_budgets(
+                routed_gateway(RoutingPolicy::default()),
+                Budgets { min_hop: millis(2_000), ..Budgets::default() },
+            );
+            throttle_haiku(&g.invoker);
+            g.invoker.delay_model(HAIKU_US, millis(1_500));
+            let started = tokio::time::Instant::now();
+            let err = g.converse(due_in(auto_haiku_with_sonnet_fallback(), millis(3_000))).await.unwrap_err();
+            assert_eq!(started.elapsed(), millis(1_500), "the chain stops when the first hop fails");
+            match &err {
+                GatewayError::DeadlineExceeded { hops, remaining, needed, last } => {
+                    let tried: Vec<(&str, &str)> = hops.iter().map(|h| (h.model_id.as_str(), h.outcome)).collect();
+                    assert_eq!(tried, vec![(HAIKU_US, "throttled")]);
+                    assert_eq!((*remaining, *needed), (millis(1_500), millis(2_000)));
+                    assert!(matches!(last, Some(InvokeError::Throttled { .. })));
+                }
+                other => panic!("expected the deadline to stop the chain, got {other:?}"),
+            }
+            assert_eq!(g.invoker.seen_models(), vec![HAIKU_US]);
+
+            // With time to spare the same chain runs to the adjacent tier.
+            let answer = g.converse(due_in(auto_haiku_with_sonnet_fallback(), millis(10_000))).await.unwrap();
+            assert_eq!(answer.hops.last().map(|h| (h.model_id.as_str(), h.outcome)), Some((SONNET_US, "served")));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_whole_call_ends_by_the_deadline_when_every_model_hangs() {
+            let g = routed_gateway(RoutingPolicy::default());
+            for model in [HAIKU_US, HAIKU_GLOBAL, SONNET_US] {
+                g.invoker.delay_model(model, HANG);
+            }
+            let started = tokio::time::Instant::now();
+            let err = g.converse(due_in(auto_haiku_with_sonnet_fallback(), millis(5_000))).await.unwrap_err();
+            assert_eq!(started.elapsed(), millis(5_000), "never hop count x per-hop timeout");
+            match &err {
+                GatewayError::DeadlineExceeded { hops, remaining, .. } => {
+                    assert_eq!(hops.len(), 1);
+                    assert_eq!(hops[0].outcome, "timeout");
+                    assert_eq!(*remaining, Duration::ZERO);
+                }
+                other => panic!("expected the deadline to stop the chain, got {other:?}"),
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_model_call_that_overruns_its_deadline_is_cut_by_the_core() {
+            let g = gateway();
+            g.invoker.ignore_deadlines(true);
+            g.invoker.delay_model(HAIKU_US, millis(60_000));
+            let started = tokio::time::Instant::now();
+            let err = g.converse(due_in(call("a", body(HAIKU_US, "hello")), millis(2_000))).await.unwrap_err();
+            assert_eq!(started.elapsed(), millis(2_000));
+            assert!(matches!(err, GatewayError::Model(InvokeError::Timeout(_))), "{err:?}");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_request_with_no_time_left_calls_no_model() {
+            let g = gateway();
+            let err = g.converse(due_in(call("a", body("haiku", "hello")), Duration::ZERO)).await.unwrap_err();
+            assert!(matches!(&err, GatewayError::DeadlineExceeded { hops, .. } if hops.is_empty()), "{err:?}");
+            assert_eq!(g.invoker.calls(), 0);
+        }
     }
 }

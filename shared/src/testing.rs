@@ -1,14 +1,17 @@
 //! In-memory fakes of the ports, for unit tests here and in the functions.
 //!
 //! They behave like the real adapters where tests rely on it (expiry on read, an item size
-//! limit) and can be told to fail, so error paths are testable without a network.
+//! limit) and can be told to fail or to be slow (or hang), so error paths and deadlines are
+//! testable without a network. Delays use tokio's clock: a test with paused time runs them
+//! instantly and exactly.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::cache::{self, CacheEntry, CacheKey};
+use crate::deadline::Deadline;
 use crate::ports::{CacheError, CacheStore, InvokeError, ModelInvoker, PutOutcome};
 use crate::request::{
     ContentBlock, ConverseMetrics, ConverseOutput, ConverseRequest, ConverseResponse, Message, Role, TokenUsage,
@@ -18,12 +21,35 @@ use crate::tokens;
 /// DynamoDB's item limit, which the fake enforces by default.
 const DEFAULT_ITEM_LIMIT: usize = 400 * 1024;
 
+/// A delay that never ends: a store or model that stopped answering.
+pub const HANG: Duration = Duration::MAX;
+
+async fn wait(delay: Duration) {
+    if delay == HANG {
+        std::future::pending::<()>().await;
+    } else if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn read_lock<T: Clone + Default>(slot: &Mutex<T>) -> T {
+    slot.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
+fn write_lock<T>(slot: &Mutex<T>, value: T) {
+    if let Ok(mut v) = slot.lock() {
+        *v = value;
+    }
+}
+
 #[derive(Debug)]
 pub struct InMemoryCacheStore {
     entries: Mutex<HashMap<CacheKey, (CacheEntry, usize)>>,
     item_limit: AtomicUsize,
     fail_reads: AtomicBool,
     fail_writes: AtomicBool,
+    read_delay: Mutex<Duration>,
+    write_delay: Mutex<Duration>,
 }
 
 impl Default for InMemoryCacheStore {
@@ -33,6 +59,8 @@ impl Default for InMemoryCacheStore {
             item_limit: AtomicUsize::new(DEFAULT_ITEM_LIMIT),
             fail_reads: AtomicBool::new(false),
             fail_writes: AtomicBool::new(false),
+            read_delay: Mutex::new(Duration::ZERO),
+            write_delay: Mutex::new(Duration::ZERO),
         }
     }
 }
@@ -69,6 +97,16 @@ impl InMemoryCacheStore {
     pub fn fail_writes(&self, fail: bool) {
         self.fail_writes.store(fail, Ordering::SeqCst);
     }
+
+    /// Every read waits this long before answering; [`HANG`] never answers.
+    pub fn delay_reads(&self, delay: Duration) {
+        write_lock(&self.read_delay, delay);
+    }
+
+    /// Every write waits this long before storing; [`HANG`] never stores.
+    pub fn delay_writes(&self, delay: Duration) {
+        write_lock(&self.write_delay, delay);
+    }
 }
 
 fn injected() -> CacheError {
@@ -77,6 +115,7 @@ fn injected() -> CacheError {
 
 impl CacheStore for InMemoryCacheStore {
     async fn get(&self, key: &CacheKey, now: SystemTime) -> Result<Option<CacheEntry>, CacheError> {
+        wait(read_lock(&self.read_delay)).await;
         if self.fail_reads.load(Ordering::SeqCst) {
             return Err(injected());
         }
@@ -84,6 +123,7 @@ impl CacheStore for InMemoryCacheStore {
     }
 
     async fn put(&self, entry: &CacheEntry) -> Result<PutOutcome, CacheError> {
+        wait(read_lock(&self.write_delay)).await;
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(injected());
         }
@@ -100,14 +140,17 @@ impl CacheStore for InMemoryCacheStore {
 type FailureFactory = Box<dyn Fn() -> InvokeError + Send + Sync>;
 
 /// A model that answers instantly and deterministically, counts its calls, and can be made to
-/// fail or to behave like a prompt router.
+/// fail, to be slow or to behave like a prompt router.
 #[derive(Default)]
 pub struct FakeInvoker {
     calls: AtomicUsize,
     failure: Mutex<Option<FailureFactory>>,
     model_failures: Mutex<Vec<(String, FailureFactory)>>,
+    model_delays: Mutex<Vec<(String, Duration)>>,
     routed_to: Mutex<Option<String>>,
     seen_models: Mutex<Vec<String>>,
+    seen_time_limits: Mutex<Vec<Duration>>,
+    ignores_deadlines: AtomicBool,
 }
 
 impl std::fmt::Debug for FakeInvoker {
@@ -123,7 +166,26 @@ impl FakeInvoker {
 
     /// Model IDs the fake was called with, in order.
     pub fn seen_models(&self) -> Vec<String> {
-        self.seen_models.lock().map(|m| m.clone()).unwrap_or_default()
+        read_lock(&self.seen_models)
+    }
+
+    /// What each call's deadline left it when the call started, in order.
+    pub fn seen_time_limits(&self) -> Vec<Duration> {
+        read_lock(&self.seen_time_limits)
+    }
+
+    /// Makes delays run their full length whatever the call's deadline, like a client with no
+    /// timeout: what the core's own bound is there for.
+    pub fn ignore_deadlines(&self, ignore: bool) {
+        self.ignores_deadlines.store(ignore, Ordering::SeqCst);
+    }
+
+    /// Calls to exactly `model_id` take this long before answering (or failing); [`HANG`]
+    /// never answers. Like a real client, the fake gives up at its call's deadline.
+    pub fn delay_model(&self, model_id: &str, delay: Duration) {
+        if let Ok(mut delays) = self.model_delays.lock() {
+            delays.push((model_id.to_owned(), delay));
+        }
     }
 
     /// Every following call fails with the error `make` builds.
@@ -147,6 +209,9 @@ impl FakeInvoker {
         if let Ok(mut failures) = self.model_failures.lock() {
             failures.clear();
         }
+        if let Ok(mut delays) = self.model_delays.lock() {
+            delays.clear();
+        }
     }
 
     /// Reports `model_id` as the router's choice in `trace.promptRouter.invokedModelId`.
@@ -158,10 +223,30 @@ impl FakeInvoker {
 }
 
 impl ModelInvoker for FakeInvoker {
-    async fn converse(&self, model_id: &str, request: &ConverseRequest) -> Result<ConverseResponse, InvokeError> {
+    async fn converse(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+        deadline: Deadline,
+    ) -> Result<ConverseResponse, InvokeError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut seen) = self.seen_models.lock() {
             seen.push(model_id.to_owned());
+        }
+        if let Ok(mut seen) = self.seen_time_limits.lock() {
+            seen.push(deadline.remaining());
+        }
+        let delay = self
+            .model_delays
+            .lock()
+            .ok()
+            .and_then(|delays| delays.iter().find(|(id, _)| id == model_id).map(|(_, d)| *d));
+        if let Some(delay) = delay {
+            if self.ignores_deadlines.load(Ordering::SeqCst) {
+                wait(delay).await;
+            } else if deadline.bound(wait(delay)).await.is_err() {
+                return Err(InvokeError::Timeout("the fake model's call ran out of time".into()));
+            }
         }
         if let Some(make) = self.failure.lock().ok().as_ref().and_then(|f| f.as_ref()) {
             return Err(make());
@@ -230,7 +315,8 @@ impl<T: ModelInvoker> ModelInvoker for Arc<T> {
         &self,
         model_id: &str,
         request: &ConverseRequest,
+        deadline: Deadline,
     ) -> impl Future<Output = Result<ConverseResponse, InvokeError>> + Send {
-        (**self).converse(model_id, request)
+        (**self).converse(model_id, request, deadline)
     }
 }

@@ -53,6 +53,7 @@ impl ApiError {
             ApiError::Gateway(GatewayError::InvalidRequest(_) | GatewayError::UnknownModel(_)) => {
                 StatusCode::BAD_REQUEST
             }
+            ApiError::Gateway(GatewayError::DeadlineExceeded { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Gateway(GatewayError::Model(e) | GatewayError::FallbackExhausted { source: e, .. }) => match e {
                 InvokeError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
                 InvokeError::Rejected { .. } => StatusCode::BAD_REQUEST,
@@ -82,6 +83,7 @@ impl ApiError {
             ApiError::Identity(IdentityError::InvalidTenantHeader { .. }) => "invalid_request",
             ApiError::Routing(RouteError::InvalidOverride { .. }) => "invalid_routing",
             ApiError::Gateway(GatewayError::UnknownModel(_)) => "unknown_model",
+            ApiError::Gateway(GatewayError::DeadlineExceeded { .. }) => "deadline_exceeded",
             ApiError::Gateway(GatewayError::Model(e) | GatewayError::FallbackExhausted { source: e, .. }) => match e {
                 InvokeError::Throttled { .. } => "throttled",
                 InvokeError::Rejected { .. } => "invalid_request",
@@ -129,7 +131,10 @@ impl ApiError {
 
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let mut error = http_support::error_object(self.error_type(), self.to_string(), self.field(), request_id);
-        if let ApiError::Gateway(GatewayError::FallbackExhausted { hops, .. }) = &self {
+        if let ApiError::Gateway(
+            GatewayError::FallbackExhausted { hops, .. } | GatewayError::DeadlineExceeded { hops, .. },
+        ) = &self
+        {
             error.insert("hops".into(), serde_json::to_value(hops).unwrap_or_default());
         }
         let retry_after = self.retry_after().map(|d| d.as_secs().max(1).to_string());

@@ -93,6 +93,7 @@ impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
                 header(headers, "x-cache-allow-sampling"),
             )?,
             routing: RouteOverrides::from_headers(|name| header(headers, name))?,
+            deadline: self.gateway.settings().budgets.deadline(request.lambda_context_ref().map(|c| c.deadline())),
         };
         Ok(self.gateway.converse(call).await?)
     }

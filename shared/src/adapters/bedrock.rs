@@ -2,16 +2,22 @@
 //!
 //! Requests arrive in our wire types; the SDK wants its own builders. Conversion is total for
 //! every block our request type accepts, so a valid request never fails here for shape.
+//!
+//! Each call's operation timeout (retries included) is what its deadline leaves, or the
+//! client's configured operation timeout if that is sooner, so the SDK gives up in time on
+//! its own and classifies the failure as a timeout.
 
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput as SdkConverseOutput};
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types as sdk;
 use aws_smithy_types::Document;
+use aws_smithy_types::timeout::TimeoutConfig;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 
+use crate::deadline::Deadline;
 use crate::ports::{InvokeError, ModelInvoker};
 use crate::request::{
     BinarySource, CachePointBlock, CacheTtl, ContentBlock, ConverseMetrics, ConverseOutput, ConverseRequest,
@@ -23,16 +29,33 @@ use crate::request::{
 #[derive(Debug, Clone)]
 pub struct BedrockInvoker {
     client: aws_sdk_bedrockruntime::Client,
+    /// The client's own timeouts, which a per-call override would otherwise replace whole.
+    timeouts: TimeoutConfig,
 }
 
 impl BedrockInvoker {
     pub fn new(client: aws_sdk_bedrockruntime::Client) -> Self {
-        BedrockInvoker { client }
+        let timeouts = client.config().timeout_config().cloned().unwrap_or_else(TimeoutConfig::disabled);
+        BedrockInvoker { client, timeouts }
+    }
+
+    /// The client's timeouts with the operation timeout cut to what `deadline` leaves.
+    fn timeouts_for(&self, deadline: Deadline) -> TimeoutConfig {
+        let left = deadline.remaining();
+        let operation = self.timeouts.operation_timeout().map_or(left, |configured| configured.min(left));
+        let mut timeouts = TimeoutConfig::builder().operation_timeout(operation).build();
+        timeouts.take_defaults_from(&self.timeouts);
+        timeouts
     }
 }
 
 impl ModelInvoker for BedrockInvoker {
-    async fn converse(&self, model_id: &str, request: &ConverseRequest) -> Result<ConverseResponse, InvokeError> {
+    async fn converse(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+        deadline: Deadline,
+    ) -> Result<ConverseResponse, InvokeError> {
         let messages = request.messages.iter().map(to_sdk_message).collect::<Result<Vec<_>, _>>()?;
         let system = request.system.iter().map(to_sdk_system).collect::<Result<Vec<_>, _>>()?;
         let mut call = self
@@ -88,7 +111,8 @@ impl ModelInvoker for BedrockInvoker {
                 .map_err(build_error)?;
             call = call.service_tier(tier);
         }
-        let output = call.send().await.map_err(classify)?;
+        let timeouts = aws_sdk_bedrockruntime::config::Builder::default().timeout_config(self.timeouts_for(deadline));
+        let output = call.customize().config_override(timeouts).send().await.map_err(classify)?;
         from_sdk_output(output)
     }
 }

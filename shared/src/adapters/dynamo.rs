@@ -43,6 +43,14 @@ fn epoch_seconds(t: SystemTime) -> u64 {
 }
 
 fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(error: SdkError<E>) -> CacheError {
+    let timed_out = match &error {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(failure) => failure.is_timeout(),
+        _ => false,
+    };
+    if timed_out {
+        return CacheError::Timeout(format!("the DynamoDB client gave up: {error}"));
+    }
     let throttled = matches!(
         error.code(),
         Some("ProvisionedThroughputExceededException" | "RequestLimitExceeded" | "ThrottlingException")

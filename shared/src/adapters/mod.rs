@@ -5,6 +5,7 @@ pub mod dynamo;
 
 use std::sync::Arc;
 
+use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
@@ -33,18 +34,42 @@ pub async fn aws_gateway(config: &GatewayConfig) -> Result<AwsGateway, InitError
     let catalog = Catalog::load(config.catalog_path.as_deref())?;
     let settings = config.gateway_settings(&catalog)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let bedrock_config = aws_sdk_bedrockruntime::config::Builder::from(&sdk)
-        .retry_config(RetryConfig::standard().with_max_attempts(config.bedrock.max_attempts))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .operation_timeout(config.bedrock.operation_timeout)
-                .operation_attempt_timeout(config.bedrock.attempt_timeout)
-                .build(),
-        )
-        .build();
-    let store = DynamoCacheStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.cache_table.clone());
-    let invoker = BedrockInvoker::new(aws_sdk_bedrockruntime::Client::from_conf(bedrock_config));
+    let store = DynamoCacheStore::new(dynamodb_client(&sdk, config), config.cache_table.clone());
+    let invoker = BedrockInvoker::new(bedrock_client(&sdk, config));
     let catalog = Arc::new(catalog);
     let router = config.routing.router(catalog.clone())?;
     Ok(Gateway::new(catalog, settings, store, invoker).with_router(router))
+}
+
+/// The DynamoDB client with the configured connect, attempt and operation timeouts; without
+/// them a stalled table would hold a request for as long as the TCP connection lives.
+pub fn dynamodb_client(sdk: &SdkConfig, config: &GatewayConfig) -> aws_sdk_dynamodb::Client {
+    let timeouts = &config.dynamodb;
+    let dynamodb_config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect_timeout)
+                .operation_timeout(timeouts.operation_timeout)
+                .operation_attempt_timeout(timeouts.attempt_timeout)
+                .build(),
+        )
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(dynamodb_config)
+}
+
+/// The Bedrock Runtime client with the configured retries and timeouts; each call further
+/// cuts the operation timeout to what its deadline leaves ([`BedrockInvoker`]).
+pub fn bedrock_client(sdk: &SdkConfig, config: &GatewayConfig) -> aws_sdk_bedrockruntime::Client {
+    let bedrock = &config.bedrock;
+    let bedrock_config = aws_sdk_bedrockruntime::config::Builder::from(sdk)
+        .retry_config(RetryConfig::standard().with_max_attempts(bedrock.max_attempts))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(bedrock.connect_timeout)
+                .operation_timeout(bedrock.operation_timeout)
+                .operation_attempt_timeout(bedrock.attempt_timeout)
+                .build(),
+        )
+        .build();
+    aws_sdk_bedrockruntime::Client::from_conf(bedrock_config)
 }
