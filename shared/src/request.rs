@@ -669,6 +669,100 @@ mod tests {
     }
 
     #[test]
+    fn shape_errors_carry_path_type_and_position_but_never_the_value() {
+        // Finding 4: serde's message carried the prompt into the INFO log.
+        let cases = [
+            (
+                r#"{"messages":[{"role":"user","content":"SECRET-PROMPT"}]}"#,
+                "messages[0].content",
+                "expected a sequence",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"inferenceConfig":{"stopSequences":"SECRET-STOP"}}"#,
+                "inferenceConfig.stopSequences",
+                "expected a sequence",
+            ),
+            (r#"{"modelId":12345678,"messages":[{"role":"user","content":[{"text":"x"}]}]}"#, "modelId", "string"),
+            (
+                r#"{"messages":[{"role":"SECRET-ROLE","content":[{"text":"x"}]}]}"#,
+                "messages[0].role",
+                "expected `user` or `assistant`",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"inferenceConfig":{"maxTokens":98765432109}}"#,
+                "inferenceConfig.maxTokens",
+                "u32",
+            ),
+        ];
+        for (body, field, expected) in cases {
+            let err = ConverseRequest::from_json(body.as_bytes()).unwrap_err();
+            assert_eq!(err.field(), Some(field), "{body}");
+            let text = err.to_string();
+            for secret in ["SECRET", "12345678", "98765432109"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+            assert!(text.contains(expected) && text.contains("line 1, column"), "{text}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_anywhere_are_rejected_with_their_path() {
+        // Finding 6: the last duplicate used to win silently.
+        let user = r#"{"role":"user","content":[{"text":"x"}]}"#;
+        let cases = [
+            (format!(r#"{{"messages":[{user}],"messages":[{user}]}}"#), "messages"),
+            (
+                format!(r#"{{"messages":[{{"role":"user","role":"assistant","content":[{{"text":"x"}}]}}]}}"#),
+                "messages[0].role",
+            ),
+            (
+                format!(r#"{{"messages":[{user}],"additionalModelRequestFields":{{"a":{{"k":1,"k":2}}}}}}"#),
+                "additionalModelRequestFields.a.k",
+            ),
+            (
+                format!(
+                    r#"{{"messages":[{user}],"toolConfig":{{"tools":[{{"toolSpec":{{"name":"t","inputSchema":{{"json":{{"type":"object","type":"string"}}}}}}}}]}}}}"#
+                ),
+                "toolConfig.tools[0].toolSpec.inputSchema.json.type",
+            ),
+            (
+                format!(
+                    r#"{{"messages":[{user},{{"role":"assistant","content":[{{"toolUse":{{"toolUseId":"1","name":"t","input":{{"q":1,"\u0071":2}}}}}}]}}]}}"#
+                ),
+                "messages[1].content[0].toolUse.input.q",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = ConverseRequest::from_json(body.as_bytes()).unwrap_err();
+            assert_eq!(err.field(), Some(field), "{body}: {err}");
+        }
+        // The same key in sibling objects is not a duplicate.
+        ConverseRequest::from_json(
+            format!(r#"{{"messages":[{user},{{"role":"assistant","content":[{{"text":"y"}}]}},{user}]}}"#).as_bytes(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn invalid_utf8_and_trailing_garbage_are_malformed() {
+        let mut body = br#"{"messages":[{"role":"user","content":[{"text":"x"#.to_vec();
+        body.extend_from_slice(&[0xff, 0xfe]);
+        body.extend_from_slice(br#""}]}]}"#);
+        assert!(
+            matches!(ConverseRequest::from_json(&body), Err(RequestError::MalformedJson(m)) if m.contains("UTF-8"))
+        );
+        let trailing = br#"{"messages":[{"role":"user","content":[{"text":"x"}]}]} {}"#;
+        assert!(matches!(ConverseRequest::from_json(trailing), Err(RequestError::MalformedJson(_))));
+    }
+
+    #[test]
+    fn the_model_rule_is_one_function() {
+        assert_eq!(requested_model(None, None).unwrap_err().field(), Some("modelId"));
+        assert_eq!(requested_model(None, Some("auto")).unwrap(), "auto");
+        assert_eq!(requested_model(Some("haiku".into()), Some("auto")).unwrap(), "haiku");
+    }
+
+    #[test]
     fn temperature_defaults_to_claudes_default() {
         let r = parse(serde_json::json!({"messages": [{"role": "user", "content": [{"text": "x"}]}]})).unwrap();
         assert_eq!(r.effective_temperature(), 1.0);

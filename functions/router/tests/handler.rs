@@ -117,9 +117,9 @@ async fn an_easy_prompt_never_routes_above_a_hard_reasoning_and_code_prompt() {
     let cost = |r: &Reply, t: &str| r.tier_estimate(t)["expectedCostUsd"].as_f64().unwrap();
     assert!(cost(&easy, "haiku") < cost(&easy, "sonnet") && cost(&easy, "sonnet") < cost(&easy, "opus"));
     assert!(cost(&hard, "opus") > cost(&easy, "opus"));
-    // `auto` is echoed; a missing modelId (the hard event) routes too.
+    // `auto` is echoed.
     assert_eq!((easy.body["forced"].as_bool(), easy.body["requestedModelId"].as_str()), (Some(false), Some("auto")));
-    assert_eq!((hard.body["forced"].as_bool(), hard.body.get("requestedModelId")), (Some(false), None));
+    assert_eq!((hard.body["forced"].as_bool(), hard.body["requestedModelId"].as_str()), (Some(false), Some("auto")));
 }
 
 #[tokio::test]
@@ -218,11 +218,13 @@ async fn unknown_models_are_400s() {
 
 #[tokio::test]
 async fn the_default_model_stands_in_for_a_missing_model_id() {
+    let no_model =
+        || with_body(event("hard-prompt.json"), r#"{"messages":[{"role":"user","content":[{"text":"Why?"}]}]}"#);
     let h = handler_with(&[("DEFAULT_MODEL_ID", "sonnet")]).unwrap();
-    let reply = send(&h, event("hard-prompt.json")).await;
+    let reply = send(&h, no_model()).await;
     assert_eq!((reply.body["forced"].as_bool(), reply.body["requestedModelId"].as_str()), (Some(true), Some("sonnet")));
     let auto = handler_with(&[("DEFAULT_MODEL_ID", "auto")]).unwrap();
-    assert_eq!(send(&auto, event("hard-prompt.json")).await.body["forced"], false);
+    assert_eq!(send(&auto, no_model()).await.body["forced"], false);
 }
 
 #[tokio::test]
