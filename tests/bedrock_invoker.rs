@@ -7,7 +7,7 @@ use gateway_core::adapters::BedrockInvoker;
 use gateway_core::ports::{InvokeError, ModelInvoker};
 use gateway_core::request::{ContentBlock, ConverseRequest};
 use gateway_core::tokens;
-use integration_tests::{bedrock, emulator};
+use integration_tests::{bedrock, due, emulator};
 
 const HAIKU: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
 
@@ -31,21 +31,21 @@ async fn converse_round_trips_through_the_sdk() {
         "messages": [{"role": "user", "content": [{"text": "Name three rivers in Europe."}]}],
         "inferenceConfig": {"temperature": 0, "maxTokens": 300, "topP": 0.9}
     }));
-    let answer = invoker.converse(HAIKU, &req).await.unwrap();
+    let answer = invoker.converse(HAIKU, &req, due()).await.unwrap();
     assert_eq!(answer.output.message.role, gateway_core::request::Role::Assistant);
     assert!(!answer.text().is_empty());
     assert!(matches!(answer.stop_reason.as_str(), "end_turn" | "max_tokens"));
     assert_eq!(answer.usage.input_tokens as u64, tokens::estimate_request(&req));
     assert_eq!(answer.usage.total_tokens, answer.usage.input_tokens + answer.usage.output_tokens);
     // Same request, same answer: the emulator is deterministic.
-    assert_eq!(invoker.converse(HAIKU, &req).await.unwrap().output, answer.output);
+    assert_eq!(invoker.converse(HAIKU, &req, due()).await.unwrap().output, answer.output);
 }
 
 #[tokio::test]
 async fn max_tokens_truncates_the_answer() {
     let emu = emulator(|_| {}).await;
     let invoker = BedrockInvoker::new(bedrock(&emu.url(), 1).await);
-    let answer = invoker.converse(HAIKU, &simple("Write a long essay about rivers.", 3)).await.unwrap();
+    let answer = invoker.converse(HAIKU, &simple("Write a long essay about rivers.", 3), due()).await.unwrap();
     assert_eq!(answer.stop_reason, "max_tokens");
     assert!(answer.usage.output_tokens <= 3);
 }
@@ -63,7 +63,7 @@ async fn tool_use_and_tool_results_survive_the_conversion() {
         },
         "inferenceConfig": {"temperature": 0, "maxTokens": 200}
     }));
-    let answer = invoker.converse(HAIKU, &req).await.unwrap();
+    let answer = invoker.converse(HAIKU, &req, due()).await.unwrap();
     assert_eq!(answer.stop_reason, "tool_use");
     assert!(
         answer.output.message.content.iter().any(|b| matches!(b, ContentBlock::ToolUse(t) if t.name == "get_weather"))
@@ -77,8 +77,8 @@ async fn throttling_is_classified_after_the_sdk_gives_up() {
     })
     .await;
     let invoker = BedrockInvoker::new(bedrock(&emu.url(), 2).await);
-    invoker.converse(HAIKU, &simple("first", 50)).await.unwrap();
-    let err = invoker.converse(HAIKU, &simple("second", 50)).await.unwrap_err();
+    invoker.converse(HAIKU, &simple("first", 50), due()).await.unwrap();
+    let err = invoker.converse(HAIKU, &simple("second", 50), due()).await.unwrap_err();
     assert!(matches!(err, InvokeError::Throttled { .. }), "{err:?}");
     assert!(err.is_capacity());
 }
@@ -88,7 +88,7 @@ async fn bedrock_validation_errors_are_the_callers() {
     let emu = emulator(|_| {}).await;
     let invoker = BedrockInvoker::new(bedrock(&emu.url(), 1).await);
     // The catalog knows this model needs a profile; Bedrock says so too.
-    let err = invoker.converse("anthropic.claude-haiku-4-5-20251001-v1:0", &simple("hi", 10)).await.unwrap_err();
+    let err = invoker.converse("anthropic.claude-haiku-4-5-20251001-v1:0", &simple("hi", 10), due()).await.unwrap_err();
     assert!(matches!(err, InvokeError::Rejected { .. }), "{err:?}");
 }
 
@@ -96,13 +96,13 @@ async fn bedrock_validation_errors_are_the_callers() {
 async fn server_faults_are_classified() {
     let emu = emulator(|c| c.faults.service_unavailable_rate = 1.0).await;
     let invoker = BedrockInvoker::new(bedrock(&emu.url(), 1).await);
-    let err = invoker.converse(HAIKU, &simple("hi", 10)).await.unwrap_err();
+    let err = invoker.converse(HAIKU, &simple("hi", 10), due()).await.unwrap_err();
     assert!(matches!(err, InvokeError::Unavailable { .. }), "{err:?}");
 }
 
 #[tokio::test]
 async fn an_unreachable_endpoint_is_a_transport_error() {
     let invoker = BedrockInvoker::new(bedrock("http://127.0.0.1:9", 1).await);
-    let err = invoker.converse(HAIKU, &simple("hi", 10)).await.unwrap_err();
+    let err = invoker.converse(HAIKU, &simple("hi", 10), due()).await.unwrap_err();
     assert!(matches!(err, InvokeError::Transport(_) | InvokeError::Timeout(_)), "{err:?}");
 }

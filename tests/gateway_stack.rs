@@ -10,7 +10,7 @@ use gateway_core::catalog::Catalog;
 use gateway_core::cost::{PricingMode, Usage};
 use gateway_core::ports::InvokeError;
 use gateway_core::service::{CacheResult, ConverseCall, Gateway, GatewayError, GatewaySettings};
-use integration_tests::{bedrock, cache_table, converse_call, dynamodb, emulator};
+use integration_tests::{bedrock, cache_table, converse_call, dynamodb, emulator, moto_budgets};
 
 fn call(tenant: &str, model: &str, text: &str) -> ConverseCall {
     converse_call(tenant, model, text, Default::default())
@@ -18,7 +18,7 @@ fn call(tenant: &str, model: &str, text: &str) -> ConverseCall {
 
 async fn gateway(emulator_url: &str) -> Gateway<DynamoCacheStore, BedrockInvoker> {
     let catalog = Arc::new(Catalog::embedded().unwrap());
-    let settings = GatewaySettings::from_catalog(&catalog);
+    let settings = GatewaySettings { budgets: moto_budgets(), ..GatewaySettings::from_catalog(&catalog) };
     let ddb = dynamodb().await;
     let store = DynamoCacheStore::new(ddb.clone(), cache_table(&ddb).await);
     Gateway::new(catalog, settings, store, BedrockInvoker::new(bedrock(emulator_url, 1).await))
@@ -64,7 +64,7 @@ async fn tenants_are_isolated_end_to_end() {
 async fn a_broken_cache_table_does_not_fail_requests() {
     let emu = emulator(|_| {}).await;
     let catalog = Arc::new(Catalog::embedded().unwrap());
-    let settings = GatewaySettings::from_catalog(&catalog);
+    let settings = GatewaySettings { budgets: moto_budgets(), ..GatewaySettings::from_catalog(&catalog) };
     let store = DynamoCacheStore::new(dynamodb().await, "table-that-does-not-exist");
     let g = Gateway::new(catalog, settings, store, BedrockInvoker::new(bedrock(&emu.url(), 1).await));
     let answer = g.converse(call("a", "haiku", "hello")).await.unwrap();

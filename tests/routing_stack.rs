@@ -11,11 +11,12 @@ use bedrock_emulator::{EmulatorConfig, FaultOverride, QuotaOverride, RunningEmul
 use gateway_core::adapters::{BedrockInvoker, DynamoCacheStore};
 use gateway_core::catalog::{Catalog, Target, Tier};
 use gateway_core::cost::{PricingMode, Usage};
+use gateway_core::deadline::Deadline;
 use gateway_core::ports::{InvokeError, ModelInvoker};
 use gateway_core::request::{ConverseRequest, ConverseResponse};
 use gateway_core::routing::{RouteOverrides, Router, RouterModel, RoutingPolicy};
 use gateway_core::service::{Answer, CacheResult, ConverseCall, Gateway, GatewayError, GatewaySettings};
-use integration_tests::{bedrock, cache_table, converse_call, dynamodb, emulator};
+use integration_tests::{bedrock, cache_table, converse_call, dynamodb, emulator, moto_budgets};
 
 const HAIKU_BASE: &str = "anthropic.claude-haiku-4-5-20251001-v1:0";
 const HAIKU_US: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
@@ -58,9 +59,14 @@ struct Recording {
 }
 
 impl ModelInvoker for Recording {
-    async fn converse(&self, model_id: &str, request: &ConverseRequest) -> Result<ConverseResponse, InvokeError> {
+    async fn converse(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+        deadline: Deadline,
+    ) -> Result<ConverseResponse, InvokeError> {
         self.calls.lock().unwrap().push(model_id.to_owned());
-        self.inner.converse(model_id, request).await
+        self.inner.converse(model_id, request, deadline).await
     }
 }
 
@@ -86,7 +92,11 @@ async fn stack_with(
 ) -> Stack {
     let emu = emulator(configure).await;
     let catalog = Arc::new(Catalog::embedded().unwrap());
-    let mut settings = GatewaySettings { fallback: policy.fallback, ..GatewaySettings::from_catalog(&catalog) };
+    let mut settings = GatewaySettings {
+        fallback: policy.fallback,
+        budgets: moto_budgets(),
+        ..GatewaySettings::from_catalog(&catalog)
+    };
     for (tier, id) in tiers {
         settings.tier_models.insert(*tier, (*id).to_owned());
     }

@@ -14,7 +14,8 @@ use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use bedrock_emulator::{EmulatorConfig, RunningEmulator};
 
-fn sdk_defaults() -> aws_config::ConfigLoader {
+/// Test credentials and region; tests add the endpoint.
+pub fn sdk_defaults() -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest()).region(aws_config::Region::new("us-east-1")).credentials_provider(
         aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "integration-tests"),
     )
@@ -89,5 +90,17 @@ pub fn converse_call(
         tenant: gateway_core::cache::Tenant::new(tenant),
         cache: gateway_core::cache::CacheOptions::default(),
         routing,
+        deadline: due(),
     }
+}
+
+/// A deadline at the production default budget from now.
+pub fn due() -> gateway_core::deadline::Deadline {
+    gateway_core::deadline::Budgets::default().deadline(None)
+}
+
+/// moto answers in milliseconds when idle but far slower on a loaded CI machine; tests that
+/// are not about time give the cache room so that a slow read is not a miss.
+pub fn moto_budgets() -> gateway_core::deadline::Budgets {
+    gateway_core::deadline::Budgets { cache: std::time::Duration::from_secs(2), ..Default::default() }
 }

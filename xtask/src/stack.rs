@@ -45,6 +45,7 @@ pub fn test_env(moto_url: &str, emulator_url: &str) -> Vec<(&'static str, String
         ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
         ("AWS_ENDPOINT_URL_DYNAMODB", moto_url.to_string()),
         ("BEDROCK_EMULATOR_URL", emulator_url.to_string()),
+        ("MOTO_SERVER", tools::MOTO.bin("moto_server").display().to_string()),
     ]
 }
 
