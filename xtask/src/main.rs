@@ -57,6 +57,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(error) = paths::resolve_root() {
+        eprintln!("xtask: error: {error}");
+        return ExitCode::FAILURE;
+    }
     if let Err(error) = process::install_interrupt_handler() {
         eprintln!("xtask: error: could not install the Ctrl-C handler: {error}");
         return ExitCode::FAILURE;
