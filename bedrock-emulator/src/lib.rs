@@ -23,7 +23,7 @@ pub mod cli;
 mod config;
 mod engine;
 mod errors;
-mod eventstream;
+pub mod eventstream;
 mod faults;
 mod generate;
 mod latency;

@@ -5,6 +5,7 @@ mod catalog;
 mod demo;
 mod dynamo;
 mod eval;
+mod fuzz;
 mod http;
 mod paths;
 mod process;
@@ -49,6 +50,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Formatting, lints, unit, integration, Python and template checks, event smoke tests.
     Test(test::TestArgs),
+    /// Mutation fuzzing of the parser, cache codec, router, event-stream writer and (with
+    /// `--target http` or `all`) the running functions; `--replay FILE` reruns a failure.
+    Fuzz(fuzz::FuzzArgs),
     /// Train the router's model from data/routing and write shared/router/model.bin.
     TrainRouter(train::TrainArgs),
     /// Evaluate routers (random, heuristic, length, learned) on a CSV of per-prompt outcomes.
@@ -57,6 +61,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(error) = paths::resolve_root() {
+        eprintln!("xtask: error: {error}");
+        return ExitCode::FAILURE;
+    }
     if let Err(error) = process::install_interrupt_handler() {
         eprintln!("xtask: error: could not install the Ctrl-C handler: {error}");
         return ExitCode::FAILURE;
@@ -66,6 +74,7 @@ fn main() -> ExitCode {
         Command::Stack { config } => stack::run_until_interrupted(config).map(|()| true),
         Command::Demo(args) => demo::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::TrainRouter(args) => train::run(&args),
         Command::EvalRouter(args) => eval::run(&args),
     };

@@ -10,13 +10,20 @@ use serde_json::Value;
 
 use crate::process::{interrupted, run_captured, run_status};
 use crate::stack::{self, Stack, StackOptions, cargo};
-use crate::{Result, paths, tools};
+use crate::{Result, fuzz, paths, tools};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
     /// Stop at the first failing step.
     #[arg(long)]
     pub fail_fast: bool,
+    /// Seconds of in-process fuzzing (shared by its four targets); HTTP fuzzing of the
+    /// running functions gets half as long. Raise it for a longer run.
+    #[arg(long, default_value_t = 60)]
+    pub fuzz_seconds: u64,
+    /// Seed of the fuzzing steps (default: the clock, printed in the summary).
+    #[arg(long)]
+    pub fuzz_seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -182,10 +189,16 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     };
     steps.run("cargo nextest", || rust_tests(&root, &env));
     steps.run("pytest tests/python", || python_tests(&root, &env));
+    let fuzz_seed = args.fuzz_seed.unwrap_or_else(fuzz::clock_seed);
+    steps.run("fuzz (in-process)", || fuzz_step(fuzz::IN_PROCESS_TARGETS, args.fuzz_seconds, fuzz_seed, None));
     steps.run("cfn-lint template.yaml", || cfn_lint(&root));
     steps.run("SAM transform + cfn-lint", || sam_transform_check(&root));
     steps.run("start cargo lambda watch", || stack.start_lambda().map(|_| StepOutcome::check(true)));
     steps.run("events smoke check", || events_smoke(&root, stack.lambda_port));
+    steps.run("fuzz http", || {
+        let port = stack.lambda_port.ok_or("cargo lambda watch is not running")?;
+        fuzz_step(&[fuzz::HTTP_TARGET], (args.fuzz_seconds / 2).max(1), fuzz_seed, Some(port))
+    });
     stack.stop();
 
     steps.print_summary();
@@ -193,6 +206,17 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     let all_passed = steps.records.iter().all(|r| r.status != Status::Failed) && !interrupted() && totals.failed == 0;
     println!("{} passed, {} failed", totals.passed, totals.failed);
     Ok(all_passed)
+}
+
+/// Each fuzz target counts as one test: passed when it tried its inputs without a failure.
+fn fuzz_step(targets: &[&str], seconds: u64, seed: u64, lambda_port: Option<u16>) -> Result<StepOutcome> {
+    let run = fuzz::run_fuzzer(targets, seconds, seed, lambda_port)?;
+    let mut counts = TestCounts::default();
+    for result in &run.results {
+        if result.failures == 0 { counts.passed += 1 } else { counts.failed += 1 }
+    }
+    let outcome = runner_outcome(run.success, (!run.results.is_empty()).then_some(counts));
+    Ok(StepOutcome { note: run.note(), ..outcome })
 }
 
 fn with_env<'a>(command: &'a mut Command, env: &[(&str, String)]) -> &'a mut Command {

@@ -368,7 +368,9 @@ pub fn run(args: &EvalArgs) -> Result<bool> {
     let model = RouterModel::embedded().map_err(|e| format!("the embedded router model: {e}"))?;
     let tiers = [args.weak_tier.unwrap_or(Tier::Haiku), args.mid_tier, args.strong_tier];
     eprintln!("eval-router: the shipped datasets (split {}), model {}", split.as_str(), model.version());
-    let shipped = evaluate_shipped(model, tiers, split, &dataset::default_dir())?;
+    // The data of the checkout being run, not of the tree gateway-core was compiled in.
+    let data_dir = crate::paths::repo_root().join("data").join("routing");
+    let shipped = evaluate_shipped(model, tiers, split, &data_dir)?;
     for p in &shipped.datasets {
         let title = format!(
             "{}, {} split, {}: {} vs {}",
