@@ -12,6 +12,11 @@
 //! Cache failures never fail a request: the answer is served from Bedrock and the error is
 //! reported alongside it.
 //!
+//! Steps 3 and 4 run once per flight of identical concurrent requests ([`SingleFlight`]):
+//! the others follow the first and are answered from its result as coalesced hits. With
+//! `claim_wait` set, a miss first claims the key in the store, or waits for the instance that
+//! holds the claim, so that instances too share one call.
+//!
 //! When the model is throttled, unavailable or keeps failing, the call falls back, if the deployer allows:
 //! through the model's other inference profiles (in-Region, then geographic, then global),
 //! and for routed requests then to the adjacent allowed tier. Every attempt is a [`Hop`] of
@@ -270,7 +275,7 @@ enum ClaimWait {
 /// Polls often enough that a follower's added latency stays a small fraction of its wait,
 /// rarely enough that waiting instances do not load the table.
 fn claim_poll_interval(max_wait: Duration) -> Duration {
-    (max_wait / 10).clamp(Duration::from_millis(10), Duration::from_millis(200))
+    (max_wait / 20).clamp(Duration::from_millis(10), Duration::from_millis(100))
 }
 
 fn add_error(report: &mut CacheReport, error: Option<String>) {
