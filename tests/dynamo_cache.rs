@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use gateway_core::adapters::DynamoCacheStore;
 use gateway_core::adapters::dynamo::MAX_ITEM_BYTES;
 use gateway_core::cache::{CacheEntry, CacheKey, Tenant};
-use gateway_core::ports::{CacheError, CacheStore, PutOutcome};
+use gateway_core::ports::{CacheError, CacheStore, Claim, ClaimToken, PutOutcome};
 use gateway_core::request::{ConverseRequest, ConverseResponse};
 use integration_tests::{cache_table, dynamodb};
 
@@ -125,4 +125,31 @@ async fn a_missing_table_is_a_store_error() {
     let store = DynamoCacheStore::new(dynamodb().await, "no-such-table");
     let e = entry("a", "hello", "x", Duration::from_secs(3600));
     assert!(matches!(store.get(&e.key, SystemTime::now()).await, Err(CacheError::Store(_))));
+}
+
+#[tokio::test]
+async fn claims_are_exclusive_until_released_or_expired_and_never_read_as_entries() {
+    let client = dynamodb().await;
+    let table = cache_table(&client).await;
+    let (first, second) =
+        (DynamoCacheStore::new(client.clone(), &table), DynamoCacheStore::new(dynamodb().await, &table));
+    let key = entry("t", "claimed", "a", Duration::from_secs(60)).key;
+    let now = SystemTime::now();
+    let ttl = Duration::from_secs(30);
+
+    let Claim::Acquired(token) = first.claim(&key, now, ttl).await.unwrap() else { panic!("a free key is claimed") };
+    assert_eq!(second.claim(&key, now, ttl).await.unwrap(), Claim::HeldElsewhere);
+    assert!(first.get(&key, now).await.unwrap().is_none(), "a claim is not an entry");
+
+    // Only the holder's token releases it.
+    second.release(&key, &ClaimToken::unique()).await.unwrap();
+    assert_eq!(second.claim(&key, now, ttl).await.unwrap(), Claim::HeldElsewhere);
+    first.release(&key, &token).await.unwrap();
+    let Claim::Acquired(taken) = second.claim(&key, now, ttl).await.unwrap() else { panic!("a released key is free") };
+
+    // Past its expiry, a claim is taken over, and its old holder's release leaves the new one.
+    let later = now + ttl + Duration::from_millis(1);
+    let Claim::Acquired(_) = first.claim(&key, later, ttl).await.unwrap() else { panic!("an expired claim is free") };
+    second.release(&key, &taken).await.unwrap();
+    assert_eq!(second.claim(&key, later, ttl).await.unwrap(), Claim::HeldElsewhere);
 }

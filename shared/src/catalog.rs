@@ -215,7 +215,7 @@ pub struct ResolvedModel<'a> {
     pub invoke_id: String,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ResolveError {
     #[error("unknown model `{0}`: not a tier name (haiku, sonnet, opus) nor a model in the catalog")]
     UnknownModel(String),

@@ -6,6 +6,7 @@
 //! | `CACHE_ENABLED` | `true` | `false` turns the cache off for every request |
 //! | `CACHE_DEFAULT_TTL_SECONDS` | 86400 | TTL when the request gives none |
 //! | `CACHE_MAX_TTL_SECONDS` | 604800 | the largest TTL a request may ask for |
+//! | `CACHE_CLAIM_WAIT_MS` | 0 (off) | across instances: how long a miss waits for another instance's claimed call of the same key before paying itself (at most 30000) |
 //! | `TIER_HAIKU_MODEL_ID`, `TIER_SONNET_MODEL_ID`, `TIER_OPUS_MODEL_ID` | catalog `[tiers]` | what tier names resolve to |
 //! | `CATALOG_PATH` | embedded | a replacement `catalog.toml` |
 //! | `TRUST_TENANT_HEADER` | `false` | take the tenant from `x-tenant-id` when the caller is not authenticated (local use, or behind a trusted proxy) |
@@ -180,7 +181,12 @@ pub struct GatewayConfig {
     pub dynamodb: DynamoSettings,
     pub budgets: Budgets,
     pub throttle_retry_after: Duration,
+    /// `CACHE_CLAIM_WAIT_MS`; `None` when 0.
+    pub claim_wait: Option<Duration>,
 }
+
+/// A wait beyond API Gateway's 30 s limit could never end in an answer.
+const MAX_CLAIM_WAIT_MS: u64 = 30_000;
 
 impl GatewayConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -210,6 +216,14 @@ impl GatewayConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        let claim_wait_ms: u64 = env.parsed("CACHE_CLAIM_WAIT_MS", 0)?;
+        if claim_wait_ms > MAX_CLAIM_WAIT_MS {
+            return Err(ConfigError::Invalid {
+                name: "CACHE_CLAIM_WAIT_MS",
+                value: claim_wait_ms.to_string(),
+                reason: format!("must be at most {MAX_CLAIM_WAIT_MS} (0 turns claims off)"),
+            });
+        }
         Ok(GatewayConfig {
             cache_table: env.get("CACHE_TABLE_NAME").ok_or(ConfigError::Missing("CACHE_TABLE_NAME"))?,
             catalog_path: env.get("CATALOG_PATH").map(PathBuf::from),
@@ -234,6 +248,7 @@ impl GatewayConfig {
                 min_hop: env.parsed("FALLBACK_MIN_HOP_MS", 2_000).map(Duration::from_millis)?,
             },
             throttle_retry_after: Duration::from_secs(env.parsed("THROTTLE_RETRY_AFTER_SECONDS", 10)?),
+            claim_wait: Some(Duration::from_millis(claim_wait_ms)).filter(|wait| !wait.is_zero()),
         })
     }
 
@@ -247,6 +262,7 @@ impl GatewayConfig {
         settings.fallback = self.routing.policy.fallback;
         settings.default_model = self.routing.default_model.clone();
         settings.budgets = self.budgets;
+        settings.claim_wait = self.claim_wait;
         Ok(settings)
     }
 }
@@ -330,6 +346,18 @@ mod tests {
             let err = config(&[("CACHE_TABLE_NAME", "t"), (name, "0")]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn claims_are_off_unless_a_wait_is_configured() {
+        let catalog = Catalog::embedded().unwrap();
+        let off = config(&[("CACHE_TABLE_NAME", "t")]).unwrap();
+        assert_eq!(off.gateway_settings(&catalog).unwrap().claim_wait, None);
+        assert_eq!(config(&[("CACHE_TABLE_NAME", "t"), ("CACHE_CLAIM_WAIT_MS", "0")]).unwrap().claim_wait, None);
+        let on = config(&[("CACHE_TABLE_NAME", "t"), ("CACHE_CLAIM_WAIT_MS", "2500")]).unwrap();
+        assert_eq!(on.gateway_settings(&catalog).unwrap().claim_wait, Some(Duration::from_millis(2500)));
+        let err = config(&[("CACHE_TABLE_NAME", "t"), ("CACHE_CLAIM_WAIT_MS", "60000")]).unwrap_err();
+        assert!(err.to_string().contains("CACHE_CLAIM_WAIT_MS"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod ports;
 pub mod request;
 pub mod routing;
 pub mod service;
+pub mod singleflight;
 pub mod splitmix;
 pub mod tokens;
 

@@ -5,6 +5,7 @@
 //! only ever used as generic parameters, so no boxing is needed.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::cache::{CacheEntry, CacheKey};
@@ -22,6 +23,58 @@ pub trait CacheStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<CacheEntry>, CacheError>> + Send;
 
     fn put(&self, entry: &CacheEntry) -> impl Future<Output = Result<PutOutcome, CacheError>> + Send;
+
+    /// Claims `key` until `now + ttl`, so that other instances missing the same key meanwhile
+    /// wait for this one's answer instead of paying for it again. A claim is taken when there
+    /// is none or the last one expired; it never blocks anyone beyond its expiry.
+    ///
+    /// Stores that cannot claim answer [`Claim::Unsupported`] (the default), and the request
+    /// is served without waiting.
+    fn claim(
+        &self,
+        key: &CacheKey,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Claim, CacheError>> + Send {
+        let _ = (key, now, ttl);
+        async { Ok(Claim::Unsupported) }
+    }
+
+    /// Gives up a claim taken with `token`, once its answer is stored or its call failed. A
+    /// claim another caller took over after it expired is left alone.
+    fn release(&self, key: &CacheKey, token: &ClaimToken) -> impl Future<Output = Result<(), CacheError>> + Send {
+        let _ = (key, token);
+        async { Ok(()) }
+    }
+}
+
+/// The answer to [`CacheStore::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller holds the key and should make the call.
+    Acquired(ClaimToken),
+    /// Another caller holds a live claim: its answer should be on the way.
+    HeldElsewhere,
+    Unsupported,
+}
+
+/// Who holds a claim; only the holder's token releases it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClaimToken(String);
+
+impl ClaimToken {
+    /// A token no other claim of any instance carries: the process, the clock to the
+    /// nanosecond and a per-process counter.
+    pub fn unique() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        ClaimToken(format!("{:x}-{nanos:x}-{n:x}", std::process::id()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

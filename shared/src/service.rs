@@ -12,6 +12,11 @@
 //! Cache failures never fail a request: the answer is served from Bedrock and the error is
 //! reported alongside it.
 //!
+//! Steps 3 and 4 run once per flight of identical concurrent requests ([`SingleFlight`]):
+//! the others follow the first and are answered from its result as coalesced hits. With
+//! `claim_wait` set, a miss first claims the key in the store, or waits for the instance that
+//! holds the claim, so that instances too share one call.
+//!
 //! When the model is throttled, unavailable or keeps failing, the call falls back, if the deployer allows:
 //! through the model's other inference profiles (in-Region, then geographic, then global),
 //! and for routed requests then to the adjacent allowed tier. Every attempt is a [`Hop`] of
@@ -31,9 +36,10 @@ use crate::cache::{self, BypassReason, CacheEntry, CacheKey, CacheOptions, Cache
 use crate::catalog::{Catalog, ResolveError, Scope, Target, Tier};
 use crate::cost::{PricingMode, Usage};
 use crate::deadline::{Budgets, Deadline};
-use crate::ports::{CacheError, CacheStore, InvokeError, ModelInvoker, PutOutcome};
+use crate::ports::{CacheError, CacheStore, Claim, ClaimToken, InvokeError, ModelInvoker, PutOutcome};
 use crate::request::{ConverseRequest, ConverseResponse, RequestError};
 use crate::routing::{RouteDecision, RouteOverrides, Router};
+use crate::singleflight::{Flight, SingleFlight};
 
 /// The `modelId` that asks the gateway to choose the tier.
 pub const AUTO_MODEL: &str = "auto";
@@ -52,6 +58,11 @@ pub struct GatewaySettings {
     pub default_model: Option<String>,
     /// How long a request and each of its stages may take.
     pub budgets: Budgets,
+    /// Whether concurrent identical misses in this instance share one model call.
+    pub single_flight: bool,
+    /// How long a miss waits for another instance's claimed call before paying itself;
+    /// `None` takes no claims.
+    pub claim_wait: Option<Duration>,
 }
 
 impl GatewaySettings {
@@ -64,6 +75,8 @@ impl GatewaySettings {
             fallback: true,
             default_model: None,
             budgets: Budgets::default(),
+            single_flight: true,
+            claim_wait: None,
         }
     }
 }
@@ -150,6 +163,9 @@ pub struct CacheReport {
     /// A cache failure that the request survived, e.g. `read failed (throttled): ...`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The answer is another concurrent request's: this one waited for it instead of paying.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub coalesced: bool,
 }
 
 /// The priced answer to one call.
@@ -252,6 +268,144 @@ impl Hit {
     }
 }
 
+/// What a request brings to the read and the miss path, once planned.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    attempts: &'a [Attempt],
+    first: &'a Attempt,
+    key: CacheKey,
+    decision: cache::CacheDecision,
+    request: &'a ConverseRequest,
+    tenant: &'a Tenant,
+    started: Instant,
+    deadline: Deadline,
+}
+
+/// Requests coalesce when they would read and write the same entry the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FlightKey {
+    key: CacheKey,
+    write: bool,
+    ttl: Duration,
+}
+
+/// How a miss ended its wait on a claim of the key.
+enum ClaimWait {
+    /// This request holds the claim and makes the call.
+    Claimed(ClaimToken),
+    /// The holder's answer arrived in the cache.
+    Answered(Box<CacheEntry>),
+    /// The wait budget ran out: the request pays for its own call.
+    GaveUp,
+    Unsupported,
+    Failed(CacheError),
+}
+
+/// Polls often enough that a follower's added latency stays a small fraction of its wait,
+/// rarely enough that waiting instances do not load the table.
+fn claim_poll_interval(max_wait: Duration) -> Duration {
+    (max_wait / 20).clamp(Duration::from_millis(10), Duration::from_millis(100))
+}
+
+fn add_error(report: &mut CacheReport, error: Option<String>) {
+    if let Some(error) = error {
+        report.error = Some(match report.error.take() {
+            Some(earlier) => format!("{earlier}; {error}"),
+            None => error,
+        });
+    }
+}
+
+/// What a leader's followers receive: its answer, or the same failure. Sharing the failure
+/// keeps followers from multiplying the load on a throttled or failing model.
+fn share_outcome(outcome: &Result<Answer, GatewayError>) -> Result<Answer, GatewayError> {
+    match outcome {
+        Ok(answer) => Ok(answer.clone()),
+        Err(error) => Err(duplicate_error(error)),
+    }
+}
+
+/// A follower did not pay: the answer costs it nothing and saves what the leader paid (or,
+/// when the leader found it cached, what the stored call cost). It made no model call and
+/// wrote nothing.
+fn follow(
+    outcome: &Result<Answer, GatewayError>,
+    requested_model: String,
+    routing: Option<RouteDecision>,
+    started: Instant,
+) -> Result<Answer, GatewayError> {
+    let leader = outcome.as_ref().map_err(duplicate_error)?;
+    let saved_usd = match leader.cache.result {
+        CacheResult::Hit => leader.cache.saved_usd,
+        CacheResult::Miss | CacheResult::Bypass => leader.cost_usd,
+    };
+    Ok(Answer {
+        response: leader.response.clone(),
+        requested_model,
+        model_id: leader.model_id.clone(),
+        cost_usd: Some(0.0),
+        latency: started.elapsed(),
+        cache: CacheReport {
+            result: CacheResult::Hit,
+            saved_usd,
+            age_seconds: leader.cache.age_seconds.or(Some(0)),
+            write: None,
+            error: None,
+            coalesced: true,
+            ..leader.cache.clone()
+        },
+        routing,
+        hops: Vec::new(),
+    })
+}
+
+/// The same failure for another caller. Sources that cannot be cloned keep their message.
+fn duplicate_error(error: &GatewayError) -> GatewayError {
+    match error {
+        GatewayError::InvalidRequest(e) => GatewayError::InvalidRequest(e.clone()),
+        GatewayError::UnknownModel(e) => GatewayError::UnknownModel(e.clone()),
+        GatewayError::Model(e) => GatewayError::Model(duplicate_invoke_error(e)),
+        GatewayError::FallbackExhausted { hops, source } => {
+            GatewayError::FallbackExhausted { hops: hops.clone(), source: duplicate_invoke_error(source) }
+        }
+        GatewayError::DeadlineExceeded { hops, remaining, needed, last } => GatewayError::DeadlineExceeded {
+            hops: hops.clone(),
+            remaining: *remaining,
+            needed: *needed,
+            last: last.as_ref().map(duplicate_invoke_error),
+        },
+    }
+}
+
+fn duplicate_invoke_error(error: &InvokeError) -> InvokeError {
+    let chain = |e: &(dyn std::error::Error + Send + Sync)| -> Box<dyn std::error::Error + Send + Sync> {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text.into()
+    };
+    match error {
+        InvokeError::Throttled { message, retry_after } => {
+            InvokeError::Throttled { message: message.clone(), retry_after: *retry_after }
+        }
+        InvokeError::Rejected { message } => InvokeError::Rejected { message: message.clone() },
+        InvokeError::AccessDenied { message } => InvokeError::AccessDenied { message: message.clone() },
+        InvokeError::ModelNotFound { message } => InvokeError::ModelNotFound { message: message.clone() },
+        InvokeError::ModelNotReady { message } => InvokeError::ModelNotReady { message: message.clone() },
+        InvokeError::ModelFailed { message } => InvokeError::ModelFailed { message: message.clone() },
+        InvokeError::ModelTimeout { message } => InvokeError::ModelTimeout { message: message.clone() },
+        InvokeError::Unavailable { message } => InvokeError::Unavailable { message: message.clone() },
+        InvokeError::Internal { message } => InvokeError::Internal { message: message.clone() },
+        InvokeError::Timeout(source) => InvokeError::Timeout(chain(source.as_ref())),
+        InvokeError::Transport(source) => InvokeError::Transport(chain(source.as_ref())),
+        InvokeError::BadResponse(message) => InvokeError::BadResponse(message.clone()),
+    }
+}
+
 /// How the fallback chain ended.
 enum Served<'a> {
     Answered {
@@ -273,11 +427,13 @@ pub struct Gateway<S, M> {
     store: S,
     invoker: M,
     router: Option<Router>,
+    /// Misses being answered in this instance, shared with identical concurrent ones.
+    flights: SingleFlight<FlightKey, Result<Answer, GatewayError>>,
 }
 
 impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
     pub fn new(catalog: Arc<Catalog>, settings: GatewaySettings, store: S, invoker: M) -> Self {
-        Gateway { catalog, settings, store, invoker, router: None }
+        Gateway { catalog, settings, store, invoker, router: None, flights: SingleFlight::default() }
     }
 
     /// Enables `modelId: "auto"`.
@@ -317,7 +473,7 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
         };
         let key = CacheKey::compute(&tenant, &first.key_model, &request);
         let decision = self.settings.cache.decide(&options, &request)?;
-        let mut report = CacheReport {
+        let report = CacheReport {
             result: if decision.read { CacheResult::Miss } else { CacheResult::Bypass },
             key: Some(key.to_hex()),
             bypass_reason: decision.bypass,
@@ -326,8 +482,44 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
             ttl_seconds: Some(decision.ttl.as_secs()),
             write: None,
             error: None,
+            coalesced: false,
         };
+        let job =
+            Job { attempts: &attempts, first, key, decision, request: &request, tenant: &tenant, started, deadline };
+        if !(decision.read && self.settings.single_flight) {
+            // Bypasses never coalesce: `off` and sampled requests want an answer of their own,
+            // `write_only` a fresh one.
+            return self.answer(job, report, requested_model, routing).await;
+        }
+        // Requests sharing a flight would have written the same entry; the key carries the
+        // whole request and its tenant, so whatever the leader got, a follower would have too.
+        let flight = FlightKey { key, write: decision.write, ttl: decision.ttl };
+        let (own_model, own_routing) = (requested_model.clone(), routing.clone());
+        let lead = || self.answer(job, report, requested_model, routing);
+        // A leader's stages are bounded by its own deadline; a follower must not outwait its own.
+        match deadline.bound(self.flights.run(flight, lead, share_outcome)).await {
+            Ok(Flight::Led(result)) => result,
+            Ok(Flight::Followed(outcome)) => follow(&outcome, own_model, own_routing, started),
+            Err(_) => Err(GatewayError::DeadlineExceeded {
+                hops: Vec::new(),
+                remaining: Duration::ZERO,
+                needed: Duration::ZERO,
+                last: None,
+            }),
+        }
+    }
 
+    /// The read, then on a miss the model call and the write, for one request or for a
+    /// flight of identical ones.
+    async fn answer(
+        &self,
+        job: Job<'_>,
+        mut report: CacheReport,
+        requested_model: String,
+        routing: Option<RouteDecision>,
+    ) -> Result<Answer, GatewayError> {
+        let Job { attempts, first, key, decision, request, tenant, started, deadline } = job;
+        let mut claim = None;
         if decision.read {
             let now = SystemTime::now();
             match self.cache_get(&key, now, deadline).await {
@@ -341,12 +533,46 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
                     report.error = Some(format!("read failed ({}): {e}", e.label()));
                 }
             }
+            // Only a request that will store its answer may make others wait for it.
+            if let Some(max_wait) = self.settings.claim_wait.filter(|_| decision.write && report.error.is_none()) {
+                let max_wait = max_wait.min(deadline.remaining());
+                match self.claim_or_wait(&key, max_wait, claim_poll_interval(max_wait), deadline).await {
+                    ClaimWait::Claimed(token) => claim = Some(token),
+                    ClaimWait::Answered(entry) => {
+                        report.coalesced = true;
+                        let hit = Hit { entry: *entry, requested_model, routing, hops: Vec::new(), started };
+                        return Ok(hit.into_answer(report, SystemTime::now()));
+                    }
+                    ClaimWait::GaveUp => {
+                        tracing::info!(
+                            wait_ms = max_wait.as_millis() as u64,
+                            "no answer from the claim's holder in time"
+                        );
+                    }
+                    ClaimWait::Unsupported => {}
+                    ClaimWait::Failed(e) => {
+                        tracing::warn!(error = %e, kind = e.label(), "cache claim failed; serving from Bedrock");
+                        report.error = Some(format!("claim failed ({}): {e}", e.label()));
+                    }
+                }
+            }
         }
 
-        let (served, hops) = self.call_with_fallback(&attempts, &request, &tenant, decision.read, deadline).await?;
+        let called = self.call_with_fallback(attempts, request, tenant, decision.read, deadline).await;
+        let (served, hops) = match called {
+            Ok(served) => served,
+            Err(e) => {
+                // Released at once so that a waiting instance takes over without waiting out the claim.
+                self.release_claim(&key, claim, deadline).await;
+                return Err(e);
+            }
+        };
+        // The answer may be stored under a fallback model's key; the claim is on the first.
+        let claim_key = key;
         let (mut response, served) = match served {
             Served::Answered { response, attempt } => (response, attempt),
             Served::Cached { entry, key: fallback_key } => {
+                add_error(&mut report, self.release_claim(&claim_key, claim, deadline).await);
                 report.key = Some(fallback_key.to_hex());
                 let hit = Hit { entry, requested_model, routing, hops, started };
                 return Ok(hit.into_answer(report, SystemTime::now()));
@@ -356,7 +582,7 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
         let key = if served.key_model == first.key_model {
             key
         } else {
-            CacheKey::compute(&tenant, &served.key_model, &request)
+            CacheKey::compute(tenant, &served.key_model, request)
         };
         let cost_usd = match self.catalog.cost_of(&model_id, &Usage::from(&response.usage), PricingMode::OnDemand) {
             Ok(cost) => Some(cost),
@@ -406,6 +632,7 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
                 }
             });
         }
+        add_error(&mut report, self.release_claim(&claim_key, claim, deadline).await);
 
         Ok(Answer {
             response,
@@ -417,6 +644,44 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
             routing,
             hops,
         })
+    }
+
+    /// Takes the claim on `key` for this request's call, or waits for the answer of the
+    /// instance holding it, polling the entry. A claim that expires or is released while
+    /// waiting (its holder crashed or failed) is taken over, so at most one waiter calls at a
+    /// time; none waits beyond `max_wait`.
+    async fn claim_or_wait(&self, key: &CacheKey, max_wait: Duration, poll: Duration, deadline: Deadline) -> ClaimWait {
+        let waiting = Instant::now();
+        loop {
+            match self.cache_op(self.store.claim(key, SystemTime::now(), max_wait), deadline).await {
+                Ok(Claim::Acquired(token)) => return ClaimWait::Claimed(token),
+                Ok(Claim::HeldElsewhere) => {}
+                Ok(Claim::Unsupported) => return ClaimWait::Unsupported,
+                Err(e) => return ClaimWait::Failed(e),
+            }
+            let Some(left) = max_wait.checked_sub(waiting.elapsed()).filter(|left| !left.is_zero()) else {
+                return ClaimWait::GaveUp;
+            };
+            tokio::time::sleep(poll.min(left)).await;
+            match self.cache_get(key, SystemTime::now(), deadline).await {
+                Ok(Some(entry)) => return ClaimWait::Answered(Box::new(entry)),
+                Ok(None) if waiting.elapsed() >= max_wait => return ClaimWait::GaveUp,
+                Ok(None) => {}
+                Err(e) => return ClaimWait::Failed(e),
+            }
+        }
+    }
+
+    /// Releases a claim this request holds; the failure's message, if any, for the report.
+    async fn release_claim(&self, key: &CacheKey, token: Option<ClaimToken>, deadline: Deadline) -> Option<String> {
+        let token = token?;
+        match self.cache_op(self.store.release(key, &token), deadline).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, kind = e.label(), "cache claim release failed; it will expire");
+                Some(format!("claim release failed ({}): {e}", e.label()))
+            }
+        }
     }
 
     /// Tries the attempts in order. Only failures another model might not share (capacity,
@@ -516,16 +781,23 @@ impl<S: CacheStore, M: ModelInvoker> Gateway<S, M> {
         now: SystemTime,
         deadline: Deadline,
     ) -> Result<Option<CacheEntry>, CacheError> {
-        let limit = deadline.within(self.settings.budgets.cache);
-        let allowed = limit.remaining();
-        limit.bound(self.store.get(key, now)).await.unwrap_or_else(|_| Err(over_budget(allowed)))
+        self.cache_op(self.store.get(key, now), deadline).await
     }
 
     /// A cache write bounded like a read; an abandoned write only costs a later miss.
     async fn cache_put(&self, entry: &CacheEntry, deadline: Deadline) -> Result<PutOutcome, CacheError> {
+        self.cache_op(self.store.put(entry), deadline).await
+    }
+
+    /// One cache operation within the cache budget and the request's deadline, whichever ends first.
+    async fn cache_op<T>(
+        &self,
+        operation: impl Future<Output = Result<T, CacheError>>,
+        deadline: Deadline,
+    ) -> Result<T, CacheError> {
         let limit = deadline.within(self.settings.budgets.cache);
         let allowed = limit.remaining();
-        limit.bound(self.store.put(entry)).await.unwrap_or_else(|_| Err(over_budget(allowed)))
+        limit.bound(operation).await.unwrap_or_else(|_| Err(over_budget(allowed)))
     }
 
     /// The calls a request may make, in order. The first is what the caller (or the router)
@@ -1091,6 +1363,233 @@ mod tests {
             let err = g.converse(due_in(call("a", body("haiku", "hello")), Duration::ZERO)).await.unwrap_err();
             assert!(matches!(&err, GatewayError::DeadlineExceeded { hops, .. } if hops.is_empty()), "{err:?}");
             assert_eq!(g.invoker.calls(), 0);
+        }
+    }
+
+    mod single_flight {
+        use super::*;
+        use crate::testing::{Delayed, join_all};
+
+        const HAIKU: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
+        const MODEL_LATENCY: Duration = Duration::from_millis(100);
+
+        type SharedGateway = Gateway<Arc<InMemoryCacheStore>, Delayed<Arc<FakeInvoker>>>;
+
+        /// A gateway whose model takes a while, over a store and a model other instances may share.
+        fn instance(
+            store: &Arc<InMemoryCacheStore>,
+            invoker: &Arc<FakeInvoker>,
+            claim_wait: Option<Duration>,
+        ) -> SharedGateway {
+            let catalog = Arc::new(Catalog::embedded().unwrap());
+            let settings = GatewaySettings { claim_wait, ..GatewaySettings::from_catalog(&catalog) };
+            Gateway::new(catalog, settings, store.clone(), Delayed::new(invoker.clone(), MODEL_LATENCY))
+        }
+
+        fn fresh() -> (Arc<InMemoryCacheStore>, Arc<FakeInvoker>) {
+            (Arc::default(), Arc::default())
+        }
+
+        /// The cache key `converse` computes for `call`, to plant a claim of a crashed instance.
+        fn key_of(g: &SharedGateway, call: &ConverseCall) -> CacheKey {
+            let Ok(Target::Model(m)) = g.catalog().resolve(HAIKU) else { panic!("haiku resolves") };
+            let mut request = call.request.clone();
+            request.model_id = None;
+            CacheKey::compute(&call.tenant, &m.spec.model_id, &request)
+        }
+
+        #[tokio::test]
+        async fn identical_concurrent_misses_share_one_model_call() {
+            let (store, invoker) = fresh();
+            let g = instance(&store, &invoker, None);
+            let answers = join_all((0..8).map(|_| g.converse(call("a", body("haiku", "new prompt"))))).await;
+            assert_eq!(invoker.calls(), 1);
+            let answers: Vec<Answer> = answers.into_iter().map(Result::unwrap).collect();
+            let leaders: Vec<&Answer> = answers.iter().filter(|a| !a.cache.coalesced).collect();
+            assert_eq!(leaders.len(), 1);
+            let leader = leaders[0];
+            assert_eq!(leader.cache.result, CacheResult::Miss);
+            let paid = leader.cost_usd.unwrap();
+            for follower in answers.iter().filter(|a| a.cache.coalesced) {
+                assert_eq!(follower.cache.result, CacheResult::Hit, "x-cache stays a documented value");
+                assert_eq!(follower.cost_usd, Some(0.0));
+                assert_eq!(follower.cache.saved_usd, Some(paid));
+                assert_eq!(follower.cache.write, None);
+                assert!(follower.hops.is_empty(), "a follower made no model call");
+                assert_eq!(follower.response, leader.response);
+                assert_eq!(follower.cache.key, leader.cache.key);
+            }
+            let json = serde_json::to_value(&answers.iter().find(|a| a.cache.coalesced).unwrap().cache).unwrap();
+            assert_eq!(json["coalesced"], true);
+            assert!(serde_json::to_value(&leader.cache).unwrap().get("coalesced").is_none());
+            assert_eq!(g.flights.in_flight(), 0, "the map keeps nothing once the flight lands");
+        }
+
+        #[tokio::test]
+        async fn different_keys_and_bypasses_never_coalesce() {
+            let (store, invoker) = fresh();
+            let g = instance(&store, &invoker, None);
+            let mut off = call("a", body("haiku", "p"));
+            off.cache.mode = Some(CacheMode::Off);
+            let mut refresh = call("a", body("haiku", "p"));
+            refresh.cache.mode = Some(CacheMode::WriteOnly);
+            let mut sampled = call("a", body("haiku", "p"));
+            sampled.request.inference_config = None;
+            let calls = vec![
+                call("a", body("haiku", "p")),
+                call("b", body("haiku", "p")),
+                call("a", body("haiku", "q")),
+                call("a", body("sonnet", "p")),
+                off.clone(),
+                off,
+                refresh,
+                sampled.clone(),
+                sampled,
+            ];
+            let answers = join_all(calls.into_iter().map(|c| g.converse(c))).await;
+            assert!(answers.iter().all(|a| !a.as_ref().unwrap().cache.coalesced));
+            assert_eq!(invoker.calls(), 9);
+        }
+
+        #[tokio::test]
+        async fn followers_share_the_leaders_failure_instead_of_calling_again() {
+            let (store, invoker) = fresh();
+            let g = instance(&store, &invoker, None);
+            invoker.fail_with(|| InvokeError::Throttled { message: "slow down".into(), retry_after: None });
+            let results = join_all((0..8).map(|_| g.converse(call("a", body(HAIKU, "p"))))).await;
+            assert_eq!(invoker.calls(), 1, "a throttled model is asked once, not eight times");
+            for result in results {
+                let err = result.unwrap_err();
+                assert!(
+                    matches!(err, GatewayError::Model(InvokeError::Throttled { retry_after: Some(_), .. })),
+                    "{err:?}"
+                );
+            }
+            // The failure is not remembered: the next request tries again.
+            invoker.succeed();
+            assert_eq!(g.converse(call("a", body(HAIKU, "p"))).await.unwrap().cache.result, CacheResult::Miss);
+            assert_eq!(g.flights.in_flight(), 0);
+        }
+
+        #[tokio::test]
+        async fn a_dropped_leader_hands_over_to_a_follower() {
+            let (store, invoker) = fresh();
+            let g = Arc::new(instance(&store, &invoker, None));
+            let spawn = |g: &Arc<SharedGateway>| {
+                let g = g.clone();
+                tokio::spawn(async move { g.converse(call("a", body("haiku", "p"))).await })
+            };
+            let leader = spawn(&g);
+            tokio::time::sleep(MODEL_LATENCY / 4).await;
+            let follower = spawn(&g);
+            tokio::time::sleep(MODEL_LATENCY / 4).await;
+            leader.abort();
+            let answer = tokio::time::timeout(Duration::from_secs(5), follower).await.unwrap().unwrap().unwrap();
+            assert_eq!(answer.cache.result, CacheResult::Miss, "the follower called the model itself");
+            assert!(!answer.cache.coalesced);
+            // The leader was dropped during its model's latency, before the model counted it.
+            assert_eq!(invoker.calls(), 1);
+            assert_eq!(g.flights.in_flight(), 0);
+        }
+
+        #[tokio::test]
+        async fn a_claim_lets_two_instances_share_one_call() {
+            let (store, invoker) = fresh();
+            let wait = Some(Duration::from_secs(5));
+            let (a, b) = (instance(&store, &invoker, wait), instance(&store, &invoker, wait));
+            let requests = (0..8).map(|i| {
+                let g = if i % 2 == 0 { &a } else { &b };
+                g.converse(call("a", body("haiku", "p")))
+            });
+            let answers: Vec<Answer> = join_all(requests).await.into_iter().map(Result::unwrap).collect();
+            assert_eq!(invoker.calls(), 1);
+            assert_eq!(answers.iter().filter(|a| a.cache.result == CacheResult::Miss).count(), 1);
+            assert!(answers.iter().filter(|a| a.cache.result == CacheResult::Hit).all(|a| a.cache.coalesced));
+            assert_eq!(store.claim_count(), 0, "the claim is released once the answer is stored");
+
+            // Without the claim, each instance pays once.
+            let (store, invoker) = fresh();
+            let (a, b) = (instance(&store, &invoker, None), instance(&store, &invoker, None));
+            let requests = (0..8).map(|i| {
+                let g = if i % 2 == 0 { &a } else { &b };
+                g.converse(call("a", body("haiku", "p")))
+            });
+            join_all(requests).await;
+            assert_eq!(invoker.calls(), 2);
+        }
+
+        #[tokio::test]
+        async fn a_crashed_claimant_blocks_no_one_beyond_the_wait_budget() {
+            let (store, invoker) = fresh();
+            let budget = Duration::from_millis(300);
+            let g = instance(&store, &invoker, Some(budget));
+            let request = call("a", body("haiku", "p"));
+            let key = key_of(&g, &request);
+            let Ok(Claim::Acquired(_)) = store.claim(&key, SystemTime::now(), Duration::from_secs(600)).await else {
+                panic!("the planted claim is taken")
+            };
+            let started = Instant::now();
+            let answer = g.converse(request).await.unwrap();
+            let waited = started.elapsed();
+            assert_eq!(answer.cache.result, CacheResult::Miss);
+            assert_eq!(invoker.calls(), 1);
+            assert!(waited >= budget, "waited {waited:?}");
+            assert!(waited < budget + MODEL_LATENCY + Duration::from_millis(300), "waited {waited:?}");
+        }
+
+        #[tokio::test]
+        async fn an_expired_claim_is_taken_over_at_once() {
+            let (store, invoker) = fresh();
+            let g = instance(&store, &invoker, Some(Duration::from_secs(5)));
+            let request = call("a", body("haiku", "p"));
+            let key = key_of(&g, &request);
+            assert!(matches!(
+                store.claim(&key, SystemTime::now(), Duration::from_secs(600)).await,
+                Ok(Claim::Acquired(_))
+            ));
+            store.expire_claims();
+            let started = Instant::now();
+            let answer = g.converse(request).await.unwrap();
+            assert_eq!(answer.cache.result, CacheResult::Miss);
+            assert!(started.elapsed() < Duration::from_secs(1), "no wait on an expired claim: {:?}", started.elapsed());
+            assert_eq!(store.claim_count(), 0);
+        }
+
+        #[tokio::test]
+        async fn a_waiter_takes_over_when_the_claimant_fails() {
+            let (store, failing) = fresh();
+            let answering = Arc::new(FakeInvoker::default());
+            let wait = Some(Duration::from_secs(5));
+            let (a, b) = (instance(&store, &failing, wait), instance(&store, &answering, wait));
+            failing.fail_with(|| InvokeError::ModelFailed { message: "boom".into() });
+            let first = a.converse(call("a", body(HAIKU, "p")));
+            let second = async {
+                tokio::time::sleep(MODEL_LATENCY / 4).await;
+                b.converse(call("a", body(HAIKU, "p"))).await
+            };
+            let started = Instant::now();
+            let (first, second) = tokio::join!(first, second);
+            assert!(matches!(first, Err(GatewayError::Model(InvokeError::ModelFailed { .. }))), "{first:?}");
+            assert_eq!(
+                second.unwrap().cache.result,
+                CacheResult::Miss,
+                "the waiter called once the claim was released"
+            );
+            assert!(started.elapsed() < Duration::from_secs(2), "released, not waited out: {:?}", started.elapsed());
+            assert_eq!((failing.calls(), answering.calls()), (1, 1));
+            assert_eq!(store.claim_count(), 0);
+        }
+
+        #[tokio::test]
+        async fn claim_failures_are_reported_and_the_request_served() {
+            let (store, invoker) = fresh();
+            let g = instance(&store, &invoker, Some(Duration::from_secs(5)));
+            store.fail_claims(true);
+            let answer = g.converse(call("a", body("haiku", "p"))).await.unwrap();
+            assert_eq!(answer.cache.result, CacheResult::Miss);
+            assert!(matches!(answer.cache.write, Some(WriteReport::Stored { .. })));
+            assert!(answer.cache.error.unwrap().contains("claim failed (store)"));
+            assert_eq!(invoker.calls(), 1);
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::cache::{self, CacheEntry, CacheKey};
 use crate::deadline::Deadline;
-use crate::ports::{CacheError, CacheStore, InvokeError, ModelInvoker, PutOutcome};
+use crate::ports::{CacheError, CacheStore, Claim, ClaimToken, InvokeError, ModelInvoker, PutOutcome};
 use crate::request::{
     ContentBlock, ConverseMetrics, ConverseOutput, ConverseRequest, ConverseResponse, Message, Role, TokenUsage,
 };
@@ -50,6 +50,9 @@ pub struct InMemoryCacheStore {
     fail_writes: AtomicBool,
     read_delay: Mutex<Duration>,
     write_delay: Mutex<Duration>,
+    /// Live and expired claims by key: the holder's token and the claim's expiry.
+    claims: Mutex<HashMap<CacheKey, (ClaimToken, SystemTime)>>,
+    fail_claims: AtomicBool,
 }
 
 impl Default for InMemoryCacheStore {
@@ -61,6 +64,8 @@ impl Default for InMemoryCacheStore {
             fail_writes: AtomicBool::new(false),
             read_delay: Mutex::new(Duration::ZERO),
             write_delay: Mutex::new(Duration::ZERO),
+            claims: Mutex::default(),
+            fail_claims: AtomicBool::new(false),
         }
     }
 }
@@ -107,6 +112,26 @@ impl InMemoryCacheStore {
     pub fn delay_writes(&self, delay: Duration) {
         write_lock(&self.write_delay, delay);
     }
+
+    fn claims(&self) -> MutexGuard<'_, HashMap<CacheKey, (ClaimToken, SystemTime)>> {
+        self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Claims not yet released, expired ones included (as in DynamoDB until they are overwritten).
+    pub fn claim_count(&self) -> usize {
+        self.claims().len()
+    }
+
+    /// Moves every claim's expiry into the past, as if its holder had crashed long ago.
+    pub fn expire_claims(&self) {
+        for (_, expires_at) in self.claims().values_mut() {
+            *expires_at = SystemTime::UNIX_EPOCH;
+        }
+    }
+
+    pub fn fail_claims(&self, fail: bool) {
+        self.fail_claims.store(fail, Ordering::SeqCst);
+    }
 }
 
 fn injected() -> CacheError {
@@ -134,6 +159,30 @@ impl CacheStore for InMemoryCacheStore {
         }
         self.entries().insert(entry.key, (entry.clone(), bytes));
         Ok(PutOutcome::Stored { bytes })
+    }
+
+    async fn claim(&self, key: &CacheKey, now: SystemTime, ttl: Duration) -> Result<Claim, CacheError> {
+        if self.fail_claims.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        let mut claims = self.claims();
+        if claims.get(key).is_some_and(|(_, expires_at)| *expires_at > now) {
+            return Ok(Claim::HeldElsewhere);
+        }
+        let token = ClaimToken::unique();
+        claims.insert(*key, (token.clone(), now + ttl));
+        Ok(Claim::Acquired(token))
+    }
+
+    async fn release(&self, key: &CacheKey, token: &ClaimToken) -> Result<(), CacheError> {
+        if self.fail_claims.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        let mut claims = self.claims();
+        if claims.get(key).is_some_and(|(holder, _)| holder == token) {
+            claims.remove(key);
+        }
+        Ok(())
     }
 }
 
@@ -308,6 +357,19 @@ impl<T: CacheStore> CacheStore for Arc<T> {
     fn put(&self, entry: &CacheEntry) -> impl Future<Output = Result<PutOutcome, CacheError>> + Send {
         (**self).put(entry)
     }
+
+    fn claim(
+        &self,
+        key: &CacheKey,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Claim, CacheError>> + Send {
+        (**self).claim(key, now, ttl)
+    }
+
+    fn release(&self, key: &CacheKey, token: &ClaimToken) -> impl Future<Output = Result<(), CacheError>> + Send {
+        (**self).release(key, token)
+    }
 }
 
 impl<T: ModelInvoker> ModelInvoker for Arc<T> {
@@ -318,5 +380,77 @@ impl<T: ModelInvoker> ModelInvoker for Arc<T> {
         deadline: Deadline,
     ) -> impl Future<Output = Result<ConverseResponse, InvokeError>> + Send {
         (**self).converse(model_id, request, deadline)
+    }
+}
+
+/// Polls `futures` together on the calling task until all are done, as the concurrent
+/// requests of one instance are, and returns their outputs in order.
+pub async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// A port that takes `delay` before every operation, like a model or a table across a network.
+/// Wraps the fakes for tests and benches where concurrent requests must overlap.
+#[derive(Debug)]
+pub struct Delayed<T> {
+    pub inner: T,
+    pub delay: Duration,
+}
+
+impl<T> Delayed<T> {
+    pub fn new(inner: T, delay: Duration) -> Self {
+        Delayed { inner, delay }
+    }
+}
+
+impl<T: CacheStore> CacheStore for Delayed<T> {
+    async fn get(&self, key: &CacheKey, now: SystemTime) -> Result<Option<CacheEntry>, CacheError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.get(key, now).await
+    }
+
+    async fn put(&self, entry: &CacheEntry) -> Result<PutOutcome, CacheError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.put(entry).await
+    }
+
+    async fn claim(&self, key: &CacheKey, now: SystemTime, ttl: Duration) -> Result<Claim, CacheError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.claim(key, now, ttl).await
+    }
+
+    async fn release(&self, key: &CacheKey, token: &ClaimToken) -> Result<(), CacheError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.release(key, token).await
+    }
+}
+
+impl<T: ModelInvoker> ModelInvoker for Delayed<T> {
+    async fn converse(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+        deadline: Deadline,
+    ) -> Result<ConverseResponse, InvokeError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.converse(model_id, request, deadline).await
     }
 }

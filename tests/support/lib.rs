@@ -104,3 +104,17 @@ pub fn due() -> gateway_core::deadline::Deadline {
 pub fn moto_budgets() -> gateway_core::deadline::Budgets {
     gateway_core::deadline::Budgets { cache: std::time::Duration::from_secs(2), ..Default::default() }
 }
+
+/// `GET /_emulator/stats` of a running emulator: the counters of every call it received.
+/// A plain HTTP/1.0 exchange, so the tests need no HTTP client of their own.
+pub async fn emulator_stats(emulator: &RunningEmulator) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(emulator.addr()).await.unwrap();
+    stream.write_all(b"GET /_emulator/stats HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8(reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP body in {reply:?}"));
+    assert!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("stats are not JSON ({e}): {body}"))
+}

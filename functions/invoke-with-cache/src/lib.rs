@@ -14,7 +14,7 @@ use gateway_core::routing::RouteOverrides;
 use gateway_core::service::{Answer, ConverseCall, Gateway};
 use http_support::{header, json_response, request_id};
 use lambda_http::http::StatusCode;
-use lambda_http::{Body, Error, Request, Response};
+use lambda_http::{Body, Error, Request, RequestExt, Response};
 
 pub use http_support::init_tracing;
 

@@ -4,6 +4,10 @@
 //! `createdAt` and `expiresAt` (epoch seconds; `expiresAt` is the table's TTL attribute).
 //! DynamoDB deletes expired items only eventually (up to days later), so reads check
 //! `expiresAt` themselves.
+//!
+//! Claims live in the same table under `pk` = `claim#<hex key>`, which no entry's key (64
+//! hex digits) can equal: `claimToken`, `claimExpiresAtMs` (epoch milliseconds, what claims
+//! are judged by) and `expiresAt` (so the table's TTL sweeps claims nobody released).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,7 +17,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::cache::{self, CacheEntry, CacheKey};
-use crate::ports::{CacheError, CacheStore, PutOutcome};
+use crate::ports::{CacheError, CacheStore, Claim, ClaimToken, PutOutcome};
 
 /// DynamoDB's hard limit on one item, attribute names included.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -25,6 +29,9 @@ const COST_USD: &str = "costUsd";
 const CREATED_AT: &str = "createdAt";
 /// Must match the TTL attribute in template.yaml.
 pub const EXPIRES_AT: &str = "expiresAt";
+const CLAIM_PREFIX: &str = "claim#";
+const CLAIM_TOKEN: &str = "claimToken";
+const CLAIM_EXPIRES_AT_MS: &str = "claimExpiresAtMs";
 
 #[derive(Debug, Clone)]
 pub struct DynamoCacheStore {
@@ -40,6 +47,18 @@ impl DynamoCacheStore {
 
 fn epoch_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn epoch_millis(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+fn claim_pk(key: &CacheKey) -> String {
+    format!("{CLAIM_PREFIX}{}", key.to_hex())
+}
+
+fn condition_failed<E: ProvideErrorMetadata>(error: &SdkError<E>) -> bool {
+    error.code() == Some("ConditionalCheckFailedException")
 }
 
 fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(error: SdkError<E>) -> CacheError {
@@ -131,6 +150,50 @@ impl CacheStore for DynamoCacheStore {
             Err(e) => Err(classify(e)),
         }
     }
+
+    async fn claim(&self, key: &CacheKey, now: SystemTime, ttl: Duration) -> Result<Claim, CacheError> {
+        let token = ClaimToken::unique();
+        let expires_at = now + ttl;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, AttributeValue::S(claim_pk(key)))
+            .item(CLAIM_TOKEN, AttributeValue::S(token.as_str().to_owned()))
+            .item(CLAIM_EXPIRES_AT_MS, AttributeValue::N(epoch_millis(expires_at).to_string()))
+            // Rounded up so that the table's sweep never removes a live claim.
+            .item(EXPIRES_AT, AttributeValue::N((epoch_seconds(expires_at) + 1).to_string()))
+            .condition_expression("attribute_not_exists(#pk) OR #expires < :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#expires", CLAIM_EXPIRES_AT_MS)
+            .expression_attribute_values(":now", AttributeValue::N(epoch_millis(now).to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Acquired(token)),
+            Err(e) if condition_failed(&e) => Ok(Claim::HeldElsewhere),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn release(&self, key: &CacheKey, token: &ClaimToken) -> Result<(), CacheError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(claim_pk(key)))
+            .condition_expression("#token = :token")
+            .expression_attribute_names("#token", CLAIM_TOKEN)
+            .expression_attribute_values(":token", AttributeValue::S(token.as_str().to_owned()))
+            .send()
+            .await;
+        match result {
+            // Someone took the claim over after it expired: it is theirs now.
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(classify(e)),
+            Ok(_) => Ok(()),
+        }
+    }
 }
 
 /// Item size as DynamoDB counts it: UTF-8 attribute names plus value bytes (numbers count
@@ -163,5 +226,18 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(item_size(&item), 2 + 4 + 6 + 100 + 1 + 3);
+    }
+
+    #[test]
+    fn a_claim_key_can_never_be_an_entry_key() {
+        let key = CacheKey::compute(
+            &crate::cache::Tenant::new("t"),
+            "m",
+            &crate::request::ConverseRequest::from_json(br#"{"messages":[{"role":"user","content":[{"text":"x"}]}]}"#)
+                .unwrap(),
+        );
+        let pk = claim_pk(&key);
+        assert_ne!(pk, key.to_hex());
+        assert!(!pk.chars().all(|c| c.is_ascii_hexdigit()), "entry keys are hex only");
     }
 }
