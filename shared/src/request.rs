@@ -712,7 +712,7 @@ mod tests {
         let cases = [
             (format!(r#"{{"messages":[{user}],"messages":[{user}]}}"#), "messages"),
             (
-                format!(r#"{{"messages":[{{"role":"user","role":"assistant","content":[{{"text":"x"}}]}}]}}"#),
+                r#"{"messages":[{"role":"user","role":"assistant","content":[{"text":"x"}]}]}"#.to_owned(),
                 "messages[0].role",
             ),
             (
