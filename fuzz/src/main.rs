@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -125,6 +125,9 @@ impl Failures<'_> {
 /// What the watchdog sees of the loop: how many inputs are done and the one running now.
 #[derive(Debug, Default)]
 struct Progress {
+    /// Only in-process inputs are timed here; an HTTP exchange has its own bound, and the
+    /// warm-up of a function may take longer than any input.
+    armed: AtomicBool,
     done: AtomicU64,
     current: Mutex<(String, Vec<u8>)>,
 }
@@ -136,7 +139,7 @@ fn start_watchdog(progress: Arc<Progress>, failures_dir: PathBuf, replay_command
         loop {
             std::thread::sleep(Duration::from_millis(250));
             let done = progress.done.load(Ordering::SeqCst);
-            if done != last {
+            if done != last || !progress.armed.load(Ordering::SeqCst) {
                 (last, since) = (done, Instant::now());
                 continue;
             }
@@ -180,6 +183,7 @@ fn run_in_process(
     let started = Instant::now();
     // The seeds themselves first: a failure on an unmutated seed is the clearest report.
     let mut queue: Vec<Vec<u8>> = pool.clone();
+    progress.armed.store(true, Ordering::SeqCst);
     while started.elapsed() < budget && tally.failures < MAX_FAILURES_PER_TARGET {
         let input = queue.pop().unwrap_or_else(|| {
             let seed = pool.get(rng.below(pool.len() as u64) as usize).cloned().unwrap_or_default();
@@ -217,6 +221,7 @@ fn run_in_process(
             }
         }
     }
+    progress.armed.store(false, Ordering::SeqCst);
     tally
 }
 
