@@ -33,6 +33,9 @@ pub fn function_env(moto_url: &str, emulator_url: &str) -> Vec<(&'static str, St
         // Locally there is no authorizer to put a JWT subject in the event, so the tenant
         // comes from a header; deployed stacks never set this.
         ("TRUST_TENANT_HEADER", "true".to_string()),
+        // moto is a Python server sharing two cores with the functions and the emulator; the
+        // production cache budget (50 ms) would turn its slow moments into spurious misses.
+        ("CACHE_TIMEOUT_MS", "500".to_string()),
         ("RUST_LOG", "info".to_string()),
     ]
 }
