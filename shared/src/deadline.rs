@@ -95,9 +95,13 @@ impl Default for Budgets {
 impl Budgets {
     /// The deadline of a request that starts now: the budget, or the invocation's deadline
     /// (when running under Lambda) less the response margin, whichever is sooner.
+    ///
+    /// A deadline already past when the request arrives is no deadline at all: Lambda never
+    /// hands over an invocation that has run out, but local runtimes (`cargo lambda watch`)
+    /// report none, which the runtime library reads as the epoch.
     pub fn deadline(&self, invocation_deadline: Option<SystemTime>) -> Deadline {
         let budget = Deadline::after(self.request);
-        match invocation_deadline {
+        match invocation_deadline.filter(|at| *at > SystemTime::now()) {
             Some(at) => budget.earliest(Deadline::from_wall_clock(at, self.response_margin)),
             None => budget,
         }
@@ -135,9 +139,10 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_past_invocation_deadline_leaves_no_time() {
+    async fn a_deadline_within_the_margin_leaves_no_time_and_an_unreported_one_is_ignored() {
         let budgets = Budgets::default();
-        assert!(budgets.deadline(Some(SystemTime::UNIX_EPOCH)).is_expired());
+        // What lambda_runtime reads when the runtime API sends no deadline (cargo lambda watch).
+        assert_eq!(budgets.deadline(Some(SystemTime::UNIX_EPOCH)).remaining(), budgets.request);
         let within_margin = SystemTime::now() + budgets.response_margin / 2;
         assert!(budgets.deadline(Some(within_margin)).is_expired());
     }

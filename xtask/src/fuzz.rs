@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::process::run_captured;
-use crate::stack::{self, Stack, StackOptions, cargo};
+use crate::stack::{self, Stack, StackOptions};
 use crate::{Result, paths, tools};
 
 pub const IN_PROCESS_TARGETS: &[&str] = &["request", "cache", "routing", "eventstream"];
@@ -71,9 +71,8 @@ pub fn run_fuzzer(targets: &[&str], seconds: u64, seed: u64, lambda_port: Option
 
 fn fuzzer_command(lambda_port: Option<u16>) -> std::process::Command {
     let root = paths::repo_root();
-    let mut command = cargo();
-    // The dev profile unwinds, which the fuzzer's catch_unwind needs.
-    command.args(["run", "--quiet", "--package", "gateway-fuzz", "--bin", "gateway-fuzz", "--"]);
+    // Built by `stack::build_binaries` in the dev profile, which unwinds, as catch_unwind needs.
+    let mut command = std::process::Command::new(paths::target_dir().join("debug").join(stack::FUZZ_BINARY));
     command.arg("--events").arg(root.join("events"));
     command.arg("--failures-dir").arg(paths::target_dir().join("fuzz-failures"));
     command.args(["--replay-command", REPLAY_COMMAND]);
@@ -116,6 +115,7 @@ fn start_stack() -> Result<Stack> {
 }
 
 pub fn run(args: &FuzzArgs) -> Result<bool> {
+    stack::build_binaries()?;
     if let Some(file) = &args.replay {
         let file = stack::absolute(file);
         let mut stack = None;

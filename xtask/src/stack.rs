@@ -15,6 +15,9 @@ pub const FUNCTION_NAME: &str = "invoke-with-cache";
 /// The routing-decision function (`POST /v1/route`); it needs no table and no Bedrock.
 pub const ROUTER_FUNCTION_NAME: &str = "router";
 pub const EMULATOR_BINARY: &str = "bedrock-emulator";
+/// Built in the same cargo invocation as the servers: a `cargo run -p gateway-fuzz` of its own
+/// would resolve the SDK's features differently and compile it a second time.
+pub const FUZZ_BINARY: &str = "gateway-fuzz";
 /// Every Lambda binary `cargo lambda watch` may be asked to run; built up front so that
 /// the first invocation does not wait for a compile.
 pub const FUNCTION_BINARIES: &[&str] = &[FUNCTION_NAME, ROUTER_FUNCTION_NAME];
@@ -277,7 +280,7 @@ impl Stack {
 pub fn build_binaries() -> Result<()> {
     let mut command = cargo();
     command.arg("build").current_dir(paths::repo_root());
-    command.args(["--bin", EMULATOR_BINARY]);
+    command.args(["--bin", EMULATOR_BINARY, "--bin", FUZZ_BINARY]);
     for function in FUNCTION_BINARIES {
         command.args(["--bin", function]);
     }
