@@ -763,6 +763,16 @@ mod tests {
     }
 
     #[test]
+    fn numbers_beyond_integers_survive_a_round_trip_exactly() {
+        // Found by `cargo xtask fuzz`: without exact float parsing, a 60-digit integer in a tool's
+        // input read back one ulp off, so the request forwarded and keyed was not the one sent.
+        let body = r#"{"messages":[{"role":"user","content":[{"text":"x"}]},{"role":"assistant","content":[{"toolUse":{"toolUseId":"t1","name":"f","input":{"n":123456789012345678901234567890123456789012345678901234567890}}}]},{"role":"user","content":[{"text":"y"}]}]}"#;
+        let first = ConverseRequest::from_json(body.as_bytes()).unwrap();
+        let again = ConverseRequest::from_json(serde_json::to_string(&first).unwrap().as_bytes()).unwrap();
+        assert_eq!(first, again);
+    }
+
+    #[test]
     fn temperature_defaults_to_claudes_default() {
         let r = parse(serde_json::json!({"messages": [{"role": "user", "content": [{"text": "x"}]}]})).unwrap();
         assert_eq!(r.effective_temperature(), 1.0);
