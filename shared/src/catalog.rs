@@ -116,7 +116,7 @@ pub struct ModelSpec {
 }
 
 /// How a model is reached: this decides both its price and which quota it draws from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "prefix")]
 pub enum Scope {
     InRegion,

@@ -14,6 +14,7 @@ pub mod deadline;
 pub mod identity;
 pub mod metrics;
 pub mod ports;
+pub mod quota;
 pub mod request;
 pub mod routing;
 pub mod service;
