@@ -272,6 +272,10 @@ async fn admit(
              value that is lower than {model_max}."
         )));
     }
+    if crate::generate::prefill(&request).is_some_and(|text| text.ends_with(char::is_whitespace)) {
+        // Anthropic's models refuse to continue from trailing whitespace, and Bedrock passes that on.
+        return Err(ApiError::validation("The final assistant content cannot end with trailing whitespace."));
+    }
     let input_total = estimate_request(&request);
     if input_total > u64::from(spec.context_window) {
         return Err(ApiError::validation("Input is too long for requested model."));

@@ -77,7 +77,15 @@ impl Answer {
 }
 
 /// The answer of model `model_id` to `request`, cut at `max_tokens`.
+///
+/// A request whose last message is the assistant's (a prefill) asks the model to go on from
+/// that text. When the text is the beginning of what the model would have answered without
+/// it, the answer is the rest, so a reply cut at `maxTokens` and continued this way adds up
+/// to the uncut reply, as with a real model. Any other prefill gets an answer of its own.
 pub fn answer(model_id: &str, request: &ConverseRequest, max_tokens: u64) -> Answer {
+    if let Some(continued) = continuation(model_id, request, max_tokens) {
+        return continued;
+    }
     let seed = seed(model_id, request);
     let mut rng = Rng::new(&seed);
     let last_user = last_user_text(request);
@@ -116,6 +124,40 @@ pub fn answer(model_id: &str, request: &ConverseRequest, max_tokens: u64) -> Ans
         stop_reason,
         stop_sequence,
     }
+}
+
+/// The text of a final assistant message made only of text blocks.
+pub fn prefill(request: &ConverseRequest) -> Option<String> {
+    let last = request.messages.last().filter(|m| m.role == Role::Assistant)?;
+    let mut text = String::new();
+    for block in &last.content {
+        match block {
+            ContentBlock::Text(t) => text.push_str(t),
+            _ => return None,
+        }
+    }
+    Some(text)
+}
+
+fn continuation(model_id: &str, request: &ConverseRequest, max_tokens: u64) -> Option<Answer> {
+    let prefill = prefill(request)?;
+    let mut earlier = request.clone();
+    earlier.messages.pop();
+    let whole = answer(model_id, &earlier, u64::MAX);
+    let AnswerContent::Text(full) = whole.content else {
+        return None;
+    };
+    let rest = full.strip_prefix(prefill.as_str())?;
+    let (text, stop_reason, stop_sequence) = match truncate_to_tokens(rest, max_tokens) {
+        Some(cut) => (cut, StopReason::MaxTokens, None),
+        None => (rest, whole.stop_reason, whole.stop_sequence),
+    };
+    Some(Answer {
+        output_tokens: estimate_text(text),
+        content: AnswerContent::Text(text.to_owned()),
+        stop_reason,
+        stop_sequence,
+    })
 }
 
 /// The SHA-256 seed of a request; see the module documentation for what it covers.
@@ -676,6 +718,41 @@ mod tests {
             "toolConfig": tools
         }));
         assert_eq!(answer(MODEL, &after, 64_000).stop_reason, StopReason::EndTurn);
+    }
+
+    #[test]
+    fn a_reply_cut_at_max_tokens_and_continued_from_its_text_adds_up_to_the_uncut_reply() {
+        let question = "Explain in detail how a sliding window quota works";
+        let whole = answer(MODEL, &ask(question), u64::MAX);
+        let full = text_of(&whole).to_owned();
+        let mut text = String::new();
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            let mut messages = vec![json!({"role": "user", "content": [{"text": question}]})];
+            if !text.is_empty() {
+                messages.push(json!({"role": "assistant", "content": [{"text": text}]}));
+            }
+            let part = answer(MODEL, &request(json!({ "messages": messages })), 20);
+            text.push_str(text_of(&part));
+            if part.stop_reason != StopReason::MaxTokens {
+                assert_eq!(part.stop_reason, whole.stop_reason);
+                break;
+            }
+            assert!(calls < 100, "no end after {calls} calls");
+        }
+        assert!(calls > 1);
+        assert_eq!(text, full);
+    }
+
+    #[test]
+    fn a_prefill_the_model_would_not_have_written_gets_an_answer_of_its_own() {
+        let body = json!({"messages": [
+            {"role": "user", "content": [{"text": "Say something"}]},
+            {"role": "assistant", "content": [{"text": "Certainly not"}]}
+        ]});
+        let answer = answer(MODEL, &request(body), u64::MAX);
+        assert!(!text_of(&answer).is_empty());
     }
 
     #[test]
