@@ -364,25 +364,27 @@ impl Ticket {
     }
 
     /// Settles the quota at `input + cacheWrite + output x burndown`; cache reads are free.
-    fn settle_only(&mut self) {
+    fn settle_only(&mut self) -> u64 {
         if self.done {
-            return;
+            return 0;
         }
         self.done = true;
         let tokens = self.usage.input + self.usage.cache.write + self.usage.output * self.burndown;
         self.state.quotas.settle(&self.bucket, self.reservation, tokens, Instant::now());
+        tokens
     }
 
     pub fn finish(&mut self, ending: Ending) {
         if self.done {
             return;
         }
-        self.settle_only();
+        let quota = self.settle_only();
         let billed = Billed {
             input: self.usage.input,
             output: self.usage.output,
             cache_read: self.usage.cache.read,
             cache_write: self.usage.cache.write,
+            quota,
         };
         self.state.stats.ended(&self.bucket, ending, billed);
     }

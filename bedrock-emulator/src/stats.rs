@@ -78,6 +78,8 @@ pub struct Counters {
     pub output_tokens: u64,
     pub cache_read_input_tokens: u64,
     pub cache_write_input_tokens: u64,
+    /// Tokens settled against the TPM quota: input + cache writes + output x burndown.
+    pub quota_tokens: u64,
 }
 
 /// Tokens billed for one request.
@@ -87,6 +89,7 @@ pub struct Billed {
     pub output: u64,
     pub cache_read: u64,
     pub cache_write: u64,
+    pub quota: u64,
 }
 
 /// How a request that got past admission ended.
@@ -167,6 +170,7 @@ impl Stats {
             c.output_tokens += billed.output;
             c.cache_read_input_tokens += billed.cache_read;
             c.cache_write_input_tokens += billed.cache_write;
+            c.quota_tokens += billed.quota;
         });
     }
 

@@ -111,6 +111,23 @@ pub struct HopInfo {
     pub error: Option<String>,
 }
 
+/// What admission did for one answer, from `admission`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionInfo {
+    pub quota: String,
+    pub mode: String,
+    pub reserved_tokens: u64,
+    #[serde(default)]
+    pub settled_tokens: Option<u64>,
+    pub waited_ms: u64,
+    #[serde(default)]
+    pub spilled: bool,
+    /// Model calls the answer took under admission, continuations included.
+    #[serde(default)]
+    pub calls: u32,
+}
+
 /// A Bedrock ID without its geographic or `global.` profile prefix: what the cache key names.
 fn base_model(id: &str) -> &str {
     const PREFIXES: &[&str] = &["us", "eu", "apac", "jp", "au", "ca", "us-gov", "global"];
@@ -141,6 +158,8 @@ pub struct Outcome {
     pub routing: Option<RouteInfo>,
     /// Model calls the answer took (empty on a cache hit).
     pub hops: Vec<HopInfo>,
+    /// What quota admission did, when it is on and the answer called Bedrock.
+    pub admission: Option<AdmissionInfo>,
     /// Why the response does not count as a success, if it does not.
     pub error: Option<String>,
 }
@@ -181,6 +200,15 @@ impl Outcome {
                 Ok(hops) => self.hops = hops,
                 Err(e) => {
                     self.error = Some(format!("unparsable hops ({e}): {}", excerpt(&hops.to_string())));
+                    return self;
+                }
+            }
+        }
+        if let Some(admission) = parsed.get("admission") {
+            match serde_json::from_value(admission.clone()) {
+                Ok(admission) => self.admission = Some(admission),
+                Err(e) => {
+                    self.error = Some(format!("unparsable admission ({e}): {}", excerpt(&admission.to_string())));
                     return self;
                 }
             }
@@ -455,7 +483,61 @@ pub fn build(
             "served": tally(ok.iter().filter_map(|o| o.served_model.clone())),
         },
         "routing": routing_section(outcomes.len(), &ok, catalog.ok(), routing),
+        "quota": quota_section(outcomes, &ok, emulator_stats.as_ref(), run.duration_s),
         "emulator": emulator_stats.unwrap_or(Value::Null),
+    })
+}
+
+/// How much of each quota the run used (from the emulator's counters) and how many throttles
+/// admission avoided: requests it held back until capacity freed, spilled to another quota
+/// before Bedrock refused them, or answered 429 itself instead of spending a call.
+fn quota_section(outcomes: &[Outcome], ok: &[&Outcome], emulator_stats: Option<&Value>, duration_s: f64) -> Value {
+    let admitted: Vec<&AdmissionInfo> = ok.iter().filter_map(|o| o.admission.as_ref()).collect();
+    let waited = admitted.iter().filter(|a| a.waited_ms > 0).count();
+    let spilled = admitted.iter().filter(|a| a.spilled).count();
+    let degraded = admitted.iter().filter(|a| a.mode == "degraded").count();
+    let continuations: u64 = admitted.iter().map(|a| u64::from(a.calls.saturating_sub(1))).sum();
+    let refused = outcomes.iter().filter(|o| o.status == 429).count();
+    let waits: Vec<f64> = admitted.iter().filter(|a| a.waited_ms > 0).map(|a| a.waited_ms as f64).collect();
+    let throttled = |counters: &Value| {
+        counters.pointer("/throttled/rpm").and_then(Value::as_u64).unwrap_or(0)
+            + counters.pointer("/throttled/tpm").and_then(Value::as_u64).unwrap_or(0)
+    };
+    let mut models = Map::new();
+    if let Some(stats) = emulator_stats.and_then(|s| s.get("models")).and_then(Value::as_object) {
+        for (quota, counters) in stats {
+            let window = counters.pointer("/window/seconds").and_then(Value::as_f64).unwrap_or(60.0);
+            let windows = (duration_s / window).max(1e-9);
+            let quota_tokens = counters.get("quota_tokens").and_then(Value::as_u64).unwrap_or(0);
+            let succeeded = counters.get("succeeded").and_then(Value::as_u64).unwrap_or(0);
+            let share =
+                |used: f64, limit: Option<f64>| limit.map(|l| (used / (l * windows) * 10_000.0).round() / 10_000.0);
+            models.insert(
+                quota.clone(),
+                json!({
+                    "requests": counters.get("requests").cloned().unwrap_or(Value::Null),
+                    "throttled": throttled(counters),
+                    "quotaTokens": quota_tokens,
+                    "tpmLimit": counters.pointer("/window/tpm_limit").cloned().unwrap_or(Value::Null),
+                    "rpmLimit": counters.pointer("/window/rpm_limit").cloned().unwrap_or(Value::Null),
+                    "tokenUtilisation": share(quota_tokens as f64, counters.pointer("/window/tpm_limit").and_then(Value::as_f64)),
+                    "requestUtilisation": share(succeeded as f64, counters.pointer("/window/rpm_limit").and_then(Value::as_f64)),
+                }),
+            );
+        }
+    }
+    let bedrock_throttles = emulator_stats.and_then(|s| s.get("totals")).map_or(0, throttled);
+    json!({
+        "admitted": admitted.len(),
+        "waited": waited,
+        "waitMs": latency_summary(waits),
+        "spilled": spilled,
+        "refused": refused,
+        "degraded": degraded,
+        "continuations": continuations,
+        "throttlesAvoided": waited + spilled + refused,
+        "bedrockThrottles": bedrock_throttles,
+        "models": Value::Object(models),
     })
 }
 
@@ -673,6 +755,7 @@ pub fn render_table(report: &Value) -> String {
             .unwrap_or_default();
         let _ = writeln!(out, "  {title}: {listing}");
     }
+    render_quota(&mut out, &get("/quota"));
     render_routing(&mut out, &get("/routing"));
     if let Some(samples) = get("/errors/samples").as_array().filter(|s| !s.is_empty()) {
         let _ = writeln!(out, "  first errors:");
@@ -681,6 +764,38 @@ pub fn render_table(report: &Value) -> String {
         }
     }
     out
+}
+
+fn render_quota(out: &mut String, quota: &Value) {
+    let int = |key: &str| quota.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  quota    {} admitted ({} waited, p99 wait {} ms; {} spilled; {} degraded), {} refused with 429, {} continuations; \
+         throttles avoided {}, Bedrock throttles {}",
+        int("admitted"),
+        int("waited"),
+        quota.pointer("/waitMs/p99").and_then(Value::as_f64).map_or_else(|| "-".to_string(), |v| format!("{v:.0}")),
+        int("spilled"),
+        int("degraded"),
+        int("refused"),
+        int("continuations"),
+        int("throttlesAvoided"),
+        int("bedrockThrottles"),
+    );
+    if let Some(models) = quota.get("models").and_then(Value::as_object) {
+        for (id, m) in models.iter().filter(|(_, m)| m["requests"].as_u64().unwrap_or(0) > 0) {
+            let share = |key: &str| m[key].as_f64().map_or_else(|| "-".to_string(), |v| format!("{:.1} %", v * 100.0));
+            let _ = writeln!(
+                out,
+                "    {id}: {} requests, {} throttled, TPM used {} of {}, RPM used {}",
+                m["requests"],
+                m["throttled"],
+                share("tokenUtilisation"),
+                m["tpmLimit"],
+                share("requestUtilisation"),
+            );
+        }
+    }
 }
 
 fn usd(value: &Value) -> String {
@@ -946,6 +1061,48 @@ output = 25.0
             dry_run(None, 200, Some("sonnet"), &route_body("sonnet", "opus")),
             dry_run(Some("x-route-max-tier: haiku"), 200, Some("haiku"), &route_body("haiku", "haiku")),
         ]
+    }
+
+    #[test]
+    fn the_quota_section_counts_what_admission_did_and_how_much_of_each_quota_was_used() {
+        let body = |admission: Value| {
+            let mut b: Value = serde_json::from_str(&body("MISS", 0.001, None)).unwrap();
+            b["admission"] = admission;
+            b.to_string()
+        };
+        let admission = |waited: u64, spilled: bool, calls: u32| {
+            json!({"quota": "us.m", "mode": "shared", "reservedTokens": 900, "settledTokens": 400,
+                   "waitedMs": waited, "spilled": spilled, "calls": calls})
+        };
+        let answered = |a: Value| {
+            let base = Outcome { requested_model: "haiku".into(), tenant: "acme".into(), ..Outcome::default() };
+            base.classify(200, Some("MISS"), &body(a), 10.0)
+        };
+        let outcomes = vec![
+            answered(admission(0, false, 1)),
+            answered(admission(250, false, 1)),
+            answered(admission(0, true, 3)),
+            Outcome { status: 429, error: Some("HTTP 429".into()), ..Outcome::default() },
+        ];
+        assert!(outcomes[..3].iter().all(|o| o.error.is_none() && o.admission.is_some()), "{outcomes:?}");
+        let ok: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_none()).collect();
+        let stats = json!({
+            "totals": {"throttled": {"rpm": 1, "tpm": 2}},
+            "models": {"us.m": {"requests": 3, "succeeded": 3, "throttled": {"rpm": 1, "tpm": 2}, "quota_tokens": 3000,
+                                "window": {"seconds": 60.0, "tpm_limit": 10000, "rpm_limit": 10}}}
+        });
+        let section = quota_section(&outcomes, &ok, Some(&stats), 30.0);
+        assert_eq!(section["admitted"], 3);
+        assert_eq!(section["waited"], 1);
+        assert_eq!(section["spilled"], 1);
+        assert_eq!(section["refused"], 1);
+        assert_eq!(section["continuations"], 2);
+        assert_eq!(section["throttlesAvoided"], 3);
+        assert_eq!(section["bedrockThrottles"], 3);
+        // 3,000 tokens in half a window of a 10,000-token quota; 3 requests of 5 allowed.
+        assert_eq!(section["models"]["us.m"]["tokenUtilisation"], 0.6);
+        assert_eq!(section["models"]["us.m"]["requestUtilisation"], 0.6);
+        assert!(render_table(&json!({"quota": section})).contains("throttles avoided 3"));
     }
 
     #[test]
