@@ -1,4 +1,5 @@
-//! The command line: `bedrock-emulator --addr 127.0.0.1:4010 [--config FILE]`.
+//! The command line: `bedrock-emulator --addr 127.0.0.1:4010 [--service-quotas-addr
+//! 127.0.0.1:4011] [--config FILE]`.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -16,6 +17,9 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4010")]
     pub addr: SocketAddr,
+    /// Also serve Service Quotas (for service code `bedrock`) on this address.
+    #[arg(long)]
+    pub service_quotas_addr: Option<SocketAddr>,
     /// TOML configuration file (see the README); defaults apply without one.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -33,14 +37,30 @@ pub async fn run(args: Args) -> io::Result<()> {
     }
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, crate::error_chain(&e)))?;
     // Built before binding, so that a bad file never looks like a started server.
-    let app =
-        crate::router(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, crate::error_chain(&e)))?;
+    let crate::Routers { bedrock, service_quotas } =
+        crate::routers(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, crate::error_chain(&e)))?;
     let listener = TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;
+    let quotas_listener = match args.service_quotas_addr {
+        Some(quotas_addr) => Some(TcpListener::bind(quotas_addr).await?),
+        None => None,
+    };
     let mut stdout = io::stdout();
+    // The first line is the readiness signal scripts wait for; both ports are bound by then.
     writeln!(stdout, "bedrock-emulator listening on http://{addr}")?;
+    if let Some(quotas_listener) = &quotas_listener {
+        writeln!(stdout, "bedrock-emulator serving Service Quotas on http://{}", quotas_listener.local_addr()?)?;
+    }
     stdout.flush()?;
-    crate::serve_router(listener, app, crate::shutdown_signal()).await?;
+    let quotas = async move {
+        match quotas_listener {
+            Some(listener) => crate::serve_router(listener, service_quotas, crate::shutdown_signal()).await,
+            None => Ok(()),
+        }
+    };
+    let (bedrock, quotas) = tokio::join!(crate::serve_router(listener, bedrock, crate::shutdown_signal()), quotas);
+    bedrock?;
+    quotas?;
     tracing::info!("bedrock-emulator stopped");
     Ok(())
 }

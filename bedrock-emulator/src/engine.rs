@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gateway_core::catalog::{Catalog, ModelSpec, ResolveError, Scope, Target, Tier};
+use gateway_core::quota::{QuotaKey, Throttle};
 use gateway_core::request::{CacheTtl, ConverseRequest};
 use gateway_core::tokens::estimate_request;
 use sha2::{Digest, Sha256};
@@ -18,7 +19,7 @@ use crate::errors::{ApiError, INVALID_MODEL};
 use crate::faults::{Fault, FaultInjector, Selector, StreamCut};
 use crate::generate::{self, Answer, Rng};
 use crate::latency::LatencyModel;
-use crate::quota::{Bucket, QuotaBook, Throttle};
+use crate::quota::QuotaBook;
 use crate::stats::{Billed, Ending, Operation, Stats};
 
 /// Prompts up to this many estimated tokens go to the router's cheaper model.
@@ -83,7 +84,7 @@ impl AppState {
         self.cache.clear();
     }
 
-    pub fn reset_bucket(&self, bucket: &Bucket) {
+    pub fn reset_bucket(&self, bucket: &QuotaKey) {
         self.quotas.reset_bucket(bucket);
         self.faults.reset_bucket(bucket);
         self.stats.reset_bucket(bucket);
@@ -93,7 +94,7 @@ impl AppState {
     pub fn resolve(&self, model_id: &str, request: &ConverseRequest) -> Result<Resolved, ApiError> {
         match self.catalog.resolve(model_id) {
             Ok(Target::Model(m)) => Ok(Resolved {
-                bucket: Bucket::new(&m.spec.model_id, m.scope),
+                bucket: QuotaKey::new(&m.spec.model_id, m.scope),
                 spec: m.spec.clone(),
                 invoked_model_id: None,
             }),
@@ -152,7 +153,7 @@ impl AppState {
             _ => format!("arn:aws:bedrock:{region}:{account}:inference-profile/{}", spec.invoke_id(&scope)),
         };
         Ok(Resolved {
-            bucket: Bucket::new(&spec.model_id, scope),
+            bucket: QuotaKey::new(&spec.model_id, scope),
             spec: spec.clone(),
             invoked_model_id: Some(invoked_model_id),
         })
@@ -160,7 +161,7 @@ impl AppState {
 }
 
 /// The inference-profile prefix for a source Region.
-fn geo_prefix(region: &str) -> &'static str {
+pub(crate) fn geo_prefix(region: &str) -> &'static str {
     match region.split('-').next() {
         Some("eu") => "eu",
         Some("ap") => "apac",
@@ -170,9 +171,9 @@ fn geo_prefix(region: &str) -> &'static str {
 }
 
 /// The quota bucket an ID in the config or the admin API names.
-pub fn bucket_of(catalog: &Catalog, id: &str) -> Result<Bucket, String> {
+pub fn bucket_of(catalog: &Catalog, id: &str) -> Result<QuotaKey, String> {
     match catalog.resolve(id) {
-        Ok(Target::Model(m)) => Ok(Bucket::new(&m.spec.model_id, m.scope)),
+        Ok(Target::Model(m)) => Ok(QuotaKey::new(&m.spec.model_id, m.scope)),
         Ok(Target::PromptRouter { .. }) => Err("prompt routers draw on the quotas of the models they route to".into()),
         Err(ResolveError::NeedsProfile { suggestion, .. }) => {
             Err(format!("this model has no in-Region quota; use a profile ID such as `{suggestion}`"))
@@ -192,7 +193,7 @@ pub fn selector_of(catalog: &Catalog, id: &str) -> Result<Selector, String> {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub spec: ModelSpec,
-    pub bucket: Bucket,
+    pub bucket: QuotaKey,
     /// For prompt routers, what `trace.promptRouter.invokedModelId` reports.
     pub invoked_model_id: Option<String>,
 }
@@ -214,6 +215,19 @@ impl Usage {
 
     pub fn cache_details(&self) -> Vec<(CacheTtl, u64)> {
         self.cache.write_details.clone()
+    }
+
+    /// The same usage as the gateway prices and settles it.
+    pub fn as_reported(&self) -> gateway_core::cost::Usage {
+        let one_hour =
+            self.cache.write_details.iter().filter(|(ttl, _)| *ttl == CacheTtl::OneHour).map(|(_, n)| n).sum();
+        gateway_core::cost::Usage {
+            input_tokens: self.input,
+            output_tokens: self.output,
+            cache_read_input_tokens: self.cache.read,
+            cache_write_input_tokens: self.cache.write,
+            cache_write_1h_input_tokens: one_hour,
+        }
     }
 }
 
@@ -294,7 +308,12 @@ async fn admit(
     let now = Instant::now();
     let reservation = state
         .quotas
-        .try_admit(&resolved.bucket, spec.quota(&resolved.bucket.scope), input_total + max_tokens, now)
+        .try_admit(
+            &resolved.bucket,
+            spec.quota(&resolved.bucket.scope),
+            spec.reserved_quota_tokens(input_total, request.max_tokens().map(u64::from)),
+            now,
+        )
         .map_err(|throttle| match throttle {
             Throttle::Requests => ApiError::TooManyRequests,
             Throttle::Tokens => ApiError::TooManyTokens,
@@ -346,7 +365,7 @@ async fn admit(
 #[derive(Debug)]
 pub struct Ticket {
     state: Arc<AppState>,
-    bucket: Bucket,
+    bucket: QuotaKey,
     reservation: u64,
     burndown: u64,
     /// Usage so far; `output` grows as a stream progresses.
@@ -363,13 +382,14 @@ impl Ticket {
         self.state.stats.stream_started(&self.bucket);
     }
 
-    /// Settles the quota at `input + cacheWrite + output x burndown`; cache reads are free.
+    /// Settles the quota as Bedrock does ([`gateway_core::quota::settled_tokens`]) and returns
+    /// the tokens settled.
     fn settle_only(&mut self) -> u64 {
         if self.done {
             return 0;
         }
         self.done = true;
-        let tokens = self.usage.input + self.usage.cache.write + self.usage.output * self.burndown;
+        let tokens = gateway_core::quota::settled_tokens(&self.usage.as_reported(), self.burndown);
         self.state.quotas.settle(&self.bucket, self.reservation, tokens, Instant::now());
         tokens
     }

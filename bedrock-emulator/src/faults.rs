@@ -5,12 +5,12 @@
 //! hidden state), so a test that sends requests in order gets the same faults on every run,
 //! and a reset starts the sequence again. A rate of 1.0 faults every request and 0 none.
 
+use gateway_core::quota::QuotaKey;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::config::{FaultOverride, FaultRates, StreamErrorType};
-use crate::quota::Bucket;
 
 /// A fault that replaces the whole response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub enum Selector {
     /// Every way of calling the model with this base ID.
     Model(String),
     /// One model through one scope.
-    Bucket(Bucket),
+    Bucket(QuotaKey),
 }
 
 #[derive(Debug)]
@@ -55,7 +55,7 @@ pub struct FaultInjector {
 #[derive(Debug, Default)]
 struct Inner {
     runtime: HashMap<Selector, FaultOverride>,
-    counters: HashMap<Bucket, u64>,
+    counters: HashMap<QuotaKey, u64>,
 }
 
 impl FaultInjector {
@@ -69,13 +69,13 @@ impl FaultInjector {
 
     /// Rates for a bucket: global, then the model's and the bucket's configured overrides,
     /// then the runtime ones, each layer overriding only the fields it names.
-    pub fn rates(&self, bucket: &Bucket) -> FaultRates {
+    pub fn rates(&self, bucket: &QuotaKey) -> FaultRates {
         let inner = self.lock();
         rates_for(bucket, self.global, &self.configured, &inner.runtime)
     }
 
     /// Decides the fate of the bucket's next request.
-    pub fn next(&self, bucket: &Bucket, streaming: bool) -> Decision {
+    pub fn next(&self, bucket: &QuotaKey, streaming: bool) -> Decision {
         let mut inner = self.lock();
         let rates = rates_for(bucket, self.global, &self.configured, &inner.runtime);
         let counter = inner.counters.entry(bucket.clone()).or_default();
@@ -93,7 +93,7 @@ impl FaultInjector {
     }
 
     /// Forgets a bucket's counter (its sequence of decisions restarts).
-    pub fn reset_bucket(&self, bucket: &Bucket) {
+    pub fn reset_bucket(&self, bucket: &QuotaKey) {
         self.lock().counters.remove(bucket);
     }
 
@@ -105,7 +105,7 @@ impl FaultInjector {
 }
 
 fn rates_for(
-    bucket: &Bucket,
+    bucket: &QuotaKey,
     global: FaultRates,
     configured: &HashMap<Selector, FaultOverride>,
     runtime: &HashMap<Selector, FaultOverride>,
@@ -229,8 +229,8 @@ mod tests {
 
     #[test]
     fn counters_advance_per_bucket_and_overrides_layer() {
-        let us = Bucket::new("m", Scope::Geo("us".into()));
-        let global = Bucket::new("m", Scope::Global);
+        let us = QuotaKey::new("m", Scope::Geo("us".into()));
+        let global = QuotaKey::new("m", Scope::Global);
         let configured = HashMap::from([
             (Selector::Model("m".into()), FaultOverride { internal_error_rate: Some(1.0), ..FaultOverride::default() }),
             (

@@ -6,8 +6,12 @@
 //! care: deterministic answers, per-model RPM/TPM quotas with Bedrock's reservation
 //! arithmetic, modeled latency, prompt-cache usage, and injectable faults.
 //!
-//! Run it as a binary (`bedrock-emulator --addr 127.0.0.1:4010 --config FILE`) or in-process
-//! with [`spawn`]:
+//! It also serves Service Quotas (`ListServiceQuotas`, `GetServiceQuota` for service code
+//! `bedrock`) on a port of its own, with the limits it enforces, for clients pointed at it
+//! through `AWS_ENDPOINT_URL_SERVICE_QUOTAS`.
+//!
+//! Run it as a binary (`bedrock-emulator --addr 127.0.0.1:4010 [--service-quotas-addr
+//! 127.0.0.1:4011] --config FILE`) or in-process with [`spawn`]:
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -29,6 +33,7 @@ mod generate;
 mod latency;
 mod quota;
 mod routes;
+mod service_quotas;
 mod stats;
 
 use std::future::Future;
@@ -37,7 +42,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{
@@ -47,8 +52,20 @@ pub use config::{
 
 /// The emulator as an axum router, for embedding it in another server.
 pub fn router(config: &EmulatorConfig) -> Result<axum::Router, ConfigError> {
-    let state = engine::AppState::new(config)?;
-    Ok(routes::router(Arc::new(state)))
+    Ok(routers(config)?.bedrock)
+}
+
+/// The two servers of one emulator, over one state: what Service Quotas reports is what
+/// Bedrock Runtime enforces.
+#[derive(Debug)]
+pub struct Routers {
+    pub bedrock: axum::Router,
+    pub service_quotas: axum::Router,
+}
+
+pub fn routers(config: &EmulatorConfig) -> Result<Routers, ConfigError> {
+    let state = Arc::new(engine::AppState::new(config)?);
+    Ok(Routers { bedrock: routes::router(Arc::clone(&state)), service_quotas: service_quotas::router(state) })
 }
 
 /// Serves on `listener` until SIGINT or SIGTERM, then finishes the requests in flight.
@@ -107,21 +124,31 @@ pub async fn shutdown_signal() {
 #[derive(Debug)]
 pub struct RunningEmulator {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    service_quotas_addr: SocketAddr,
+    stop: Option<watch::Sender<()>>,
     task: Option<JoinHandle<io::Result<()>>>,
 }
 
-/// Starts an emulator on `127.0.0.1:0`; it is accepting connections when this returns.
+/// Starts an emulator on two free ports of 127.0.0.1, Bedrock Runtime and Service Quotas; it
+/// is accepting connections on both when this returns.
 pub async fn spawn(config: EmulatorConfig) -> io::Result<RunningEmulator> {
-    let app = router(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, error_chain(&e)))?;
+    let apps = routers(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, error_chain(&e)))?;
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_router(listener, app, async {
-        // A dropped sender means the handle is gone: stop too.
-        let _ = stopped.await;
-    }));
-    Ok(RunningEmulator { addr, stop: Some(stop), task: Some(task) })
+    let quotas_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let service_quotas_addr = quotas_listener.local_addr()?;
+    let (stop, stopped) = watch::channel(());
+    // A dropped sender means the handle is gone: stop too.
+    let until_stopped = |mut stopped: watch::Receiver<()>| async move {
+        let _ = stopped.changed().await;
+    };
+    let bedrock = serve_router(listener, apps.bedrock, until_stopped(stopped.clone()));
+    let quotas = serve_router(quotas_listener, apps.service_quotas, until_stopped(stopped));
+    let task = tokio::spawn(async move {
+        let (bedrock, quotas) = tokio::join!(bedrock, quotas);
+        bedrock.and(quotas)
+    });
+    Ok(RunningEmulator { addr, service_quotas_addr, stop: Some(stop), task: Some(task) })
 }
 
 impl RunningEmulator {
@@ -132,6 +159,11 @@ impl RunningEmulator {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The endpoint of the emulator's Service Quotas, for `AWS_ENDPOINT_URL_SERVICE_QUOTAS`.
+    pub fn service_quotas_url(&self) -> String {
+        format!("http://{}", self.service_quotas_addr)
     }
 
     /// Stops accepting connections and waits for the requests in flight to finish.

@@ -19,6 +19,7 @@ use axum::routing::{get, post, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use gateway_core::catalog::{Quota, Target};
+use gateway_core::quota::QuotaKey;
 use gateway_core::request::{
     CacheDetail, CacheTtl, ContentBlock, ConverseMetrics, ConverseOutput, ConverseRequest, ConverseResponse, Message,
     Role, TokenUsage, ToolUseBlock,
@@ -34,7 +35,6 @@ use crate::errors::{ApiError, INVALID_MODEL};
 use crate::eventstream;
 use crate::faults::Selector;
 use crate::generate::{self, Answer, AnswerContent};
-use crate::quota::Bucket;
 use crate::stats::{Ending, Operation};
 
 /// InvokeModel accepts bodies up to 25,000,000 bytes; leave room for the JSON around them.
@@ -558,7 +558,7 @@ fn count_tokens(state: &AppState, model_id: &str, body: &[u8]) -> Result<Respons
         }
     };
     let bucket = match state.catalog.resolve(model_id) {
-        Ok(Target::Model(m)) => Bucket::new(&m.spec.model_id, m.scope),
+        Ok(Target::Model(m)) => QuotaKey::new(&m.spec.model_id, m.scope),
         Ok(Target::PromptRouter { .. }) => {
             let error = ApiError::validation("The provided model doesn't support counting tokens.");
             return Err(reject(state, op, error));
@@ -577,12 +577,12 @@ async fn health() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-fn catalog_quota(state: &AppState, bucket: &Bucket) -> Option<Quota> {
+fn catalog_quota(state: &AppState, bucket: &QuotaKey) -> Option<Quota> {
     state.catalog.by_model_id(&bucket.model_id).and_then(|spec| spec.quota(&bucket.scope))
 }
 
 /// A bucket's limits and what its window holds now.
-fn window_json(state: &AppState, bucket: &Bucket, now: Instant) -> Value {
+fn window_json(state: &AppState, bucket: &QuotaKey, now: Instant) -> Value {
     let limits = state.quotas.limits(bucket, catalog_quota(state, bucket));
     let usage = state.quotas.usage(bucket, now);
     json!({
@@ -645,14 +645,14 @@ async fn list_quotas(State(state): State<Arc<AppState>>) -> Response {
     let mut buckets = Vec::new();
     for spec in state.catalog.models() {
         for scope in spec.scopes() {
-            let bucket = Bucket::new(&spec.model_id, scope);
+            let bucket = QuotaKey::new(&spec.model_id, scope);
             buckets.push(json!({"model": bucket.to_string(), "window": window_json(&state, &bucket, now)}));
         }
     }
     json_response(StatusCode::OK, &json!({"quotas": buckets}))
 }
 
-fn admin_bucket(state: &AppState, id: &str) -> Result<Bucket> {
+fn admin_bucket(state: &AppState, id: &str) -> Result<QuotaKey> {
     bucket_of(&state.catalog, id).map_err(|e| ApiError::validation(format!("`{id}`: {e}")))
 }
 
@@ -694,7 +694,7 @@ async fn set_faults(State(state): State<Arc<AppState>>, Path(id): Path<String>, 
     let rates: FaultOverride = admin_json(&body)?;
     let probe = match &selector {
         Selector::Bucket(bucket) => bucket.clone(),
-        Selector::Model(model_id) => Bucket::new(model_id, gateway_core::catalog::Scope::Global),
+        Selector::Model(model_id) => QuotaKey::new(model_id, gateway_core::catalog::Scope::Global),
     };
     rates.apply_to(state.faults.rates(&probe)).validate("faults").map_err(|e| ApiError::validation(e.to_string()))?;
     state.faults.set_runtime(selector, rates);

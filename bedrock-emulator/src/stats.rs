@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use gateway_core::quota::QuotaKey;
 use serde::Serialize;
 
 use crate::errors::ApiError;
-use crate::quota::Bucket;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -108,12 +108,12 @@ pub struct Stats {
 #[derive(Debug, Default)]
 struct Inner {
     totals: Counters,
-    models: BTreeMap<String, (Bucket, Counters)>,
+    models: BTreeMap<String, (QuotaKey, Counters)>,
 }
 
 impl Inner {
     /// Applies `f` to the totals and, when the request reached a model, to its counters.
-    fn each(&mut self, bucket: Option<&Bucket>, f: impl Fn(&mut Counters)) {
+    fn each(&mut self, bucket: Option<&QuotaKey>, f: impl Fn(&mut Counters)) {
         f(&mut self.totals);
         if let Some(bucket) = bucket {
             let entry = self.models.entry(bucket.to_string()).or_insert_with(|| (bucket.clone(), Counters::default()));
@@ -127,7 +127,7 @@ impl Stats {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn request(&self, bucket: Option<&Bucket>, op: Operation) {
+    pub fn request(&self, bucket: Option<&QuotaKey>, op: Operation) {
         self.lock().each(bucket, |c| {
             c.requests += 1;
             let ops = &mut c.operations;
@@ -141,7 +141,7 @@ impl Stats {
         });
     }
 
-    pub fn rejected(&self, bucket: Option<&Bucket>, error: &ApiError) {
+    pub fn rejected(&self, bucket: Option<&QuotaKey>, error: &ApiError) {
         self.lock().each(bucket, |c| match error {
             ApiError::Validation(_) | ApiError::UnknownOperation(_) => {
                 c.validation_errors += 1;
@@ -155,11 +155,11 @@ impl Stats {
         });
     }
 
-    pub fn stream_started(&self, bucket: &Bucket) {
+    pub fn stream_started(&self, bucket: &QuotaKey) {
         self.lock().each(Some(bucket), |c| c.streams += 1);
     }
 
-    pub fn ended(&self, bucket: &Bucket, ending: Ending, billed: Billed) {
+    pub fn ended(&self, bucket: &QuotaKey, ending: Ending, billed: Billed) {
         self.lock().each(Some(bucket), |c| {
             match ending {
                 Ending::Completed => c.succeeded += 1,
@@ -175,12 +175,12 @@ impl Stats {
     }
 
     /// Totals and every bucket's counters.
-    pub fn snapshot(&self) -> (Counters, Vec<(Bucket, Counters)>) {
+    pub fn snapshot(&self) -> (Counters, Vec<(QuotaKey, Counters)>) {
         let inner = self.lock();
         (inner.totals.clone(), inner.models.values().cloned().collect())
     }
 
-    pub fn reset_bucket(&self, bucket: &Bucket) {
+    pub fn reset_bucket(&self, bucket: &QuotaKey) {
         self.lock().models.remove(&bucket.to_string());
     }
 
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn counters_go_to_the_bucket_and_the_totals() {
         let stats = Stats::default();
-        let b = Bucket::new("m", Scope::Global);
+        let b = QuotaKey::new("m", Scope::Global);
         stats.request(Some(&b), Operation::ConverseStream);
         stats.request(None, Operation::Converse);
         stats.rejected(None, &ApiError::validation("bad"));

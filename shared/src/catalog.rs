@@ -190,9 +190,16 @@ impl ModelSpec {
         micro_usd / 1_000_000.0 * (1.0 + premium)
     }
 
-    /// Tokens this call counts against the TPM quota once it has finished.
+    /// Tokens this call counts against the TPM quota once it has finished (Bedrock's
+    /// settlement, [`crate::quota::settled_tokens`]).
     pub fn quota_tokens(&self, usage: &Usage) -> u64 {
-        usage.input_tokens + usage.cache_write_input_tokens + usage.output_tokens * u64::from(self.output_burndown)
+        crate::quota::settled_tokens(usage, u64::from(self.output_burndown))
+    }
+
+    /// Tokens a call with `prompt_tokens` of input (cache reads and writes included) reserves
+    /// against the TPM quota when it starts ([`crate::quota::reserved_tokens`]).
+    pub fn reserved_quota_tokens(&self, prompt_tokens: u64, max_tokens: Option<u64>) -> u64 {
+        crate::quota::reserved_tokens(prompt_tokens, max_tokens, u64::from(self.max_output_tokens))
     }
 }
 

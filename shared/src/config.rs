@@ -26,6 +26,10 @@
 //! | `ROUTER_MIN_TIER`, `ROUTER_MAX_TIER` | `haiku`, `opus` | the tiers routing may choose from |
 //! | `ROUTER_FALLBACK` | `true` | a throttled or failing model hands over to the next profile, then the adjacent tier |
 //! | `DEFAULT_MODEL_ID` | none | `modelId` for requests that give none, e.g. `auto` to route them |
+//! | `QUOTA_SOURCE` | `catalog` | where Bedrock's per-model limits come from: `catalog` (its defaults), or `service-quotas` (the account's applied values, read once per cold start with `ListServiceQuotas`; on failure, a warning and the catalog) |
+//! | `QUOTA_OVERRIDES` | none | limits that win over both, `ID=tpm:N,rpm:N` entries separated by `;`, keyed by the ID Bedrock is called with, e.g. `us.anthropic.claude-sonnet-4-5-20250929-v1:0=tpm:400000,rpm:200;anthropic.claude-3-haiku-20240307-v1:0=rpm:50` |
+//! | `QUOTA_WINDOW_SECONDS` | 60 | length of the quota window (Bedrock's is a minute); shorter only to test against an emulator scaled down the same way |
+//! | `SERVICE_QUOTAS_TIMEOUT_MS` | 3000 | the whole Service Quotas read at cold start, every page included |
 //! | `LOG_REQUEST_BODIES` | `false` | `true` logs request bodies at debug level (with a warning at cold start); otherwise no request content is logged at any level |
 //!
 //! Routing settings ([`RoutingConfig`]) are read on their own by the router function, which
@@ -41,6 +45,7 @@ use crate::deadline::Budgets;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, Target, Tier};
+use crate::quota::{DetectedLimit, QuotaOverrides, QuotaTable};
 use crate::routing::policy::{parse_tier, parse_tolerance};
 use crate::routing::{Router, RouterModel, RoutingPolicy};
 use crate::service::GatewaySettings;
@@ -153,6 +158,95 @@ impl RoutingConfig {
     }
 }
 
+/// Where the limits of Bedrock's quotas are read from, before overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaSource {
+    Catalog,
+    ServiceQuotas,
+}
+
+/// The quota model's settings: where limits come from, the overrides, the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaConfig {
+    pub source: QuotaSource,
+    pub overrides: QuotaOverrides,
+    pub window: Duration,
+    pub service_quotas_timeout: Duration,
+}
+
+/// Bedrock's window is one minute; a longer one would let through more than it allows.
+const MAX_QUOTA_WINDOW_SECONDS: f64 = 60.0;
+
+impl QuotaConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads and checks the syntax; [`QuotaConfig::table`] checks the IDs against the catalog.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let source = match env.get("QUOTA_SOURCE").map(|v| (v.to_ascii_lowercase(), v)) {
+            None => QuotaSource::Catalog,
+            Some((lower, _)) if lower == "catalog" => QuotaSource::Catalog,
+            Some((lower, _)) if lower == "service-quotas" => QuotaSource::ServiceQuotas,
+            Some((_, value)) => {
+                return Err(ConfigError::Invalid {
+                    name: "QUOTA_SOURCE",
+                    value,
+                    reason: "must be `catalog` or `service-quotas`".into(),
+                });
+            }
+        };
+        let overrides = match env.get("QUOTA_OVERRIDES") {
+            None => QuotaOverrides::default(),
+            Some(value) => QuotaOverrides::parse(&value).map_err(|e| ConfigError::Invalid {
+                name: "QUOTA_OVERRIDES",
+                reason: e.to_string(),
+                value,
+            })?,
+        };
+        let window: f64 = env.parsed("QUOTA_WINDOW_SECONDS", MAX_QUOTA_WINDOW_SECONDS)?;
+        if !window.is_finite() || window <= 0.0 || window > MAX_QUOTA_WINDOW_SECONDS {
+            return Err(ConfigError::Invalid {
+                name: "QUOTA_WINDOW_SECONDS",
+                value: window.to_string(),
+                reason: format!("must be above 0 and at most {MAX_QUOTA_WINDOW_SECONDS}"),
+            });
+        }
+        Ok(QuotaConfig {
+            source,
+            overrides,
+            window: Duration::from_secs_f64(window),
+            service_quotas_timeout: env.millis("SERVICE_QUOTAS_TIMEOUT_MS", 3_000)?,
+        })
+    }
+
+    /// The limits in force: the catalog's, then `detected` (read from Service Quotas), then
+    /// the overrides, each checked against the catalog so that a typo fails the cold start.
+    pub fn table(&self, catalog: &Catalog, detected: &[DetectedLimit<'_>]) -> Result<QuotaTable, ConfigError> {
+        let overrides = self.overrides.resolve(catalog).map_err(|e| ConfigError::Invalid {
+            name: "QUOTA_OVERRIDES",
+            value: self.overrides.as_written().to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut table = QuotaTable::from_catalog(catalog);
+        table.apply_detected(detected);
+        table.apply_overrides(&overrides);
+        Ok(table)
+    }
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            source: QuotaSource::Catalog,
+            overrides: QuotaOverrides::default(),
+            window: Duration::from_secs(60),
+            service_quotas_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BedrockSettings {
     pub connect_timeout: Duration,
@@ -183,6 +277,7 @@ pub struct GatewayConfig {
     pub throttle_retry_after: Duration,
     /// `CACHE_CLAIM_WAIT_MS`; `None` when 0.
     pub claim_wait: Option<Duration>,
+    pub quota: QuotaConfig,
 }
 
 /// A wait beyond API Gateway's 30 s limit could never end in an answer.
@@ -249,6 +344,7 @@ impl GatewayConfig {
             },
             throttle_retry_after: Duration::from_secs(env.parsed("THROTTLE_RETRY_AFTER_SECONDS", 10)?),
             claim_wait: Some(Duration::from_millis(claim_wait_ms)).filter(|wait| !wait.is_zero()),
+            quota: QuotaConfig::from_lookup(&lookup)?,
         })
     }
 
@@ -358,6 +454,55 @@ mod tests {
         assert_eq!(on.gateway_settings(&catalog).unwrap().claim_wait, Some(Duration::from_millis(2500)));
         let err = config(&[("CACHE_TABLE_NAME", "t"), ("CACHE_CLAIM_WAIT_MS", "60000")]).unwrap_err();
         assert!(err.to_string().contains("CACHE_CLAIM_WAIT_MS"), "{err}");
+    }
+
+    #[test]
+    fn quota_settings_default_to_the_catalog_and_a_minute() {
+        let c = config(&[("CACHE_TABLE_NAME", "t")]).unwrap();
+        assert_eq!(c.quota, QuotaConfig::default());
+        let catalog = Catalog::embedded().unwrap();
+        assert_eq!(c.quota.table(&catalog, &[]).unwrap(), QuotaTable::from_catalog(&catalog));
+    }
+
+    #[test]
+    fn quota_settings_are_read_and_overrides_checked_against_the_catalog() {
+        let catalog = Catalog::embedded().unwrap();
+        let sonnet = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
+        let c = config(&[
+            ("CACHE_TABLE_NAME", "t"),
+            ("QUOTA_SOURCE", "Service-Quotas"),
+            ("QUOTA_WINDOW_SECONDS", "2.5"),
+            ("QUOTA_OVERRIDES", &format!("{sonnet}=tpm:400000,rpm:20")),
+        ])
+        .unwrap();
+        assert_eq!(c.quota.source, QuotaSource::ServiceQuotas);
+        assert_eq!(c.quota.window, Duration::from_millis(2500));
+        let key = crate::quota::QuotaKey::new(
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            crate::catalog::Scope::Geo("us".into()),
+        );
+        let table = c.quota.table(&catalog, &[]).unwrap();
+        assert_eq!(table.get(&key), Some(crate::catalog::Quota { tpm: 400_000, rpm: 20 }));
+
+        let unknown = config(&[("CACHE_TABLE_NAME", "t"), ("QUOTA_OVERRIDES", "us.claude-9=rpm:5")]).unwrap();
+        let err = unknown.quota.table(&catalog, &[]).unwrap_err().to_string();
+        assert!(err.contains("QUOTA_OVERRIDES") && err.contains("unknown model"), "{err}");
+    }
+
+    #[test]
+    fn bad_quota_settings_name_the_variable() {
+        for (name, value) in [
+            ("QUOTA_SOURCE", "dynamo"),
+            ("QUOTA_OVERRIDES", "us.anthropic.claude-sonnet-4-5-20250929-v1:0=rpm:0"),
+            ("QUOTA_OVERRIDES", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            ("QUOTA_WINDOW_SECONDS", "0"),
+            ("QUOTA_WINDOW_SECONDS", "61"),
+            ("QUOTA_WINDOW_SECONDS", "NaN"),
+            ("SERVICE_QUOTAS_TIMEOUT_MS", "0"),
+        ] {
+            let err = config(&[("CACHE_TABLE_NAME", "t"), (name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod catalog;
 mod demo;
 mod dynamo;
+mod estimate;
 mod eval;
 mod fuzz;
 mod http;
@@ -57,6 +58,8 @@ enum Command {
     TrainRouter(train::TrainArgs),
     /// Evaluate routers (random, heuristic, length, learned) on a CSV of per-prompt outcomes.
     EvalRouter(eval::EvalArgs),
+    /// Measure the local token estimate against the emulator and the shipped data's lengths.
+    EstimateTokens(estimate::EstimateArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Fuzz(args) => fuzz::run(&args),
         Command::TrainRouter(args) => train::run(&args),
         Command::EvalRouter(args) => eval::run(&args),
+        Command::EstimateTokens(args) => estimate::run(&args),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -95,12 +95,21 @@ pub struct Stack {
     supervisor: Supervisor,
     pub moto_url: Option<String>,
     pub emulator_url: Option<String>,
+    /// The emulator's Service Quotas endpoint.
+    pub service_quotas_url: Option<String>,
     pub lambda_port: Option<u16>,
 }
 
 impl Stack {
     pub fn new(options: StackOptions) -> Self {
-        Self { options, supervisor: Supervisor::default(), moto_url: None, emulator_url: None, lambda_port: None }
+        Self {
+            options,
+            supervisor: Supervisor::default(),
+            moto_url: None,
+            emulator_url: None,
+            service_quotas_url: None,
+            lambda_port: None,
+        }
     }
 
     /// Everything `stack` and `demo` need, in dependency order.
@@ -158,9 +167,11 @@ impl Stack {
 
     pub fn start_emulator(&mut self) -> Result<String> {
         let port = http::free_port()?;
+        let quotas_port = http::free_port()?;
         let binary = paths::target_dir().join("debug").join(EMULATOR_BINARY);
         let mut command = Command::new(&binary);
         command.args(["--addr", &format!("127.0.0.1:{port}")]);
+        command.args(["--service-quotas-addr", &format!("127.0.0.1:{quotas_port}")]);
         if let Some(config) = &self.options.emulator_config {
             command.arg("--config").arg(config);
         }
@@ -176,8 +187,9 @@ impl Stack {
             Duration::from_secs(30),
             |status| status == 200,
         )?;
-        println!("stack: bedrock-emulator listening on {url}");
+        println!("stack: bedrock-emulator listening on {url}, Service Quotas on port {quotas_port}");
         self.emulator_url = Some(url.clone());
+        self.service_quotas_url = Some(format!("http://127.0.0.1:{quotas_port}"));
         Ok(url)
     }
 

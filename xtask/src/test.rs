@@ -183,10 +183,13 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps.run("start moto", || stack.start_moto().map(|_| StepOutcome::check(true)));
     steps.run("create cache table", || stack.create_cache_table().map(|()| StepOutcome::check(true)));
     steps.run("start bedrock-emulator", || stack.start_emulator().map(|_| StepOutcome::check(true)));
-    let env = match (&stack.moto_url, &stack.emulator_url) {
+    let mut env = match (&stack.moto_url, &stack.emulator_url) {
         (Some(moto), Some(emulator)) => stack::test_env(moto, emulator),
         _ => Vec::new(),
     };
+    if let Some(quotas) = &stack.service_quotas_url {
+        env.push(("SERVICE_QUOTAS_EMULATOR_URL", quotas.clone()));
+    }
     steps.run("cargo nextest", || rust_tests(&root, &env));
     steps.run("pytest tests/python", || python_tests(&root, &env));
     let fuzz_seed = args.fuzz_seed.unwrap_or_else(fuzz::clock_seed);

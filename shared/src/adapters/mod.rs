@@ -2,6 +2,7 @@
 
 pub mod bedrock;
 pub mod dynamo;
+pub mod service_quotas;
 
 use std::sync::Arc;
 
@@ -10,7 +11,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::config::{ConfigError, GatewayConfig};
+use crate::config::{ConfigError, GatewayConfig, QuotaConfig, QuotaSource};
+use crate::quota::QuotaTable;
 use crate::service::Gateway;
 
 pub use bedrock::BedrockInvoker;
@@ -72,4 +74,34 @@ pub fn bedrock_client(sdk: &SdkConfig, config: &GatewayConfig) -> aws_sdk_bedroc
         )
         .build();
     aws_sdk_bedrockruntime::Client::from_conf(bedrock_config)
+}
+
+/// The limits in force, once per cold start: the catalog's, then (with
+/// `QUOTA_SOURCE=service-quotas`) the account's applied values from Service Quotas, then
+/// `QUOTA_OVERRIDES`. Invalid overrides fail the cold start; a Service Quotas read that fails
+/// or times out only logs a warning, and the catalog's values stand.
+pub async fn quota_table(config: &QuotaConfig, catalog: &Catalog, sdk: &SdkConfig) -> Result<QuotaTable, ConfigError> {
+    // Checked before any call, so that a typo fails fast whatever Service Quotas does.
+    let without_service_quotas = config.table(catalog, &[])?;
+    match config.source {
+        QuotaSource::Catalog => Ok(without_service_quotas),
+        QuotaSource::ServiceQuotas => {
+            let client = service_quotas::service_quotas_client(sdk, config.service_quotas_timeout);
+            match service_quotas::list_bedrock_quotas(&client, config.service_quotas_timeout).await {
+                Ok(listed) => {
+                    let detected = service_quotas::detected_limits(catalog, &listed);
+                    tracing::info!(
+                        listed = listed.len(),
+                        matched = detected.len(),
+                        "read Bedrock quotas from Service Quotas"
+                    );
+                    config.table(catalog, &detected)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read Service Quotas; planning against the catalog's quotas");
+                    Ok(without_service_quotas)
+                }
+            }
+        }
+    }
 }
