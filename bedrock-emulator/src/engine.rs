@@ -13,7 +13,7 @@ use gateway_core::tokens::estimate_request;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{CacheUsage, PromptCache};
-use crate::config::{ConfigError, EmulatorConfig};
+use crate::config::{AnswerLength, ConfigError, EmulatorConfig};
 use crate::errors::{ApiError, INVALID_MODEL};
 use crate::faults::{Fault, FaultInjector, Selector, StreamCut};
 use crate::generate::{self, Answer, Rng};
@@ -35,6 +35,7 @@ pub struct AppState {
     pub faults: FaultInjector,
     pub cache: PromptCache,
     pub stats: Stats,
+    pub answers: AnswerLength,
     ids: IdSource,
 }
 
@@ -58,6 +59,7 @@ impl AppState {
             cache: PromptCache::default(),
             stats: Stats::default(),
             ids: IdSource::new(config.seed),
+            answers: config.answers,
             catalog,
         })
     }
@@ -313,7 +315,7 @@ async fn admit(
     }
 
     let cache = state.cache.apply(&spec.model_id, &request, now);
-    let answer = generate::answer(&spec.model_id, &request, max_tokens);
+    let answer = generate::answer(&spec.model_id, &request, max_tokens, state.answers);
     tracing::debug!(
         op = op.as_str(),
         model = %resolved.bucket,

@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    ConfigError, EmulatorConfig, FaultOverride, FaultRates, FaultsConfig, LatencyConfig, QuotaOverride,
+    AnswerLength, ConfigError, EmulatorConfig, FaultOverride, FaultRates, FaultsConfig, LatencyConfig, QuotaOverride,
     StreamErrorType, TierLatency,
 };
 
