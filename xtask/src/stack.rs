@@ -280,7 +280,7 @@ impl Stack {
 pub fn build_binaries() -> Result<()> {
     let mut command = cargo();
     command.arg("build").current_dir(paths::repo_root());
-    command.args(["--bin", EMULATOR_BINARY, "--bin", FUZZ_BINARY]);
+    command.args(["--bin", EMULATOR_BINARY, "--bin", FUZZ_BINARY, "--bin", crate::bench_quota::QUOTA_LOAD_BINARY]);
     for function in FUNCTION_BINARIES {
         command.args(["--bin", function]);
     }
