@@ -24,9 +24,15 @@ const WINDOW_MS: u64 = 3_000;
 /// Every prompt settles at about 25 input + 5 × 40 output tokens.
 const TPM: u64 = 2_400;
 const RPM: u64 = 40;
-/// Emulator throttles of admitted calls allowed per run: none, since every answer is exactly as
-/// long as its `maxTokens` and admission reserves the burndown of all of it.
-const THROTTLE_TOLERANCE: u64 = 0;
+/// The share of Bedrock calls the emulator may throttle although admission let them go: the
+/// issue's bound of 1 %. Every answer here is exactly as long as its `maxTokens` and admission
+/// reserves the burndown of all of it, so none is expected.
+const THROTTLE_TOLERANCE: f64 = 0.01;
+
+/// Whether the emulator's throttles are within the tolerance of its calls.
+fn throttles_within_tolerance(stats: &Value) -> bool {
+    throttled(stats) as f64 <= THROTTLE_TOLERANCE * stats["totals"]["requests"].as_u64().unwrap() as f64
+}
 
 /// A moto_server of the test's own, resumed and killed on drop.
 struct Moto {
@@ -192,7 +198,7 @@ async fn several_instances_share_one_budget_and_every_request_is_answered() {
     assert!(requests > 40, "the fleet sent {requests} requests");
     let throttled = throttled(&stats);
     println!("{requests} requests, {throttled} throttled by the emulator (tolerance {THROTTLE_TOLERANCE})");
-    assert!(throttled <= THROTTLE_TOLERANCE, "{stats}");
+    assert!(throttles_within_tolerance(&stats), "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +232,8 @@ async fn a_killed_instance_loses_nothing_of_the_others_and_its_lease_returns() {
         .sum();
     println!("survivors admitted {served} tokens in the window after the lease term ({TPM} quota)");
     assert!(served as f64 >= TPM as f64 * 0.8, "survivors got {served} of {TPM}");
-    assert!(throttled(&emulator_stats(&emulator).await) <= THROTTLE_TOLERANCE);
+    let stats = emulator_stats(&emulator).await;
+    assert!(throttles_within_tolerance(&stats), "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
