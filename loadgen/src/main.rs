@@ -9,6 +9,7 @@
 //!   with SDK retries off; a refusal is waited out (`retry_after`) and asked again, as a
 //!   well-behaved caller of the gateway's 429 + `Retry-After` does, until `--patience-ms`.
 
+mod admitted;
 mod sdk;
 mod summary;
 mod workload;
@@ -19,8 +20,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use aws_config::retry::RetryConfig;
 use clap::Parser;
-use gateway_core::catalog::{Catalog, ModelSpec};
+use gateway_core::admission::AdmissionSettings;
+use gateway_core::catalog::{Catalog, ModelSpec, Quota, Scope};
 use gateway_core::request::ConverseRequest;
 use gateway_core::splitmix::SplitMix64;
 use serde_json::json;
@@ -48,6 +51,7 @@ pub enum LoadError {
 pub enum Strategy {
     SdkStandard,
     SdkAdaptive,
+    Admission,
 }
 
 impl Strategy {
@@ -56,6 +60,7 @@ impl Strategy {
         match self {
             Strategy::SdkStandard => "sdk_standard",
             Strategy::SdkAdaptive => "sdk_adaptive",
+            Strategy::Admission => "admission",
         }
     }
 }
@@ -107,6 +112,18 @@ struct Args {
     /// Admission: the quota window in milliseconds (Bedrock: one minute).
     #[arg(long, default_value_t = 60_000)]
     window_ms: u64,
+    /// Admission: the longest one Bedrock call may hold its reservation.
+    #[arg(long, default_value_t = 2_000)]
+    max_call_ms: u64,
+    /// Admission: how long a lease counts; default two windows plus the longest call.
+    #[arg(long)]
+    lease_ms: Option<u64>,
+    /// Admission: the part of the quota no lease may take.
+    #[arg(long, default_value_t = 5)]
+    headroom_percent: u8,
+    /// Admission: each budget-store call (moto on a busy machine is slower than DynamoDB).
+    #[arg(long, default_value_t = 500)]
+    store_timeout_ms: u64,
     /// Writes one JSON line per request here.
     #[arg(long)]
     records: Option<PathBuf>,
@@ -163,11 +180,93 @@ fn estimated_input(prompt: &Prompt) -> u64 {
         .unwrap_or_else(|_| gateway_core::tokens::estimate_text(&prompt.prompt))
 }
 
-fn model_spec(catalog: &Catalog, model: &str) -> Result<ModelSpec, LoadError> {
+fn model_spec(catalog: &Catalog, model: &str) -> Result<(ModelSpec, Scope), LoadError> {
     catalog
         .resolve_served(model)
-        .map(|(spec, _)| spec.clone())
+        .map(|(spec, scope)| (spec.clone(), scope))
         .map_err(|e| LoadError::Model(model.to_owned(), e.to_string()))
+}
+
+/// What sends the jobs of one strategy.
+#[derive(Debug, Clone)]
+enum Caller {
+    Sdk(sdk::SdkCaller),
+    Admitted(Arc<admitted::AdmittedCaller>),
+}
+
+impl Caller {
+    async fn new(args: &Args, spec: Arc<ModelSpec>, scope: Scope) -> Result<Caller, LoadError> {
+        let retry = match args.strategy {
+            Strategy::SdkStandard => RetryConfig::standard(),
+            Strategy::SdkAdaptive => RetryConfig::adaptive(),
+            Strategy::Admission => return Ok(Caller::Admitted(Arc::new(admitted_caller(args, spec, scope).await?))),
+        };
+        Ok(Caller::Sdk(sdk::SdkCaller::new(retry, &args.bedrock_url, args.model.clone(), spec).await))
+    }
+
+    async fn send(&self, job: Job) -> Record {
+        let record = job.record();
+        let record = match self {
+            Caller::Sdk(caller) => caller.send(&job, record).await,
+            Caller::Admitted(caller) => caller.send(&job, record).await,
+        };
+        job.finish(record)
+    }
+
+    fn store_ops(&self) -> u64 {
+        match self {
+            Caller::Sdk(_) => 0,
+            Caller::Admitted(caller) => caller.store_ops(),
+        }
+    }
+}
+
+async fn admitted_caller(
+    args: &Args,
+    spec: Arc<ModelSpec>,
+    scope: Scope,
+) -> Result<admitted::AdmittedCaller, LoadError> {
+    let missing = |name: &'static str| LoadError::Argument(name, "the admission strategy needs it".to_owned());
+    let (Some(tpm), Some(rpm)) = (args.tpm, args.rpm) else {
+        return Err(missing("tpm"));
+    };
+    if args.window_ms == 0 {
+        return Err(LoadError::Argument("window-ms", "must be at least 1".to_owned()));
+    }
+    let window = Duration::from_millis(args.window_ms);
+    let max_call = Duration::from_millis(args.max_call_ms);
+    let lease_term = args.lease_ms.map(Duration::from_millis).unwrap_or(2 * window + max_call);
+    let settings = AdmissionSettings {
+        window,
+        lease_term,
+        max_call,
+        headroom_percent: args.headroom_percent,
+        wait: Duration::from_millis(args.patience_ms),
+        store_timeout: Duration::from_millis(args.store_timeout_ms),
+        ..AdmissionSettings::default()
+    };
+    if settings.usable_lease().is_zero() {
+        return Err(LoadError::Argument(
+            "lease-ms",
+            "a lease must outlast one window plus the longest call".to_owned(),
+        ));
+    }
+    let budget = admitted::BudgetArgs {
+        dynamodb_url: args.dynamodb_url.clone().ok_or_else(|| missing("dynamodb-url"))?,
+        table: args.budget_table.clone().ok_or_else(|| missing("budget-table"))?,
+        limits: Quota { tpm, rpm },
+        settings,
+    };
+    Ok(admitted::AdmittedCaller::new(
+        budget,
+        &args.bedrock_url,
+        args.model.clone(),
+        spec,
+        scope,
+        args.instance.clone(),
+        max_call,
+    )
+    .await)
 }
 
 async fn run(args: Args) -> Result<Summary, LoadError> {
@@ -179,12 +278,13 @@ async fn run(args: Args) -> Result<Summary, LoadError> {
     }
     let prompts = workload::read(&args.workload)?;
     let catalog = Catalog::embedded().map_err(|e| LoadError::Model(args.model.clone(), e.to_string()))?;
-    let spec = Arc::new(model_spec(&catalog, &args.model)?);
+    let (spec, scope) = model_spec(&catalog, &args.model)?;
+    let spec = Arc::new(spec);
     let mut rng = SplitMix64::new(args.seed);
     let offsets = workload::schedule(args.arrivals, args.rate, Duration::from_secs_f64(args.seconds), &mut rng);
     let first_prompt = rng.below(prompts.len() as u64) as usize;
 
-    let caller = sdk::Caller::new(args.strategy, &args.bedrock_url, args.model.clone(), spec.clone()).await;
+    let caller = Caller::new(&args, spec, scope).await?;
     if let Some(start) = args.start_at_unix_ms {
         let wait = Duration::from_millis(start.saturating_sub(unix_ms(SystemTime::now())));
         tokio::time::sleep(wait).await;

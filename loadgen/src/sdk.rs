@@ -12,8 +12,8 @@ use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceCon
 use gateway_core::catalog::ModelSpec;
 use gateway_core::cost::Usage;
 
+use crate::Job;
 use crate::summary::{Outcome, Record};
-use crate::{Job, Strategy};
 
 /// A failed call, in the load's vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,32 +112,22 @@ fn classify(error: &SdkError<ConverseError>) -> CallError {
     }
 }
 
-/// What sends a job: the strategy's client and, for admission, its budget.
+/// The SDK strategies: the SDK's own retries decide everything.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub struct SdkCaller {
     client: aws_sdk_bedrockruntime::Client,
     model: String,
     spec: Arc<ModelSpec>,
 }
 
-impl Caller {
-    pub async fn new(strategy: Strategy, bedrock_url: &str, model: String, spec: Arc<ModelSpec>) -> Caller {
-        let retry = match strategy {
-            Strategy::SdkStandard => RetryConfig::standard(),
-            Strategy::SdkAdaptive => RetryConfig::adaptive(),
-        };
+impl SdkCaller {
+    pub async fn new(retry: RetryConfig, bedrock_url: &str, model: String, spec: Arc<ModelSpec>) -> SdkCaller {
         // The SDK's retries are what these strategies measure; the patience only stops a hung call.
         let client = bedrock(bedrock_url, retry, Duration::from_secs(120)).await;
-        Caller { client, model, spec }
+        SdkCaller { client, model, spec }
     }
 
-    /// DynamoDB operations made so far.
-    pub fn store_ops(&self) -> u64 {
-        0
-    }
-
-    pub async fn send(&self, job: Job) -> Record {
-        let mut record = job.record();
+    pub async fn send(&self, job: &Job, mut record: Record) -> Record {
         record.calls = 1;
         let called = tokio::time::timeout(job.patience, converse(&self.client, &self.model, &job)).await;
         match called {
@@ -155,6 +145,6 @@ impl Caller {
                 record.error = Some(CallError::Timeout.label().to_owned());
             }
         }
-        job.finish(record)
+        record
     }
 }
