@@ -30,6 +30,7 @@ pub struct EmulatorConfig {
     pub quotas: BTreeMap<String, QuotaOverride>,
     pub faults: FaultsConfig,
     pub latency: LatencyConfig,
+    pub answers: AnswerLength,
 }
 
 impl Default for EmulatorConfig {
@@ -42,9 +43,30 @@ impl Default for EmulatorConfig {
             quotas: BTreeMap::new(),
             faults: FaultsConfig::default(),
             latency: LatencyConfig::default(),
+            answers: AnswerLength::default(),
         }
     }
 }
+
+/// The range of an answer's natural length, in estimated tokens, before `maxTokens` or a stop
+/// sequence cuts it. The default (30 to 300) suits chat tests; a load test that takes output
+/// lengths from real data raises `max_tokens` so that its `maxTokens`, not the emulator, sets
+/// how long answers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnswerLength {
+    pub min_tokens: u64,
+    pub max_tokens: u64,
+}
+
+impl Default for AnswerLength {
+    fn default() -> Self {
+        AnswerLength { min_tokens: 30, max_tokens: 300 }
+    }
+}
+
+/// Longer natural answers than any catalog model's output limit would only be cut anyway.
+const MAX_NATURAL_ANSWER_TOKENS: u64 = 128_000;
 
 /// Replaces one or both limits of a quota; an absent field keeps the catalog's value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +290,16 @@ impl EmulatorConfig {
                 return invalid(format!("latency.{tier}.per_token_ms = {ms} must be a finite number >= 0"));
             }
         }
+        let answers = self.answers;
+        if answers.min_tokens == 0
+            || answers.min_tokens > answers.max_tokens
+            || answers.max_tokens > MAX_NATURAL_ANSWER_TOKENS
+        {
+            return invalid(format!(
+                "answers: min_tokens = {} and max_tokens = {} must satisfy 1 <= min_tokens <= max_tokens <= {MAX_NATURAL_ANSWER_TOKENS}",
+                answers.min_tokens, answers.max_tokens
+            ));
+        }
         for (id, quota) in &self.quotas {
             if let Err(e) = crate::engine::bucket_of(catalog, id) {
                 return invalid(format!("quotas.\"{id}\": {e}"));
@@ -313,12 +345,15 @@ mod tests {
             internal_error_rate = 0.5
             [latency.sonnet]
             ttft_ms = 100
+            [answers]
+            max_tokens = 4000
         "#;
         let config = EmulatorConfig::from_toml(text).unwrap();
         config.validate(&Catalog::embedded().unwrap()).unwrap();
         assert_eq!(config.quotas.values().next().unwrap().rpm, Some(3));
         assert_eq!(config.latency.sonnet.ttft_ms, Some(100));
         assert_eq!(config.faults.stream_error_type, StreamErrorType::InternalServer);
+        assert_eq!(config.answers, AnswerLength { min_tokens: 30, max_tokens: 4000 });
     }
 
     #[test]
@@ -343,5 +378,8 @@ mod tests {
         assert!(check("[faults]\nthrottling_rate = 0.6\ninternal_error_rate = 0.6").contains("more than 1"));
         assert!(check("[faults]\nstream_error_rate = 2").contains("outside"));
         assert!(check("quota_window_seconds = 0").contains("quota_window_seconds"));
+        assert!(check("[answers]\nmin_tokens = 0").contains("answers"));
+        assert!(check("[answers]\nmin_tokens = 400").contains("min_tokens <= max_tokens"));
+        assert!(check("[answers]\nmax_tokens = 1000000").contains("answers"));
     }
 }

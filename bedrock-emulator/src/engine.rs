@@ -14,7 +14,7 @@ use gateway_core::tokens::estimate_request;
 use sha2::{Digest, Sha256};
 
 use crate::cache::{CacheUsage, PromptCache};
-use crate::config::{ConfigError, EmulatorConfig};
+use crate::config::{AnswerLength, ConfigError, EmulatorConfig};
 use crate::errors::{ApiError, INVALID_MODEL};
 use crate::faults::{Fault, FaultInjector, Selector, StreamCut};
 use crate::generate::{self, Answer, Rng};
@@ -36,6 +36,7 @@ pub struct AppState {
     pub faults: FaultInjector,
     pub cache: PromptCache,
     pub stats: Stats,
+    pub answers: AnswerLength,
     ids: IdSource,
 }
 
@@ -59,6 +60,7 @@ impl AppState {
             cache: PromptCache::default(),
             stats: Stats::default(),
             ids: IdSource::new(config.seed),
+            answers: config.answers,
             catalog,
         })
     }
@@ -336,7 +338,7 @@ async fn admit(
     }
 
     let cache = state.cache.apply(&spec.model_id, &request, now);
-    let answer = generate::answer(&spec.model_id, &request, max_tokens);
+    let answer = generate::answer(&spec.model_id, &request, max_tokens, state.answers);
     tracing::debug!(
         op = op.as_str(),
         model = %resolved.bucket,

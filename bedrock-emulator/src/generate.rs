@@ -17,12 +17,11 @@
 use gateway_core::request::{ContentBlock, ConverseRequest, Role, Tool, ToolChoice, ToolInputSchema, ToolSpec};
 use gateway_core::splitmix::SplitMix64;
 use gateway_core::tokens::estimate_text;
+
+use crate::config::AnswerLength;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-/// Natural answer length in estimated tokens, before any `maxTokens` cut.
-const MIN_ANSWER_TOKENS: u64 = 30;
-const MAX_ANSWER_TOKENS: u64 = 300;
 /// Words of the last user text echoed at the start of the answer.
 const ECHO_WORDS: usize = 12;
 const ECHO_WORD_CHARS: usize = 40;
@@ -76,14 +75,15 @@ impl Answer {
     }
 }
 
-/// The answer of model `model_id` to `request`, cut at `max_tokens`.
+/// The answer of model `model_id` to `request`, of a natural length within `length`, cut at
+/// `max_tokens`.
 ///
 /// A request whose last message is the assistant's (a prefill) asks the model to go on from
 /// that text. When the text is the beginning of what the model would have answered without
 /// it, the answer is the rest, so a reply cut at `maxTokens` and continued this way adds up
 /// to the uncut reply, as with a real model. Any other prefill gets an answer of its own.
-pub fn answer(model_id: &str, request: &ConverseRequest, max_tokens: u64) -> Answer {
-    if let Some(continued) = continuation(model_id, request, max_tokens) {
+pub fn answer(model_id: &str, request: &ConverseRequest, max_tokens: u64, length: AnswerLength) -> Answer {
+    if let Some(continued) = continuation(model_id, request, max_tokens, length) {
         return continued;
     }
     let seed = seed(model_id, request);
@@ -104,7 +104,7 @@ pub fn answer(model_id: &str, request: &ConverseRequest, max_tokens: u64) -> Ans
             };
         }
     }
-    let natural = natural_text(&mut rng, last_user.as_deref());
+    let natural = natural_text(&mut rng, last_user.as_deref(), length);
     let stop_sequences = request.inference_config.as_ref().map(|c| c.stop_sequences.as_slice()).unwrap_or_default();
     let (text, mut stop_reason, mut stop_sequence) = match earliest_stop(&natural, stop_sequences) {
         Some((at, seq)) => (&natural[..at], StopReason::StopSequence, Some(seq.to_owned())),
@@ -139,11 +139,11 @@ pub fn prefill(request: &ConverseRequest) -> Option<String> {
     Some(text)
 }
 
-fn continuation(model_id: &str, request: &ConverseRequest, max_tokens: u64) -> Option<Answer> {
+fn continuation(model_id: &str, request: &ConverseRequest, max_tokens: u64, length: AnswerLength) -> Option<Answer> {
     let prefill = prefill(request)?;
     let mut earlier = request.clone();
     earlier.messages.pop();
-    let whole = answer(model_id, &earlier, u64::MAX);
+    let whole = answer(model_id, &earlier, u64::MAX, length);
     let AnswerContent::Text(full) = whole.content else {
         return None;
     };
@@ -374,8 +374,9 @@ pub fn char_chunks(text: &str, size: usize) -> Vec<String> {
     chars.chunks(size.max(1)).map(|c| c.iter().collect()).collect()
 }
 
-fn natural_text(rng: &mut Rng, last_user: Option<&str>) -> String {
-    let target = MIN_ANSWER_TOKENS + rng.below(MAX_ANSWER_TOKENS - MIN_ANSWER_TOKENS + 1);
+fn natural_text(rng: &mut Rng, last_user: Option<&str>, length: AnswerLength) -> String {
+    let span = length.max_tokens.saturating_sub(length.min_tokens);
+    let target = length.min_tokens + rng.below(span.saturating_add(1));
     let mut text = echo(last_user);
     let mut in_paragraph = 1;
     let mut paragraph_length = 3 + rng.below(3);
@@ -584,6 +585,7 @@ mod tests {
     use super::*;
 
     const MODEL: &str = "anthropic.claude-haiku-4-5-20251001-v1:0";
+    const NATURAL: AnswerLength = AnswerLength { min_tokens: 30, max_tokens: 300 };
 
     fn request(body: Value) -> ConverseRequest {
         ConverseRequest::from_json(body.to_string().as_bytes()).unwrap()
@@ -602,30 +604,40 @@ mod tests {
 
     #[test]
     fn same_request_same_answer_and_different_requests_differ() {
-        let a = answer(MODEL, &ask("What is a cache?"), 64_000);
-        assert_eq!(a, answer(MODEL, &ask("What is a cache?"), 64_000));
-        assert_ne!(text_of(&a), text_of(&answer(MODEL, &ask("What is a queue?"), 64_000)));
+        let a = answer(MODEL, &ask("What is a cache?"), 64_000, NATURAL);
+        assert_eq!(a, answer(MODEL, &ask("What is a cache?"), 64_000, NATURAL));
+        assert_ne!(text_of(&a), text_of(&answer(MODEL, &ask("What is a queue?"), 64_000, NATURAL)));
         assert_ne!(
             text_of(&a),
-            text_of(&answer("anthropic.claude-3-haiku-20240307-v1:0", &ask("What is a cache?"), 64_000))
+            text_of(&answer("anthropic.claude-3-haiku-20240307-v1:0", &ask("What is a cache?"), 64_000, NATURAL))
         );
         let hot = request(json!({
             "messages": [{"role": "user", "content": [{"text": "What is a cache?"}]}],
             "inferenceConfig": {"temperature": 0.2}
         }));
-        assert_ne!(text_of(&a), text_of(&answer(MODEL, &hot, 64_000)));
+        assert_ne!(text_of(&a), text_of(&answer(MODEL, &hot, 64_000, NATURAL)));
     }
 
     #[test]
     fn answers_echo_the_question_and_have_a_realistic_length() {
         for i in 0..50 {
-            let a = answer(MODEL, &ask(&format!("Question number {i}?")), 64_000);
+            let a = answer(MODEL, &ask(&format!("Question number {i}?")), 64_000, NATURAL);
             let text = text_of(&a);
             assert!(text.starts_with(&format!("You asked: \"Question number {i}?\".")), "{text}");
-            assert!((MIN_ANSWER_TOKENS..MAX_ANSWER_TOKENS + 40).contains(&a.output_tokens), "{}", a.output_tokens);
+            assert!((NATURAL.min_tokens..NATURAL.max_tokens + 40).contains(&a.output_tokens), "{}", a.output_tokens);
             assert_eq!(a.output_tokens, estimate_text(text));
             assert_eq!(a.stop_reason, StopReason::EndTurn);
         }
+    }
+
+    #[test]
+    fn a_wider_natural_length_lets_max_tokens_set_the_length() {
+        let long = AnswerLength { min_tokens: 2_000, max_tokens: 4_000 };
+        let a = answer(MODEL, &ask("Write an essay on queues"), 64_000, long);
+        assert!((2_000..4_040).contains(&a.output_tokens), "{}", a.output_tokens);
+        let cut = answer(MODEL, &ask("Write an essay on queues"), 700, long);
+        assert_eq!((cut.output_tokens, cut.stop_reason), (700, StopReason::MaxTokens));
+        assert!(text_of(&a).starts_with(text_of(&cut)));
     }
 
     #[test]
@@ -638,19 +650,19 @@ mod tests {
             "system": [{"text": "Be brief."}, {"cachePoint": {"type": "default"}}],
             "messages": [{"role": "user", "content": [{"text": "Hello there"}, {"cachePoint": {"type": "default"}}]}]
         }));
-        assert_eq!(answer(MODEL, &plain, 1_000), answer(MODEL, &cached, 1_000));
+        assert_eq!(answer(MODEL, &plain, 1_000, NATURAL), answer(MODEL, &cached, 1_000, NATURAL));
     }
 
     #[test]
     fn max_tokens_cuts_a_prefix_to_the_exact_budget() {
-        let full = answer(MODEL, &ask("Explain quotas"), 64_000);
+        let full = answer(MODEL, &ask("Explain quotas"), 64_000, NATURAL);
         for max in [1, 2, 5, 13, 29] {
-            let cut = answer(MODEL, &ask("Explain quotas"), max);
+            let cut = answer(MODEL, &ask("Explain quotas"), max, NATURAL);
             assert_eq!(cut.stop_reason, StopReason::MaxTokens);
             assert_eq!(cut.output_tokens, max, "budget {max}: {:?}", text_of(&cut));
             assert!(text_of(&full).starts_with(text_of(&cut)));
         }
-        let exact = answer(MODEL, &ask("Explain quotas"), full.output_tokens);
+        let exact = answer(MODEL, &ask("Explain quotas"), full.output_tokens, NATURAL);
         assert_eq!(exact.stop_reason, StopReason::EndTurn);
     }
 
@@ -660,12 +672,12 @@ mod tests {
             "messages": [{"role": "user", "content": [{"text": "Explain quotas"}]}],
             "inferenceConfig": {"stopSequences": ["NEVER", "."]}
         });
-        let a = answer(MODEL, &request(body.clone()), 64_000);
+        let a = answer(MODEL, &request(body.clone()), 64_000, NATURAL);
         assert_eq!(a.stop_reason, StopReason::StopSequence);
         assert_eq!(a.stop_sequence.as_deref(), Some("."));
         assert_eq!(text_of(&a), "You wrote: \"Explain quotas\"");
         // When the budget runs out first, max_tokens wins.
-        let a = answer(MODEL, &request(body), 2);
+        let a = answer(MODEL, &request(body), 2, NATURAL);
         assert_eq!((a.stop_reason, a.stop_sequence), (StopReason::MaxTokens, None));
     }
 
@@ -687,7 +699,7 @@ mod tests {
                 "toolChoice": {"any": {}}
             }
         });
-        let a = answer(MODEL, &request(body.clone()), 64_000);
+        let a = answer(MODEL, &request(body.clone()), 64_000, NATURAL);
         assert_eq!(a.stop_reason, StopReason::ToolUse);
         let AnswerContent::ToolUse(call) = &a.content else { panic!() };
         assert_eq!(call.name, "get_weather");
@@ -696,7 +708,7 @@ mod tests {
         assert!(call.input["days"].as_i64().unwrap() >= 1);
         assert!(call.input.get("verbose").is_none());
         assert!(call.id.starts_with("tooluse_"));
-        assert_eq!(a, answer(MODEL, &request(body), 64_000));
+        assert_eq!(a, answer(MODEL, &request(body), 64_000, NATURAL));
     }
 
     #[test]
@@ -704,11 +716,11 @@ mod tests {
         let tools =
             json!({"tools": [{"toolSpec": {"name": "lookup_order", "inputSchema": {"json": {"type": "object"}}}}]});
         let plain = request(json!({"messages": [{"role": "user", "content": [{"text": "Hi"}]}], "toolConfig": tools}));
-        assert_eq!(answer(MODEL, &plain, 64_000).stop_reason, StopReason::EndTurn);
+        assert_eq!(answer(MODEL, &plain, 64_000, NATURAL).stop_reason, StopReason::EndTurn);
         let mention = request(json!({
             "messages": [{"role": "user", "content": [{"text": "Please lookup order 42"}]}], "toolConfig": tools
         }));
-        assert_eq!(answer(MODEL, &mention, 100).stop_reason, StopReason::ToolUse);
+        assert_eq!(answer(MODEL, &mention, 100, NATURAL).stop_reason, StopReason::ToolUse);
         let after = request(json!({
             "messages": [
                 {"role": "user", "content": [{"text": "Please lookup order 42"}]},
@@ -717,13 +729,13 @@ mod tests {
             ],
             "toolConfig": tools
         }));
-        assert_eq!(answer(MODEL, &after, 64_000).stop_reason, StopReason::EndTurn);
+        assert_eq!(answer(MODEL, &after, 64_000, NATURAL).stop_reason, StopReason::EndTurn);
     }
 
     #[test]
     fn a_reply_cut_at_max_tokens_and_continued_from_its_text_adds_up_to_the_uncut_reply() {
         let question = "Explain in detail how a sliding window quota works";
-        let whole = answer(MODEL, &ask(question), u64::MAX);
+        let whole = answer(MODEL, &ask(question), u64::MAX, NATURAL);
         let full = text_of(&whole).to_owned();
         let mut text = String::new();
         let mut calls = 0;
@@ -733,7 +745,7 @@ mod tests {
             if !text.is_empty() {
                 messages.push(json!({"role": "assistant", "content": [{"text": text}]}));
             }
-            let part = answer(MODEL, &request(json!({ "messages": messages })), 20);
+            let part = answer(MODEL, &request(json!({ "messages": messages })), 20, NATURAL);
             text.push_str(text_of(&part));
             if part.stop_reason != StopReason::MaxTokens {
                 assert_eq!(part.stop_reason, whole.stop_reason);
@@ -751,7 +763,7 @@ mod tests {
             {"role": "user", "content": [{"text": "Say something"}]},
             {"role": "assistant", "content": [{"text": "Certainly not"}]}
         ]});
-        let answer = answer(MODEL, &request(body), u64::MAX);
+        let answer = answer(MODEL, &request(body), u64::MAX, NATURAL);
         assert!(!text_of(&answer).is_empty());
     }
 

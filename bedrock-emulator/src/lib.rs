@@ -46,7 +46,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    ConfigError, EmulatorConfig, FaultOverride, FaultRates, FaultsConfig, LatencyConfig, QuotaOverride,
+    AnswerLength, ConfigError, EmulatorConfig, FaultOverride, FaultRates, FaultsConfig, LatencyConfig, QuotaOverride,
     StreamErrorType, TierLatency,
 };
 

@@ -31,6 +31,16 @@
 //! | `QUOTA_WINDOW_SECONDS` | 60 | length of the quota window (Bedrock's is a minute); shorter only to test against an emulator scaled down the same way |
 //! | `SERVICE_QUOTAS_TIMEOUT_MS` | 3000 | the whole Service Quotas read at cold start, every page included |
 //! | `LOG_REQUEST_BODIES` | `false` | `true` logs request bodies at debug level (with a warning at cold start); otherwise no request content is logged at any level |
+//! | `ADMISSION` | `off` | `on` admits each request against its Bedrock quota, shared by every instance through `ADMISSION_TABLE_NAME` ([`AdmissionConfig`]) |
+//! | `ADMISSION_TABLE_NAME` | required when on | DynamoDB table of the quota leases (string partition key `pk`) |
+//! | `ADMISSION_WAIT_MS` | 10000 | longest wait for room before a 429; below 29000 and at most `REQUEST_TIMEOUT_MS` |
+//! | `TENANT_SHARES` | every tenant 1 | weights of tenants waiting for room, e.g. `acme=3,globex=1,*=1` (1 to 1000; `*` is everyone else) |
+//! | `ADMISSION_LEASE_SECONDS` | 120 | how long a lease counts; must exceed `QUOTA_WINDOW_SECONDS` plus `REQUEST_TIMEOUT_MS`. A frozen instance strands its lease at most this long |
+//! | `ADMISSION_HEADROOM_PERCENT` | 5 | part of each quota no lease takes (0 to 50) |
+//! | `ADMISSION_DEGRADED_SHARE` | 0.1 | part of a quota one instance may use while the lease table fails (above 0, at most 1) |
+//! | `ADMISSION_STORE_TIMEOUT_MS` | 100 | each call to the lease table (1 to 5000) |
+//! | `ADMISSION_RENEW_INTERVAL_MS` | 1000 | least time between two resizes of a contended lease |
+//! | `QUOTA_WINDOW_SECONDS` | 60 | Bedrock's quota window (shorter only for scaled tests) |
 //!
 //! Routing settings ([`RoutingConfig`]) are read on their own by the router function, which
 //! needs no table and no AWS client.
@@ -40,6 +50,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::admission::{AdmissionSettings, TenantShares};
 use crate::cache::CacheSettings;
 use crate::deadline::Budgets;
 use std::sync::Arc;
@@ -363,6 +374,110 @@ impl GatewayConfig {
     }
 }
 
+/// Quota-aware admission (`ADMISSION*`, `TENANT_SHARES`), read on its own so that the lead
+/// can wire it without touching the gateway's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionConfig {
+    pub enabled: bool,
+    /// `ADMISSION_TABLE_NAME`; `Some` whenever admission is on.
+    pub table: Option<String>,
+    pub settings: AdmissionSettings,
+}
+
+/// API Gateway's HTTP API answers 504 at 30 s; a wait must leave time for the call itself.
+const MAX_ADMISSION_WAIT_MS: u64 = 29_000;
+
+impl AdmissionConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let invalid = |name: &'static str, value: String, reason: String| ConfigError::Invalid { name, value, reason };
+        let enabled = match env.get("ADMISSION").as_deref() {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => return Err(invalid("ADMISSION", other.to_owned(), "must be `on` or `off`".into())),
+        };
+        let table = env.get("ADMISSION_TABLE_NAME");
+        if enabled && table.is_none() {
+            return Err(ConfigError::Missing("ADMISSION_TABLE_NAME"));
+        }
+        let request_timeout = env.millis("REQUEST_TIMEOUT_MS", 27_000)?;
+        let window_seconds: u64 = env.parsed("QUOTA_WINDOW_SECONDS", 60)?;
+        if window_seconds == 0 {
+            return Err(invalid("QUOTA_WINDOW_SECONDS", "0".into(), "must be at least 1".into()));
+        }
+        let window = Duration::from_secs(window_seconds);
+        let wait_ms: u64 = env.parsed("ADMISSION_WAIT_MS", 10_000)?;
+        let wait = Duration::from_millis(wait_ms);
+        if wait_ms >= MAX_ADMISSION_WAIT_MS || wait > request_timeout {
+            return Err(invalid(
+                "ADMISSION_WAIT_MS",
+                wait_ms.to_string(),
+                format!(
+                    "must be below {MAX_ADMISSION_WAIT_MS} (API Gateway's 30 s) and at most REQUEST_TIMEOUT_MS ({})",
+                    request_timeout.as_millis()
+                ),
+            ));
+        }
+        let shares = match env.get("TENANT_SHARES") {
+            None => TenantShares::default(),
+            Some(text) => {
+                TenantShares::parse(&text).map_err(|e| invalid("TENANT_SHARES", text.clone(), e.to_string()))?
+            }
+        };
+        let lease_seconds: u64 = env.parsed("ADMISSION_LEASE_SECONDS", 120)?;
+        let lease_term = Duration::from_secs(lease_seconds);
+        if lease_term <= window + request_timeout {
+            return Err(invalid(
+                "ADMISSION_LEASE_SECONDS",
+                lease_seconds.to_string(),
+                format!(
+                    "must exceed QUOTA_WINDOW_SECONDS + REQUEST_TIMEOUT_MS ({} s): a lease stops admitting that long before it expires",
+                    (window + request_timeout).as_secs_f64()
+                ),
+            ));
+        }
+        let headroom_percent: u8 = env.parsed("ADMISSION_HEADROOM_PERCENT", 5)?;
+        if headroom_percent > 50 {
+            return Err(invalid("ADMISSION_HEADROOM_PERCENT", headroom_percent.to_string(), "must be 0 to 50".into()));
+        }
+        let degraded_share: f64 = env.parsed("ADMISSION_DEGRADED_SHARE", 0.1)?;
+        if !(degraded_share > 0.0 && degraded_share <= 1.0) {
+            return Err(invalid(
+                "ADMISSION_DEGRADED_SHARE",
+                degraded_share.to_string(),
+                "must be above 0 and at most 1".into(),
+            ));
+        }
+        let store_timeout = env.millis("ADMISSION_STORE_TIMEOUT_MS", 100)?;
+        if store_timeout > Duration::from_secs(5) {
+            return Err(invalid(
+                "ADMISSION_STORE_TIMEOUT_MS",
+                store_timeout.as_millis().to_string(),
+                "must be at most 5000".into(),
+            ));
+        }
+        Ok(AdmissionConfig {
+            enabled,
+            table,
+            settings: AdmissionSettings {
+                window,
+                lease_term,
+                max_call: request_timeout,
+                headroom_percent,
+                wait,
+                shares,
+                degraded_share,
+                store_timeout,
+                renew_interval: env.millis("ADMISSION_RENEW_INTERVAL_MS", 1_000)?,
+            },
+        })
+    }
+}
+
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 
 impl Env<'_> {
@@ -454,6 +569,61 @@ mod tests {
         assert_eq!(on.gateway_settings(&catalog).unwrap().claim_wait, Some(Duration::from_millis(2500)));
         let err = config(&[("CACHE_TABLE_NAME", "t"), ("CACHE_CLAIM_WAIT_MS", "60000")]).unwrap_err();
         assert!(err.to_string().contains("CACHE_CLAIM_WAIT_MS"), "{err}");
+    }
+
+    fn admission(vars: &[(&str, &str)]) -> Result<AdmissionConfig, ConfigError> {
+        let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        AdmissionConfig::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn admission_is_off_by_default_and_needs_its_table_when_on() {
+        let off = admission(&[]).unwrap();
+        assert!(!off.enabled);
+        assert_eq!(off.settings, AdmissionSettings::default());
+        assert!(matches!(admission(&[("ADMISSION", "on")]), Err(ConfigError::Missing("ADMISSION_TABLE_NAME"))));
+        let on = admission(&[
+            ("ADMISSION", "on"),
+            ("ADMISSION_TABLE_NAME", "budget"),
+            ("TENANT_SHARES", "acme=3,*=1"),
+            ("QUOTA_WINDOW_SECONDS", "6"),
+            ("REQUEST_TIMEOUT_MS", "5000"),
+            ("ADMISSION_WAIT_MS", "2000"),
+            ("ADMISSION_LEASE_SECONDS", "20"),
+        ])
+        .unwrap();
+        assert_eq!(on.table.as_deref(), Some("budget"));
+        assert_eq!(on.settings.shares.weight("acme"), 3);
+        assert_eq!(on.settings.window, Duration::from_secs(6));
+        assert_eq!(on.settings.max_call, Duration::from_secs(5));
+        assert_eq!(on.settings.usable_lease(), Duration::from_secs(9));
+    }
+
+    #[test]
+    fn every_bad_admission_setting_is_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("ADMISSION", "yes")], "ADMISSION"),
+            (&[("ADMISSION_WAIT_MS", "29000")], "ADMISSION_WAIT_MS"),
+            (&[("ADMISSION_WAIT_MS", "3000"), ("REQUEST_TIMEOUT_MS", "2000")], "ADMISSION_WAIT_MS"),
+            (&[("ADMISSION_WAIT_MS", "soon")], "ADMISSION_WAIT_MS"),
+            (&[("TENANT_SHARES", "acme=3,globex=0")], "globex"),
+            (&[("TENANT_SHARES", "acme")], "TENANT_SHARES"),
+            (&[("ADMISSION_LEASE_SECONDS", "87")], "ADMISSION_LEASE_SECONDS"),
+            (&[("ADMISSION_HEADROOM_PERCENT", "60")], "ADMISSION_HEADROOM_PERCENT"),
+            (&[("ADMISSION_HEADROOM_PERCENT", "-1")], "ADMISSION_HEADROOM_PERCENT"),
+            (&[("ADMISSION_DEGRADED_SHARE", "0")], "ADMISSION_DEGRADED_SHARE"),
+            (&[("ADMISSION_DEGRADED_SHARE", "1.5")], "ADMISSION_DEGRADED_SHARE"),
+            (&[("ADMISSION_DEGRADED_SHARE", "NaN")], "ADMISSION_DEGRADED_SHARE"),
+            (&[("ADMISSION_STORE_TIMEOUT_MS", "0")], "ADMISSION_STORE_TIMEOUT_MS"),
+            (&[("ADMISSION_STORE_TIMEOUT_MS", "9000")], "ADMISSION_STORE_TIMEOUT_MS"),
+            (&[("ADMISSION_RENEW_INTERVAL_MS", "0")], "ADMISSION_RENEW_INTERVAL_MS"),
+            (&[("QUOTA_WINDOW_SECONDS", "0")], "QUOTA_WINDOW_SECONDS"),
+        ];
+        for (vars, named) in cases {
+            let err = admission(vars).unwrap_err().to_string();
+            assert!(err.contains(named), "{vars:?}: {err}");
+        }
+        assert!(admission(&[("ADMISSION_LEASE_SECONDS", "88")]).is_ok(), "60 s + 27 s is the least");
     }
 
     #[test]

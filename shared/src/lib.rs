@@ -6,6 +6,7 @@
 
 #[cfg(feature = "aws")]
 pub mod adapters;
+pub mod admission;
 pub mod cache;
 pub mod catalog;
 pub mod config;

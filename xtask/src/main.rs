@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's automation, written in Rust so that the only
 //! prerequisites are the Rust toolchain and python3.
 
+mod bench_quota;
 mod catalog;
 mod demo;
 mod dynamo;
@@ -54,6 +55,9 @@ enum Command {
     /// Mutation fuzzing of the parser, cache codec, router, event-stream writer and (with
     /// `--target http` or `all`) the running functions; `--replay FILE` reruns a failure.
     Fuzz(fuzz::FuzzArgs),
+    /// Goodput, losses, throttles, latency and DynamoDB work of the SDK's retry modes and of
+    /// the gateway's admission, under 3x the sustainable load from several processes.
+    BenchQuota(bench_quota::BenchQuotaArgs),
     /// Train the router's model from data/routing and write shared/router/model.bin.
     TrainRouter(train::TrainArgs),
     /// Evaluate routers (random, heuristic, length, learned) on a CSV of per-prompt outcomes.
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::BenchQuota(args) => bench_quota::run(&args),
         Command::TrainRouter(args) => train::run(&args),
         Command::EvalRouter(args) => eval::run(&args),
         Command::EstimateTokens(args) => estimate::run(&args),

@@ -11,6 +11,7 @@ use crate::process::{Output, Supervisor, interrupted, run_checked, sleep_interru
 use crate::{dynamo, http, paths, template, tools};
 
 pub const LOCAL_TABLE_NAME: &str = "bedrock-gateway-cache-local";
+pub const LOCAL_BUDGET_TABLE_NAME: &str = "bedrock-gateway-budget-local";
 pub const FUNCTION_NAME: &str = "invoke-with-cache";
 /// The routing-decision function (`POST /v1/route`); it needs no table and no Bedrock.
 pub const ROUTER_FUNCTION_NAME: &str = "router";
@@ -33,6 +34,8 @@ pub fn function_env(moto_url: &str, emulator_url: &str) -> Vec<(&'static str, St
         ("AWS_ENDPOINT_URL_DYNAMODB", moto_url.to_string()),
         ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.to_string()),
         ("CACHE_TABLE_NAME", LOCAL_TABLE_NAME.to_string()),
+        // Read only when ADMISSION=on; the table always exists locally.
+        ("ADMISSION_TABLE_NAME", LOCAL_BUDGET_TABLE_NAME.to_string()),
         // Locally there is no authorizer to put a JWT subject in the event, so the tenant
         // comes from a header; deployed stacks never set this.
         ("TRUST_TENANT_HEADER", "true".to_string()),
@@ -118,6 +121,7 @@ impl Stack {
         build_binaries()?;
         stack.start_moto()?;
         stack.create_cache_table()?;
+        stack.create_budget_table()?;
         stack.start_emulator()?;
         stack.start_lambda()?;
         Ok(stack)
@@ -162,6 +166,18 @@ impl Stack {
         let ttl = template::update_ttl_request(properties, LOCAL_TABLE_NAME)?;
         dynamo::create_table(moto, &create, ttl.as_ref())?;
         println!("stack: created table {LOCAL_TABLE_NAME} from template.yaml (CacheTable)");
+        Ok(())
+    }
+
+    /// Admission's lease table, from the same template resource SAM deploys.
+    pub fn create_budget_table(&self) -> Result<()> {
+        let moto = self.moto_url.as_deref().ok_or("moto is not running")?;
+        let template = template::load_template(&paths::repo_root().join("template.yaml"))?;
+        let properties = template::table_properties(&template, template::BUDGET_TABLE_LOGICAL_ID)?;
+        let create = template::create_table_request(properties, LOCAL_BUDGET_TABLE_NAME)?;
+        let ttl = template::update_ttl_request(properties, LOCAL_BUDGET_TABLE_NAME)?;
+        dynamo::create_table(moto, &create, ttl.as_ref())?;
+        println!("stack: created table {LOCAL_BUDGET_TABLE_NAME} from template.yaml (BudgetTable)");
         Ok(())
     }
 
@@ -292,7 +308,7 @@ impl Stack {
 pub fn build_binaries() -> Result<()> {
     let mut command = cargo();
     command.arg("build").current_dir(paths::repo_root());
-    command.args(["--bin", EMULATOR_BINARY, "--bin", FUZZ_BINARY]);
+    command.args(["--bin", EMULATOR_BINARY, "--bin", FUZZ_BINARY, "--bin", crate::bench_quota::QUOTA_LOAD_BINARY]);
     for function in FUNCTION_BINARIES {
         command.args(["--bin", function]);
     }

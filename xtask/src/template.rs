@@ -9,6 +9,8 @@ use serde_yaml::value::TaggedValue;
 use crate::Result;
 
 pub const CACHE_TABLE_LOGICAL_ID: &str = "CacheTable";
+/// The quota leases of admission.
+pub const BUDGET_TABLE_LOGICAL_ID: &str = "BudgetTable";
 
 /// Parses a CloudFormation YAML document into JSON, turning short-form intrinsics
 /// (`!Ref X`, `!GetAtt A.B`, `!Sub ...`) into their long form, as CloudFormation does.
@@ -80,10 +82,15 @@ fn intrinsic_to_json(tagged: TaggedValue) -> Result<Value> {
 
 /// `Resources.CacheTable.Properties` of a parsed template.
 pub fn cache_table_properties(template: &Value) -> Result<&Map<String, Value>> {
+    table_properties(template, CACHE_TABLE_LOGICAL_ID)
+}
+
+/// The properties of the `AWS::DynamoDB::Table` named `logical_id`.
+pub fn table_properties<'a>(template: &'a Value, logical_id: &str) -> Result<&'a Map<String, Value>> {
     template
-        .pointer(&format!("/Resources/{CACHE_TABLE_LOGICAL_ID}/Properties"))
+        .pointer(&format!("/Resources/{logical_id}/Properties"))
         .and_then(Value::as_object)
-        .ok_or_else(|| format!("template has no Resources.{CACHE_TABLE_LOGICAL_ID}.Properties").into())
+        .ok_or_else(|| format!("template has no Resources.{logical_id}.Properties").into())
 }
 
 /// Builds a DynamoDB `CreateTable` request from `AWS::DynamoDB::Table` properties.

@@ -182,6 +182,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps.run("build servers and functions", || stack::build_binaries().map(|()| StepOutcome::check(true)));
     steps.run("start moto", || stack.start_moto().map(|_| StepOutcome::check(true)));
     steps.run("create cache table", || stack.create_cache_table().map(|()| StepOutcome::check(true)));
+    steps.run("create budget table", || stack.create_budget_table().map(|()| StepOutcome::check(true)));
     steps.run("start bedrock-emulator", || stack.start_emulator().map(|_| StepOutcome::check(true)));
     let mut env = match (&stack.moto_url, &stack.emulator_url) {
         (Some(moto), Some(emulator)) => stack::test_env(moto, emulator),

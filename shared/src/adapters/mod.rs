@@ -1,6 +1,7 @@
 //! The ports implemented over the AWS SDK, and the wiring of a gateway from configuration.
 
 pub mod bedrock;
+pub mod budget;
 pub mod dynamo;
 pub mod service_quotas;
 
@@ -16,6 +17,7 @@ use crate::quota::QuotaTable;
 use crate::service::Gateway;
 
 pub use bedrock::BedrockInvoker;
+pub use budget::DynamoBudgetStore;
 pub use dynamo::DynamoCacheStore;
 
 /// The production gateway: DynamoDB cache, Bedrock models.
