@@ -129,7 +129,7 @@ impl SdkCaller {
 
     pub async fn send(&self, job: &Job, mut record: Record) -> Record {
         record.calls = 1;
-        let called = tokio::time::timeout(job.patience, converse(&self.client, &self.model, &job)).await;
+        let called = tokio::time::timeout(job.patience, converse(&self.client, &self.model, job)).await;
         match called {
             Ok(Ok(usage)) => {
                 record.outcome = Outcome::Answered;
