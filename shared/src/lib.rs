@@ -12,6 +12,7 @@ pub mod config;
 pub mod cost;
 pub mod deadline;
 pub mod identity;
+pub mod label;
 pub mod metrics;
 pub mod ports;
 pub mod quota;
