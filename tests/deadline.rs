@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bedrock_emulator::FaultOverride;
-use gateway_core::adapters::{AwsGateway, BedrockInvoker, DynamoCacheStore, bedrock_client, dynamodb_client};
+use gateway_core::adapters::{AwsGateway, AwsPorts, BedrockInvoker, DynamoCacheStore, bedrock_client, dynamodb_client};
 use gateway_core::catalog::{Catalog, Tier};
 use gateway_core::config::GatewayConfig;
 use gateway_core::routing::RouteOverrides;
@@ -78,7 +78,7 @@ async fn gateway(config: &GatewayConfig, dynamodb_url: &str, bedrock_url: &str) 
     let store = DynamoCacheStore::new(dynamodb_client(&dynamodb_sdk, config), config.cache_table.clone());
     let invoker = BedrockInvoker::new(bedrock_client(&bedrock_sdk, config));
     let router = config.routing.router(catalog.clone()).unwrap();
-    Gateway::new(catalog, settings, store, invoker).with_router(router)
+    Gateway::new(catalog, settings, AwsPorts { cache: store, models: invoker }).with_router(router)
 }
 
 /// A call whose deadline the gateway's budgets set, as the handler does without a Lambda context.

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use gateway_core::adapters::{BedrockInvoker, DynamoCacheStore};
+use gateway_core::adapters::{AwsPorts, BedrockInvoker, DynamoCacheStore};
 use gateway_core::catalog::Catalog;
 use gateway_core::cost::{PricingMode, Usage};
 use gateway_core::ports::InvokeError;
@@ -16,12 +16,16 @@ fn call(tenant: &str, model: &str, text: &str) -> ConverseCall {
     converse_call(tenant, model, text, Default::default())
 }
 
-async fn gateway(emulator_url: &str) -> Gateway<DynamoCacheStore, BedrockInvoker> {
+async fn gateway(emulator_url: &str) -> Gateway<AwsPorts> {
     let catalog = Arc::new(Catalog::embedded().unwrap());
     let settings = GatewaySettings { budgets: moto_budgets(), ..GatewaySettings::from_catalog(&catalog) };
     let ddb = dynamodb().await;
     let store = DynamoCacheStore::new(ddb.clone(), cache_table(&ddb).await);
-    Gateway::new(catalog, settings, store, BedrockInvoker::new(bedrock(emulator_url, 1).await))
+    Gateway::new(
+        catalog,
+        settings,
+        AwsPorts { cache: store, models: BedrockInvoker::new(bedrock(emulator_url, 1).await) },
+    )
 }
 
 #[tokio::test]
@@ -66,7 +70,11 @@ async fn a_broken_cache_table_does_not_fail_requests() {
     let catalog = Arc::new(Catalog::embedded().unwrap());
     let settings = GatewaySettings { budgets: moto_budgets(), ..GatewaySettings::from_catalog(&catalog) };
     let store = DynamoCacheStore::new(dynamodb().await, "table-that-does-not-exist");
-    let g = Gateway::new(catalog, settings, store, BedrockInvoker::new(bedrock(&emu.url(), 1).await));
+    let g = Gateway::new(
+        catalog,
+        settings,
+        AwsPorts { cache: store, models: BedrockInvoker::new(bedrock(&emu.url(), 1).await) },
+    );
     let answer = g.converse(call("a", "haiku", "hello")).await.unwrap();
     assert_eq!(answer.cache.result, CacheResult::Miss);
     let error = answer.cache.error.unwrap_or_default();

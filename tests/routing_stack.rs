@@ -16,6 +16,7 @@ use gateway_core::ports::{InvokeError, ModelInvoker};
 use gateway_core::request::{ConverseRequest, ConverseResponse};
 use gateway_core::routing::{RouteOverrides, Router, RouterModel, RoutingPolicy};
 use gateway_core::service::{Answer, CacheResult, ConverseCall, Gateway, GatewayError, GatewaySettings};
+use gateway_core::testing::TestPorts;
 use integration_tests::{bedrock, cache_table, converse_call, dynamodb, emulator, moto_budgets};
 
 const HAIKU_BASE: &str = "anthropic.claude-haiku-4-5-20251001-v1:0";
@@ -71,7 +72,7 @@ impl ModelInvoker for Recording {
 }
 
 struct Stack {
-    gateway: Gateway<DynamoCacheStore, Recording>,
+    gateway: Gateway<TestPorts<DynamoCacheStore, Recording>>,
     calls: Arc<Mutex<Vec<String>>>,
     _emulator: RunningEmulator,
 }
@@ -105,7 +106,7 @@ async fn stack_with(
     let store = DynamoCacheStore::new(ddb.clone(), cache_table(&ddb).await);
     let calls = Arc::new(Mutex::new(Vec::new()));
     let invoker = Recording { inner: BedrockInvoker::new(bedrock(&emu.url(), 1).await), calls: calls.clone() };
-    let gateway = Gateway::new(catalog, settings, store, invoker).with_router(router);
+    let gateway = Gateway::new(catalog, settings, TestPorts::new(store, invoker)).with_router(router);
     Stack { gateway, calls, _emulator: emu }
 }
 

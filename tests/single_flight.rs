@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_core::adapters::{BedrockInvoker, DynamoCacheStore};
+use gateway_core::adapters::{AwsPorts, BedrockInvoker, DynamoCacheStore};
 use gateway_core::catalog::Catalog;
 use gateway_core::service::{Answer, CacheResult, Gateway, GatewaySettings};
 use gateway_core::testing::join_all;
 use integration_tests::{bedrock, cache_table, converse_call, dynamodb, emulator, emulator_stats};
 
-type AwsGateway = Gateway<DynamoCacheStore, BedrockInvoker>;
+type AwsGateway = Gateway<AwsPorts>;
 
 /// Two instances over `table`, claims on when `claim_wait` is set.
 async fn instances(emulator_url: &str, table: &str, claim_wait: Option<Duration>) -> [AwsGateway; 2] {
@@ -23,7 +23,7 @@ async fn instances(emulator_url: &str, table: &str, claim_wait: Option<Duration>
     for _ in 0..2 {
         let store = DynamoCacheStore::new(dynamodb().await, table);
         let invoker = BedrockInvoker::new(bedrock(emulator_url, 1).await);
-        instances.push(Gateway::new(catalog.clone(), settings.clone(), store, invoker));
+        instances.push(Gateway::new(catalog.clone(), settings.clone(), AwsPorts { cache: store, models: invoker }));
     }
     instances.try_into().unwrap()
 }

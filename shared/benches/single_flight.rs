@@ -17,14 +17,14 @@ use gateway_core::deadline::Deadline;
 use gateway_core::request::ConverseRequest;
 use gateway_core::routing::RouteOverrides;
 use gateway_core::service::{ConverseCall, Gateway, GatewaySettings};
-use gateway_core::testing::{Delayed, FakeInvoker, InMemoryCacheStore};
+use gateway_core::testing::{Delayed, FakeInvoker, InMemoryCacheStore, TestPorts};
 
 const MODEL_LATENCY: Duration = Duration::from_millis(300);
 const STORE_LATENCY: Duration = Duration::from_millis(5);
 const CLAIM_WAIT: Duration = Duration::from_secs(2);
 const ROUNDS: usize = 10;
 
-type BenchGateway = Gateway<Delayed<Arc<InMemoryCacheStore>>, Delayed<Arc<FakeInvoker>>>;
+type BenchGateway = Gateway<TestPorts<Delayed<Arc<InMemoryCacheStore>>, Delayed<Arc<FakeInvoker>>>>;
 
 #[derive(Clone, Copy)]
 struct Setting {
@@ -77,8 +77,7 @@ async fn round(catalog: &Arc<Catalog>, setting: Setting, requests: usize, prompt
             Arc::new(Gateway::new(
                 catalog.clone(),
                 settings.clone(),
-                Delayed::new(store.clone(), STORE_LATENCY),
-                Delayed::new(model.clone(), MODEL_LATENCY),
+                TestPorts::new(Delayed::new(store.clone(), STORE_LATENCY), Delayed::new(model.clone(), MODEL_LATENCY)),
             ))
         })
         .collect();

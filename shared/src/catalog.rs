@@ -232,6 +232,16 @@ pub enum ResolveError {
     ProfileNotOffered { id: String, prefix: String },
 }
 
+impl ResolveError {
+    pub fn label(&self) -> crate::label::ErrorLabel {
+        match self {
+            ResolveError::UnknownModel(_)
+            | ResolveError::NeedsProfile { .. }
+            | ResolveError::ProfileNotOffered { .. } => crate::label::ErrorLabel::UnknownModel,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot read catalog file {path}")]

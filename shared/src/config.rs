@@ -53,6 +53,7 @@ use std::time::Duration;
 use crate::admission::{AdmissionSettings, TenantShares};
 use crate::cache::CacheSettings;
 use crate::deadline::Budgets;
+use crate::identity::TenantRules;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, Target, Tier};
@@ -370,6 +371,7 @@ impl GatewayConfig {
         settings.default_model = self.routing.default_model.clone();
         settings.budgets = self.budgets;
         settings.claim_wait = self.claim_wait;
+        settings.tenants = TenantRules { trust_header: self.trust_tenant_header };
         Ok(settings)
     }
 }

@@ -8,6 +8,8 @@
 
 use std::fmt::Write as _;
 
+use crate::cache::Tenant;
+
 /// The header an unauthenticated caller may name its tenant with.
 pub const TENANT_HEADER: &str = "x-tenant-id";
 
@@ -43,8 +45,9 @@ pub enum Authentication<'a> {
     None,
     /// A JWT authorizer ran; its `iss` and `sub` claims, when present.
     Jwt { issuer: Option<&'a str>, subject: Option<&'a str> },
-    /// An IAM authorizer ran; the principal it verified, when it reports one.
-    Iam { principal: Option<&'a str> },
+    /// An IAM authorizer ran; the user (or role session) ARN and the caller ID it verified,
+    /// as it reports them.
+    Iam { user_arn: Option<&'a str>, caller_id: Option<&'a str> },
 }
 
 /// Why a request carries no usable identity.
@@ -59,6 +62,13 @@ pub enum IdentityError {
 }
 
 impl IdentityError {
+    pub fn label(&self) -> crate::label::ErrorLabel {
+        match self {
+            IdentityError::Unauthenticated { .. } => crate::label::ErrorLabel::Unauthenticated,
+            IdentityError::InvalidTenantHeader { .. } => crate::label::ErrorLabel::InvalidRequest,
+        }
+    }
+
     /// The header at fault, when the error is about one.
     pub fn field(&self) -> Option<&'static str> {
         match self {
@@ -102,8 +112,10 @@ impl Identity {
                     .ok_or(IdentityError::Unauthenticated { reason: "the token has no `iss` claim" })?;
                 Ok(Identity::Jwt { issuer: issuer.to_owned(), subject: subject.to_owned() })
             }
-            Authentication::Iam { principal } => {
-                let principal = principal
+            Authentication::Iam { user_arn, caller_id } => {
+                // The ARN names the principal; the caller ID only where no ARN is reported.
+                let principal = user_arn
+                    .or(caller_id)
                     .filter(|s| !s.is_empty())
                     .ok_or(IdentityError::Unauthenticated { reason: "the IAM authorizer reported no principal" })?;
                 Ok(Identity::Iam { principal: principal.to_owned() })
@@ -143,6 +155,24 @@ impl Identity {
             let _ = write!(out, "/{}:{part}", part.len());
         }
         out
+    }
+}
+
+/// A deployment's tenant rules (`TRUST_TENANT_HEADER`): functions hand over what the
+/// authorizer verified and the raw header, and get the cache tenant back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantRules {
+    /// Whether `x-tenant-id` names the tenant of an unauthenticated caller.
+    pub trust_header: bool,
+}
+
+impl TenantRules {
+    pub fn tenant(
+        &self,
+        authentication: Authentication<'_>,
+        header: TenantHeader<'_>,
+    ) -> Result<Tenant, IdentityError> {
+        Identity::resolve(authentication, header, self.trust_header).map(Tenant::from)
     }
 }
 
@@ -188,11 +218,30 @@ mod tests {
         assert!(matches!(err, IdentityError::Unauthenticated { .. }), "{err}");
         let empty_sub = Authentication::Jwt { issuer: Some("https://idp"), subject: Some("") };
         assert!(Identity::resolve(empty_sub, TenantHeader::Absent, true).is_err());
-        let no_principal = Authentication::Iam { principal: None };
+        let no_principal = Authentication::Iam { user_arn: None, caller_id: None };
         assert!(matches!(
             Identity::resolve(no_principal, TenantHeader::Absent, true),
             Err(IdentityError::Unauthenticated { .. })
         ));
+    }
+
+    #[test]
+    fn an_iam_caller_is_its_arn_and_its_caller_id_only_without_one() {
+        let iam = |user_arn, caller_id| Authentication::Iam { user_arn, caller_id };
+        let resolve = |auth| Identity::resolve(auth, TenantHeader::Absent, false).unwrap();
+        let arn = "arn:aws:iam::1:user/a";
+        assert_eq!(resolve(iam(Some(arn), Some("AIDA1"))), Identity::Iam { principal: arn.into() });
+        assert_eq!(resolve(iam(None, Some("AIDA1"))), Identity::Iam { principal: "AIDA1".into() });
+    }
+
+    #[test]
+    fn tenant_rules_trust_the_header_only_where_the_deployer_says_so() {
+        let header = TenantHeader::Value(b"team-a");
+        let trusted = TenantRules { trust_header: true }.tenant(NONE, header).unwrap();
+        let untrusted = TenantRules { trust_header: false }.tenant(NONE, header).unwrap();
+        assert_eq!(trusted, Tenant::from(Identity::TrustedHeader { tenant: "team-a".into() }));
+        assert_eq!(untrusted, Tenant::from(Identity::Anonymous));
+        assert_ne!(trusted, untrusted);
     }
 
     #[test]
@@ -220,7 +269,7 @@ mod tests {
         let verified = Identity::resolve(jwt("https://idp", "alice"), TenantHeader::Value(b"bob"), true).unwrap();
         assert_eq!(verified, Identity::Jwt { issuer: "https://idp".into(), subject: "alice".into() });
         let iam = Identity::resolve(
-            Authentication::Iam { principal: Some("arn:aws:iam::1:user/a") },
+            Authentication::Iam { user_arn: Some("arn:aws:iam::1:user/a"), caller_id: None },
             TenantHeader::Value(b"bob"),
             true,
         );

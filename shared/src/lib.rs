@@ -14,6 +14,7 @@ pub mod continuation;
 pub mod cost;
 pub mod deadline;
 pub mod identity;
+pub mod label;
 pub mod metrics;
 pub mod outputs;
 pub mod ports;

@@ -10,7 +10,19 @@ use std::time::{Duration, SystemTime};
 
 use crate::cache::{CacheEntry, CacheKey};
 use crate::deadline::Deadline;
+use crate::label::ErrorLabel;
 use crate::request::{ConverseRequest, ConverseResponse};
+
+/// Every port a [`Gateway`](crate::service::Gateway) uses, bundled: a new port is one more
+/// associated type here and one more field in each bundle (`adapters::AwsPorts`,
+/// `testing::TestPorts`), not one more type parameter on every gateway, handler, test and bench.
+pub trait Ports: Send + Sync {
+    type Cache: CacheStore;
+    type Models: ModelInvoker;
+
+    fn cache(&self) -> &Self::Cache;
+    fn models(&self) -> &Self::Models;
+}
 
 /// Where cached answers live.
 pub trait CacheStore: Send + Sync {
@@ -103,13 +115,12 @@ pub enum CacheError {
 }
 
 impl CacheError {
-    /// Low-cardinality label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub fn label(&self) -> ErrorLabel {
         match self {
-            CacheError::Store(_) => "store",
-            CacheError::Throttled(_) => "throttled",
-            CacheError::Corrupt(_) => "corrupt",
-            CacheError::Timeout(_) => "timeout",
+            CacheError::Store(_) => ErrorLabel::Store,
+            CacheError::Throttled(_) => ErrorLabel::Throttled,
+            CacheError::Corrupt(_) => ErrorLabel::Corrupt,
+            CacheError::Timeout(_) => ErrorLabel::Timeout,
         }
     }
 }
@@ -177,21 +188,40 @@ impl InvokeError {
         self.is_capacity() || matches!(self, InvokeError::Internal { .. } | InvokeError::ModelFailed { .. })
     }
 
-    /// Low-cardinality label for metrics.
-    pub fn label(&self) -> &'static str {
+    /// How long the caller should wait before trying again, when Bedrock or the gateway knows.
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            InvokeError::Throttled { .. } => "throttled",
-            InvokeError::Rejected { .. } => "rejected",
-            InvokeError::AccessDenied { .. } => "access_denied",
-            InvokeError::ModelNotFound { .. } => "model_not_found",
-            InvokeError::ModelNotReady { .. } => "model_not_ready",
-            InvokeError::ModelFailed { .. } => "model_failed",
-            InvokeError::ModelTimeout { .. } => "model_timeout",
-            InvokeError::Unavailable { .. } => "unavailable",
-            InvokeError::Internal { .. } => "internal",
-            InvokeError::Timeout(_) => "timeout",
-            InvokeError::Transport(_) => "transport",
-            InvokeError::BadResponse(_) => "bad_response",
+            InvokeError::Throttled { retry_after, .. } => *retry_after,
+            InvokeError::Rejected { .. }
+            | InvokeError::AccessDenied { .. }
+            | InvokeError::ModelNotFound { .. }
+            | InvokeError::ModelNotReady { .. }
+            | InvokeError::ModelFailed { .. }
+            | InvokeError::ModelTimeout { .. }
+            | InvokeError::Unavailable { .. }
+            | InvokeError::Internal { .. }
+            | InvokeError::Timeout(_)
+            | InvokeError::Transport(_)
+            | InvokeError::BadResponse(_) => None,
+        }
+    }
+
+    /// Bedrock's judgement of the request (`Rejected`) is the caller's invalid request, like
+    /// the gateway's own.
+    pub fn label(&self) -> ErrorLabel {
+        match self {
+            InvokeError::Throttled { .. } => ErrorLabel::Throttled,
+            InvokeError::Rejected { .. } => ErrorLabel::InvalidRequest,
+            InvokeError::AccessDenied { .. } => ErrorLabel::AccessDenied,
+            InvokeError::ModelNotFound { .. } => ErrorLabel::ModelNotFound,
+            InvokeError::ModelNotReady { .. } => ErrorLabel::ModelNotReady,
+            InvokeError::ModelFailed { .. } => ErrorLabel::ModelFailed,
+            InvokeError::ModelTimeout { .. } => ErrorLabel::ModelTimeout,
+            InvokeError::Unavailable { .. } => ErrorLabel::Unavailable,
+            InvokeError::Internal { .. } => ErrorLabel::Internal,
+            InvokeError::Timeout(_) => ErrorLabel::Timeout,
+            InvokeError::Transport(_) => ErrorLabel::Transport,
+            InvokeError::BadResponse(_) => ErrorLabel::BadResponse,
         }
     }
 }

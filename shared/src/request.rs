@@ -362,6 +362,13 @@ impl RequestError {
             RequestError::Invalid { field, .. } => Some(field),
         }
     }
+
+    pub fn label(&self) -> crate::label::ErrorLabel {
+        match self {
+            RequestError::MalformedJson(_) => crate::label::ErrorLabel::MalformedJson,
+            RequestError::Invalid { .. } => crate::label::ErrorLabel::InvalidRequest,
+        }
+    }
 }
 
 impl ConverseRequest {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::cache::{self, CacheEntry, CacheKey};
 use crate::deadline::Deadline;
-use crate::ports::{CacheError, CacheStore, Claim, ClaimToken, InvokeError, ModelInvoker, PutOutcome};
+use crate::ports::{CacheError, CacheStore, Claim, ClaimToken, InvokeError, ModelInvoker, Ports, PutOutcome};
 use crate::request::{
     ContentBlock, ConverseMetrics, ConverseOutput, ConverseRequest, ConverseResponse, Message, Role, TokenUsage,
 };
@@ -341,6 +341,41 @@ impl ModelInvoker for FakeInvoker {
             performance_config: None,
             service_tier: None,
         })
+    }
+}
+
+/// The ports a test assembles: the fakes by default (shared handles, so the test keeps
+/// inspecting them after the gateway takes the bundle), or any mix of fakes, wrappers and
+/// real adapters.
+#[derive(Debug)]
+pub struct TestPorts<C = Arc<InMemoryCacheStore>, M = Arc<FakeInvoker>> {
+    pub cache: C,
+    pub models: M,
+}
+
+impl<C: CacheStore, M: ModelInvoker> TestPorts<C, M> {
+    pub fn new(cache: C, models: M) -> Self {
+        TestPorts { cache, models }
+    }
+}
+
+impl TestPorts {
+    /// Fresh fakes.
+    pub fn fakes() -> Self {
+        TestPorts::new(Arc::default(), Arc::default())
+    }
+}
+
+impl<C: CacheStore, M: ModelInvoker> Ports for TestPorts<C, M> {
+    type Cache = C;
+    type Models = M;
+
+    fn cache(&self) -> &C {
+        &self.cache
+    }
+
+    fn models(&self) -> &M {
+        &self.models
     }
 }
 

@@ -3,12 +3,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gateway_core::identity::{Authentication, TENANT_HEADER, TenantHeader};
+use gateway_core::identity::{Authentication, IdentityError, TENANT_HEADER, TenantHeader};
+use gateway_core::label::ErrorLabel;
 use gateway_core::request::RequestError;
+use gateway_core::routing::RouteError;
 use lambda_http::http::{HeaderMap, HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Map, Value};
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// JSON logs for CloudWatch, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -100,18 +105,83 @@ pub fn authentication(request: &Request) -> Authentication<'_> {
         };
     }
     match &authorizer.iam {
-        Some(iam) => Authentication::Iam { principal: iam.user_arn.as_deref().or(iam.caller_id.as_deref()) },
+        Some(iam) => Authentication::Iam { user_arn: iam.user_arn.as_deref(), caller_id: iam.caller_id.as_deref() },
         None => Authentication::None,
     }
 }
 
-/// Why a request does not reach the endpoint's handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteMismatch {
+/// The failures of the HTTP boundary every endpoint shares, named, worded and mapped to a
+/// status once, so that every function answers them alike.
+#[derive(Debug, thiserror::Error)]
+pub enum BoundaryError {
     /// The path, as the caller sent it.
-    NotFound(String),
+    #[error("no route for `{path}`; the API serves POST {route}")]
+    NotFound { path: String, route: &'static str },
     /// The method, as the caller sent it.
-    MethodNotAllowed(String),
+    #[error("method {method} is not allowed on {route}; use POST")]
+    MethodNotAllowed { method: String, route: &'static str },
+    /// A malformed body, or an invalid field or gateway header.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// No usable identity: an authorizer that names nobody, a malformed tenant header.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// An invalid `x-route-*` header.
+    #[error(transparent)]
+    Routing(#[from] RouteError),
+}
+
+impl BoundaryError {
+    /// All of these are the caller's: 4xx, never a 5xx.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BoundaryError::NotFound { .. } => StatusCode::NOT_FOUND,
+            BoundaryError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            BoundaryError::Identity(IdentityError::Unauthenticated { .. }) => StatusCode::UNAUTHORIZED,
+            BoundaryError::Identity(IdentityError::InvalidTenantHeader { .. })
+            | BoundaryError::Request(_)
+            | BoundaryError::Routing(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn label(&self) -> ErrorLabel {
+        match self {
+            BoundaryError::NotFound { .. } => ErrorLabel::NotFound,
+            BoundaryError::MethodNotAllowed { .. } => ErrorLabel::MethodNotAllowed,
+            BoundaryError::Request(e) => e.label(),
+            BoundaryError::Identity(e) => e.label(),
+            BoundaryError::Routing(e) => e.label(),
+        }
+    }
+
+    /// The field or header at fault, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            BoundaryError::NotFound { .. } | BoundaryError::MethodNotAllowed { .. } => None,
+            BoundaryError::Request(e) => e.field(),
+            BoundaryError::Identity(e) => e.field(),
+            BoundaryError::Routing(e) => Some(e.field()),
+        }
+    }
+
+    /// Whether the request reached an endpoint; stray paths and methods are not counted.
+    pub fn reached_endpoint(&self) -> bool {
+        match self {
+            BoundaryError::NotFound { .. } | BoundaryError::MethodNotAllowed { .. } => false,
+            BoundaryError::Request(_) | BoundaryError::Identity(_) | BoundaryError::Routing(_) => true,
+        }
+    }
+
+    /// Headers the answer must carry: `allow` on a wrong method.
+    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            BoundaryError::MethodNotAllowed { .. } => &[("allow", "POST")],
+            BoundaryError::NotFound { .. }
+            | BoundaryError::Request(_)
+            | BoundaryError::Identity(_)
+            | BoundaryError::Routing(_) => &[],
+        }
+    }
 }
 
 /// The request's path without the API Gateway stage. `rawPath` carries a named stage as its
@@ -135,13 +205,13 @@ pub fn route_path(request: &Request) -> &str {
 
 /// The one route guard: `POST` on exactly `route` (after the stage), nothing that merely ends
 /// with it.
-pub fn check_route(request: &Request, route: &str) -> Result<(), RouteMismatch> {
+pub fn check_route(request: &Request, route: &'static str) -> Result<(), BoundaryError> {
     let path = route_path(request);
     if path != route {
-        return Err(RouteMismatch::NotFound(path.to_owned()));
+        return Err(BoundaryError::NotFound { path: path.to_owned(), route });
     }
     if request.method() != lambda_http::http::Method::POST {
-        return Err(RouteMismatch::MethodNotAllowed(request.method().to_string()));
+        return Err(BoundaryError::MethodNotAllowed { method: request.method().to_string(), route });
     }
     Ok(())
 }
@@ -169,11 +239,11 @@ pub fn json_response(status: StatusCode, body: &Value, extra: &[(&'static str, &
     response
 }
 
-/// The error object every endpoint returns under `"error"`: `type`, `message`, and `field`
-/// and `requestId` when known. Callers may add members before wrapping it.
-pub fn error_object(error_type: &str, message: String, field: Option<&str>, request_id: &str) -> Map<String, Value> {
+/// The error object every endpoint returns under `"error"`: `type` (the failure's label),
+/// `message`, and `field` and `requestId` when known. Callers may add members before wrapping it.
+pub fn error_object(label: ErrorLabel, message: String, field: Option<&str>, request_id: &str) -> Map<String, Value> {
     let mut error = Map::new();
-    error.insert("type".into(), error_type.into());
+    error.insert("type".into(), label.as_str().into());
     error.insert("message".into(), message.into());
     if let Some(field) = field {
         error.insert("field".into(), field.into());
@@ -204,7 +274,7 @@ mod tests {
     fn error_bodies_carry_what_is_known() {
         let response = error_response(
             StatusCode::BAD_REQUEST,
-            error_object("invalid_request", "bad".into(), Some("messages"), "req-1"),
+            error_object(ErrorLabel::InvalidRequest, "bad".into(), Some("messages"), "req-1"),
             &[("allow", "POST"), ("bad", "line\nbreak")],
         );
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -214,7 +284,7 @@ mod tests {
         let body: Value = serde_json::from_str(text).unwrap();
         assert_eq!(body["error"]["field"], "messages");
         assert_eq!(body["error"]["requestId"], "req-1");
-        let bare = error_object("not_found", "no".into(), None, "");
+        let bare = error_object(ErrorLabel::NotFound, "no".into(), None, "");
         assert!(!bare.contains_key("field") && !bare.contains_key("requestId"));
     }
 }

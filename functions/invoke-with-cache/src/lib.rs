@@ -1,14 +1,14 @@
 //! invoke-with-cache: `POST /v1/converse` over API Gateway HTTP API (payload v2).
 //!
 //! This crate only translates: HTTP request → [`ConverseCall`], [`Answer`] or error → HTTP
-//! response. Every rule (model resolution, cache policy, pricing) lives in `gateway-core`.
+//! response. Every rule (tenants, model resolution, cache policy, pricing) lives in
+//! `gateway-core`; the handler only extracts the authorizer's claims and the raw headers.
 
 mod error;
 
-use gateway_core::cache::{CacheOptions, Tenant};
-use gateway_core::identity::Identity;
+use gateway_core::cache::CacheOptions;
 use gateway_core::metrics::InvocationMetrics;
-use gateway_core::ports::{CacheStore, ModelInvoker};
+use gateway_core::ports::Ports;
 use gateway_core::request::ConverseRequest;
 use gateway_core::routing::RouteOverrides;
 use gateway_core::service::{Answer, ConverseCall, Gateway};
@@ -25,15 +25,14 @@ const METRICS_NAMESPACE: &str = "BedrockGateway";
 const FUNCTION_NAME: &str = "invoke-with-cache";
 
 #[derive(Debug)]
-pub struct Handler<S, M> {
-    gateway: Gateway<S, M>,
-    trust_tenant_header: bool,
+pub struct Handler<P> {
+    gateway: Gateway<P>,
     log_request_bodies: bool,
 }
 
-impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
-    pub fn new(gateway: Gateway<S, M>, trust_tenant_header: bool) -> Self {
-        Handler { gateway, trust_tenant_header, log_request_bodies: false }
+impl<P: Ports> Handler<P> {
+    pub fn new(gateway: Gateway<P>) -> Self {
+        Handler { gateway, log_request_bodies: false }
     }
 
     /// Logs every request body at debug level (`LOG_REQUEST_BODIES`), and says so now.
@@ -55,7 +54,7 @@ impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
             }
             Err(error) => {
                 if let Some(label) = error.metric_label() {
-                    emit_metrics(&InvocationMetrics::from_error(label));
+                    emit_metrics(&InvocationMetrics::from_error(label.as_str()));
                 }
                 let status = error.status().as_u16();
                 if error.status().is_server_error() {
@@ -64,7 +63,7 @@ impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
                 } else {
                     // A rejection's message may name a caller-chosen key or model; the label
                     // and status are enough to count and alert on, the caller gets the rest.
-                    tracing::info!(error = error.error_type(), status, request_id, "request rejected");
+                    tracing::info!(error = error.label().as_str(), status, request_id, "request rejected");
                     if self.log_request_bodies {
                         tracing::debug!(error = %error, request_id, "rejection detail");
                     }
@@ -79,14 +78,14 @@ impl<S: CacheStore, M: ModelInvoker> Handler<S, M> {
         http_support::check_route(request, ROUTE)?;
         let headers = request.headers();
         http_support::check_gateway_headers(headers)?;
-        let identity = Identity::resolve(
-            http_support::authentication(request),
-            http_support::tenant_header(headers),
-            self.trust_tenant_header,
-        )?;
+        let tenant = self
+            .gateway
+            .settings()
+            .tenants
+            .tenant(http_support::authentication(request), http_support::tenant_header(headers))?;
         let call = ConverseCall {
             request: ConverseRequest::from_json(request.body().as_ref())?,
-            tenant: Tenant::from(identity),
+            tenant,
             cache: CacheOptions::parse(
                 header(headers, "x-cache-mode"),
                 header(headers, "x-cache-ttl"),

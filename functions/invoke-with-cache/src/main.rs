@@ -7,7 +7,6 @@ use lambda_http::{Error, run, service_fn};
 async fn main() -> Result<(), Error> {
     init_tracing();
     let config = GatewayConfig::from_env()?;
-    let handler = Handler::new(aws_gateway(&config).await?, config.trust_tenant_header)
-        .with_body_logging(config.routing.log_request_bodies);
+    let handler = Handler::new(aws_gateway(&config).await?).with_body_logging(config.routing.log_request_bodies);
     run(service_fn(|request| handler.handle(request))).await
 }

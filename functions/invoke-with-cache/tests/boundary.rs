@@ -3,30 +3,31 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed set-up should stop the test loudly.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use gateway_core::catalog::Catalog;
+use gateway_core::identity::TenantRules;
 use gateway_core::service::{Gateway, GatewaySettings};
-use gateway_core::testing::{FakeInvoker, InMemoryCacheStore};
+use gateway_core::testing::{FakeInvoker, TestPorts};
+use http_support::testing::{Captured, Reply, add_header as with_header, event_from_json, with_body};
 use invoke_with_cache::Handler;
-use lambda_http::http::HeaderValue;
 use lambda_http::{Body, Request};
 
-type TestHandler = Handler<Arc<InMemoryCacheStore>, Arc<FakeInvoker>>;
+type TestHandler = Handler<TestPorts>;
 
 fn handler(trust_tenant_header: bool) -> (TestHandler, Arc<FakeInvoker>) {
     let catalog = Arc::new(Catalog::embedded().unwrap());
-    let settings = GatewaySettings::from_catalog(&catalog);
-    let invoker = Arc::new(FakeInvoker::default());
-    let gateway = Gateway::new(catalog, settings, Arc::new(InMemoryCacheStore::default()), invoker.clone());
-    (Handler::new(gateway, trust_tenant_header), invoker)
+    let settings = GatewaySettings {
+        tenants: TenantRules { trust_header: trust_tenant_header },
+        ..GatewaySettings::from_catalog(&catalog)
+    };
+    let ports = TestPorts::fakes();
+    let invoker = ports.models.clone();
+    (Handler::new(Gateway::new(catalog, settings, ports)), invoker)
 }
 
 fn event(name: &str) -> Request {
-    let path = format!("{}/../../events/invoke-with-cache/{name}", env!("CARGO_MANIFEST_DIR"));
-    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    lambda_http::request::from_str(&json).unwrap_or_else(|e| panic!("{path} is not an API Gateway event: {e}"))
+    http_support::testing::event("invoke-with-cache", name)
 }
 
 /// `valid-request.json` without its JWT authorizer: an anonymous caller.
@@ -34,24 +35,12 @@ fn anonymous() -> Request {
     let path = format!("{}/../../events/invoke-with-cache/valid-request.json", env!("CARGO_MANIFEST_DIR"));
     let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     json["requestContext"].as_object_mut().unwrap().remove("authorizer");
-    lambda_http::request::from_str(&json.to_string()).unwrap()
-}
-
-fn with_body(mut request: Request, body: &str) -> Request {
-    *request.body_mut() = Body::Text(body.to_owned());
-    request
-}
-
-fn with_header(mut request: Request, name: &'static str, value: &[u8]) -> Request {
-    request.headers_mut().append(name, HeaderValue::from_bytes(value).unwrap());
-    request
+    event_from_json(&json.to_string())
 }
 
 async fn send(h: &TestHandler, request: Request) -> (u16, Option<String>, serde_json::Value) {
-    let response = h.handle(request).await.unwrap();
-    let cache = response.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
-    let Body::Text(text) = response.body() else { panic!("text body") };
-    (response.status().as_u16(), cache, serde_json::from_str(text).unwrap())
+    let reply = Reply::from(h.handle(request).await.unwrap());
+    (reply.status, reply.header("x-cache"), reply.body)
 }
 
 #[tokio::test]
@@ -175,27 +164,6 @@ async fn unknown_models_name_the_field_and_invalid_utf8_is_a_400() {
     assert_eq!((status, body["error"]["type"].as_str()), (400, Some("malformed_json")), "{body}");
 }
 
-/// A `MakeWriter` over one shared buffer: everything the subscriber writes, in order.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 const MARK: &str = "ZQXMARK";
 
 /// Bodies with a distinct marker in every field a caller controls, valid and invalid.
@@ -254,7 +222,7 @@ async fn no_request_content_reaches_the_logs_even_at_trace() {
         statuses.push(send(&h, with_body(event("valid-request.json"), &body)).await.0);
     }
     tracing::info!("end of run");
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("request rejected") && logs.contains("end of run"), "the capture works: {logs}");
     assert!(statuses.contains(&200) && statuses.contains(&400), "{statuses:?}");
     assert!(!logs.contains(MARK), "request content in the logs:\n{logs}");
@@ -269,7 +237,7 @@ async fn body_logging_is_explicit_and_at_debug() {
     let (h, _) = handler(false);
     let h = h.with_body_logging(true);
     send(&h, with_body(event("valid-request.json"), &marked_bodies()[0])).await;
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("LOG_REQUEST_BODIES=true"), "{logs}");
     assert!(logs.lines().any(|l| l.contains(MARK) && l.contains("DEBUG")), "{logs}");
 }

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use gateway_core::catalog::Catalog;
 use gateway_core::ports::InvokeError;
 use gateway_core::service::{Gateway, GatewaySettings};
-use gateway_core::testing::{FakeInvoker, InMemoryCacheStore};
+use gateway_core::testing::{FakeInvoker, InMemoryCacheStore, TestPorts};
+use http_support::testing::{with_body, with_header};
 use invoke_with_cache::Handler;
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 
-type TestHandler = Handler<Arc<InMemoryCacheStore>, Arc<FakeInvoker>>;
+type TestHandler = Handler<TestPorts>;
 
 struct Fixture {
     handler: TestHandler,
@@ -23,26 +24,13 @@ struct Fixture {
 fn fixture() -> Fixture {
     let catalog = Arc::new(Catalog::embedded().unwrap());
     let settings = GatewaySettings::from_catalog(&catalog);
-    let store = Arc::new(InMemoryCacheStore::default());
-    let invoker = Arc::new(FakeInvoker::default());
-    let gateway = Gateway::new(catalog, settings, store.clone(), invoker.clone());
-    Fixture { handler: Handler::new(gateway, false), store, invoker }
+    let ports = TestPorts::fakes();
+    let (store, invoker) = (ports.cache.clone(), ports.models.clone());
+    Fixture { handler: Handler::new(Gateway::new(catalog, settings, ports)), store, invoker }
 }
 
 fn event(name: &str) -> Request {
-    let path = format!("{}/../../events/invoke-with-cache/{name}", env!("CARGO_MANIFEST_DIR"));
-    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    lambda_http::request::from_str(&json).unwrap_or_else(|e| panic!("{path} is not an API Gateway event: {e}"))
-}
-
-fn with_body(mut request: Request, body: &str) -> Request {
-    *request.body_mut() = Body::Text(body.to_owned());
-    request
-}
-
-fn with_header(mut request: Request, name: &'static str, value: &str) -> Request {
-    request.headers_mut().insert(name, value.parse().unwrap());
-    request
+    http_support::testing::event("invoke-with-cache", name)
 }
 
 struct Reply {
@@ -53,18 +41,12 @@ struct Reply {
 }
 
 async fn send(f: &Fixture, request: Request) -> Reply {
-    let response: Response<Body> = f.handler.handle(request).await.unwrap();
-    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
-    let body = match response.body() {
-        Body::Text(text) => serde_json::from_str(text).unwrap(),
-        other => panic!("expected a JSON text body, got {other:?}"),
-    };
-    assert_eq!(header("content-type").as_deref(), Some("application/json"));
+    let reply = http_support::testing::Reply::from(f.handler.handle(request).await.unwrap());
     Reply {
-        status: response.status().as_u16(),
-        cache_header: header("x-cache"),
-        retry_after: header("retry-after"),
-        body,
+        status: reply.status,
+        cache_header: reply.header("x-cache"),
+        retry_after: reply.header("retry-after"),
+        body: reply.body,
     }
 }
 
@@ -218,10 +200,10 @@ fn routed_fixture() -> Fixture {
     let catalog = Arc::new(Catalog::embedded().unwrap());
     let settings = GatewaySettings::from_catalog(&catalog);
     let router = RoutingConfig::from_lookup(|_| None).unwrap().router(catalog.clone()).unwrap();
-    let store = Arc::new(InMemoryCacheStore::default());
-    let invoker = Arc::new(FakeInvoker::default());
-    let gateway = Gateway::new(catalog, settings, store.clone(), invoker.clone()).with_router(router);
-    Fixture { handler: Handler::new(gateway, false), store, invoker }
+    let ports = TestPorts::fakes();
+    let (store, invoker) = (ports.cache.clone(), ports.models.clone());
+    let gateway = Gateway::new(catalog, settings, ports).with_router(router);
+    Fixture { handler: Handler::new(gateway), store, invoker }
 }
 
 #[tokio::test]

@@ -90,7 +90,7 @@ impl Handler {
                 // A rejection's message may name a caller-chosen key or model; the label and
                 // status are enough to count and alert on, the caller gets the rest.
                 tracing::info!(
-                    error = error.error_type(),
+                    error = error.label().as_str(),
                     status = error.status().as_u16(),
                     request_id,
                     "request rejected"

@@ -3,12 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed set-up should stop the test loudly.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use gateway_core::config::RoutingConfig;
-use lambda_http::http::HeaderValue;
-use lambda_http::{Body, Request};
+use http_support::testing::{Captured, Reply, add_header as with_header, with_body};
+use lambda_http::Request;
 use router::Handler;
 
 fn handler() -> Handler {
@@ -16,25 +13,12 @@ fn handler() -> Handler {
 }
 
 fn event(name: &str) -> Request {
-    let path = format!("{}/../../events/router/{name}", env!("CARGO_MANIFEST_DIR"));
-    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    lambda_http::request::from_str(&json).unwrap_or_else(|e| panic!("{path} is not an API Gateway event: {e}"))
-}
-
-fn with_body(mut request: Request, body: &str) -> Request {
-    *request.body_mut() = Body::Text(body.to_owned());
-    request
-}
-
-fn with_header(mut request: Request, name: &'static str, value: &str) -> Request {
-    request.headers_mut().append(name, HeaderValue::from_bytes(value.as_bytes()).unwrap());
-    request
+    http_support::testing::event("router", name)
 }
 
 async fn send(h: &Handler, request: Request) -> (u16, serde_json::Value) {
-    let response = h.handle(request).await.unwrap();
-    let Body::Text(text) = response.body() else { panic!("text body") };
-    (response.status().as_u16(), serde_json::from_str(text).unwrap())
+    let reply = Reply::from(h.handle(request).await.unwrap());
+    (reply.status, reply.body)
 }
 
 #[tokio::test]
@@ -78,26 +62,6 @@ async fn duplicates_are_400s_naming_the_key_or_header() {
     assert_eq!((status, body["error"]["field"].as_str()), (400, Some("additionalModelRequestFields.k")), "{body}");
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn no_request_content_reaches_the_logs_even_at_trace() {
     // Finding 4: the prompt was logged at INFO in the rejection message.
@@ -126,11 +90,11 @@ async fn no_request_content_reaches_the_logs_even_at_trace() {
     ];
     let mut statuses = Vec::new();
     for body in &bodies {
-        let request = with_header(with_body(event("easy-prompt.json"), body), "x-route-min-tier", &format!("{MARK}13"));
+        let request = with_header(with_body(event("easy-prompt.json"), body), "x-route-min-tier", format!("{MARK}13"));
         statuses.push(send(&h, request).await.0);
         statuses.push(send(&h, with_body(event("easy-prompt.json"), body)).await.0);
     }
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("request rejected"), "the capture works: {logs}");
     assert!(statuses.contains(&200) && statuses.contains(&400), "{statuses:?}");
     assert!(!logs.contains(MARK) && !logs.contains("9876543210"), "request content in the logs:\n{logs}");

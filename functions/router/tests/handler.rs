@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use gateway_core::catalog::Catalog;
 use gateway_core::config::RoutingConfig;
 use gateway_core::routing::RouterModel;
-use lambda_http::{Body, Request, Response};
+use http_support::testing::{with_body, with_header};
+use lambda_http::Request;
 use router::{Handler, StartupError};
 
 const HAIKU: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
@@ -29,19 +30,7 @@ fn handler() -> Handler {
 }
 
 fn event(name: &str) -> Request {
-    let path = format!("{}/../../events/router/{name}", env!("CARGO_MANIFEST_DIR"));
-    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    lambda_http::request::from_str(&json).unwrap_or_else(|e| panic!("{path} is not an API Gateway event: {e}"))
-}
-
-fn with_body(mut request: Request, body: &str) -> Request {
-    *request.body_mut() = Body::Text(body.to_owned());
-    request
-}
-
-fn with_header(mut request: Request, name: &'static str, value: &str) -> Request {
-    request.headers_mut().insert(name, value.parse().unwrap());
-    request
+    http_support::testing::event("router", name)
 }
 
 #[derive(Debug)]
@@ -64,14 +53,13 @@ impl Reply {
 }
 
 async fn send(handler: &Handler, request: Request) -> Reply {
-    let response: Response<Body> = handler.handle(request).await.unwrap();
-    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
-    let body = match response.body() {
-        Body::Text(text) => serde_json::from_str(text).unwrap(),
-        other => panic!("expected a JSON text body, got {other:?}"),
-    };
-    assert_eq!(header("content-type").as_deref(), Some("application/json"));
-    Reply { status: response.status().as_u16(), tier_header: header("x-route-tier"), allow: header("allow"), body }
+    let reply = http_support::testing::Reply::from(handler.handle(request).await.unwrap());
+    Reply {
+        status: reply.status,
+        tier_header: reply.header("x-route-tier"),
+        allow: reply.header("allow"),
+        body: reply.body,
+    }
 }
 
 fn assert_decision_shape(reply: &Reply) {

@@ -13,6 +13,7 @@ use aws_config::timeout::TimeoutConfig;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{ConfigError, GatewayConfig, QuotaConfig, QuotaSource};
+use crate::ports::Ports;
 use crate::quota::QuotaTable;
 use crate::service::Gateway;
 
@@ -20,8 +21,28 @@ pub use bedrock::BedrockInvoker;
 pub use budget::DynamoBudgetStore;
 pub use dynamo::DynamoCacheStore;
 
-/// The production gateway: DynamoDB cache, Bedrock models.
-pub type AwsGateway = Gateway<DynamoCacheStore, BedrockInvoker>;
+/// The production ports: the cache in DynamoDB, the models in Bedrock.
+#[derive(Debug)]
+pub struct AwsPorts {
+    pub cache: DynamoCacheStore,
+    pub models: BedrockInvoker,
+}
+
+impl Ports for AwsPorts {
+    type Cache = DynamoCacheStore;
+    type Models = BedrockInvoker;
+
+    fn cache(&self) -> &DynamoCacheStore {
+        &self.cache
+    }
+
+    fn models(&self) -> &BedrockInvoker {
+        &self.models
+    }
+}
+
+/// The production gateway.
+pub type AwsGateway = Gateway<AwsPorts>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -38,11 +59,13 @@ pub async fn aws_gateway(config: &GatewayConfig) -> Result<AwsGateway, InitError
     let catalog = Catalog::load(config.catalog_path.as_deref())?;
     let settings = config.gateway_settings(&catalog)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let store = DynamoCacheStore::new(dynamodb_client(&sdk, config), config.cache_table.clone());
-    let invoker = BedrockInvoker::new(bedrock_client(&sdk, config));
+    let ports = AwsPorts {
+        cache: DynamoCacheStore::new(dynamodb_client(&sdk, config), config.cache_table.clone()),
+        models: BedrockInvoker::new(bedrock_client(&sdk, config)),
+    };
     let catalog = Arc::new(catalog);
     let router = config.routing.router(catalog.clone())?;
-    Ok(Gateway::new(catalog, settings, store, invoker).with_router(router))
+    Ok(Gateway::new(catalog, settings, ports).with_router(router))
 }
 
 /// The DynamoDB client with the configured connect, attempt and operation timeouts; without

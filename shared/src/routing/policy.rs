@@ -55,6 +55,12 @@ pub enum RouteError {
 }
 
 impl RouteError {
+    pub fn label(&self) -> crate::label::ErrorLabel {
+        match self {
+            RouteError::InvalidOverride { .. } => crate::label::ErrorLabel::InvalidRouting,
+        }
+    }
+
     pub fn field(&self) -> &'static str {
         match self {
             RouteError::InvalidOverride { field, .. } => field,
