@@ -30,6 +30,8 @@
 //! | `QUOTA_OVERRIDES` | none | limits that win over both, `ID=tpm:N,rpm:N` entries separated by `;`, keyed by the ID Bedrock is called with, e.g. `us.anthropic.claude-sonnet-4-5-20250929-v1:0=tpm:400000,rpm:200;anthropic.claude-3-haiku-20240307-v1:0=rpm:50` |
 //! | `QUOTA_WINDOW_SECONDS` | 60 | length of the quota window (Bedrock's is a minute); shorter only to test against an emulator scaled down the same way |
 //! | `SERVICE_QUOTAS_TIMEOUT_MS` | 3000 | the whole Service Quotas read at cold start, every page included |
+//! | `LEARNED_MAX_TOKENS` | `true` | a request without `maxTokens` is sent with a learned one (a high quantile of the answer lengths seen on its route) and continued when it stops there, instead of reserving the model's whole output limit |
+//! | `MAX_CONTINUATIONS` | 4 | continuation calls one such answer may take |
 //! | `LOG_REQUEST_BODIES` | `false` | `true` logs request bodies at debug level (with a warning at cold start); otherwise no request content is logged at any level |
 //! | `ADMISSION` | `off` | `on` admits each request against its Bedrock quota, shared by every instance through `ADMISSION_TABLE_NAME` ([`AdmissionConfig`]) |
 //! | `ADMISSION_TABLE_NAME` | required when on | DynamoDB table of the quota leases (string partition key `pk`) |
@@ -290,6 +292,11 @@ pub struct GatewayConfig {
     /// `CACHE_CLAIM_WAIT_MS`; `None` when 0.
     pub claim_wait: Option<Duration>,
     pub quota: QuotaConfig,
+    pub admission: AdmissionConfig,
+    /// `LEARNED_MAX_TOKENS`: send requests without `maxTokens` with a learned one.
+    pub learned_max_tokens: bool,
+    /// `MAX_CONTINUATIONS`: continuation calls one answer may take.
+    pub max_continuations: u32,
 }
 
 /// A wait beyond API Gateway's 30 s limit could never end in an answer.
@@ -357,6 +364,9 @@ impl GatewayConfig {
             throttle_retry_after: Duration::from_secs(env.parsed("THROTTLE_RETRY_AFTER_SECONDS", 10)?),
             claim_wait: Some(Duration::from_millis(claim_wait_ms)).filter(|wait| !wait.is_zero()),
             quota: QuotaConfig::from_lookup(&lookup)?,
+            admission: AdmissionConfig::from_lookup(&lookup)?,
+            learned_max_tokens: env.parsed("LEARNED_MAX_TOKENS", true)?,
+            max_continuations: env.parsed("MAX_CONTINUATIONS", 4)?,
         })
     }
 
@@ -372,6 +382,8 @@ impl GatewayConfig {
         settings.budgets = self.budgets;
         settings.claim_wait = self.claim_wait;
         settings.tenants = TenantRules { trust_header: self.trust_tenant_header };
+        settings.learned_max_tokens = self.learned_max_tokens;
+        settings.max_continuations = self.max_continuations;
         Ok(settings)
     }
 }

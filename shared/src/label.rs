@@ -19,6 +19,8 @@ pub enum ErrorLabel {
     MethodNotAllowed,
     // The request's time.
     DeadlineExceeded,
+    // Admission: the quota has no room within the request's wait.
+    QuotaExhausted,
     // Bedrock, or the cache store, answering.
     Throttled,
     AccessDenied,
@@ -37,7 +39,7 @@ pub enum ErrorLabel {
 }
 
 impl ErrorLabel {
-    pub const ALL: [ErrorLabel; 21] = [
+    pub const ALL: [ErrorLabel; 22] = [
         ErrorLabel::MalformedJson,
         ErrorLabel::InvalidRequest,
         ErrorLabel::InvalidRouting,
@@ -46,6 +48,7 @@ impl ErrorLabel {
         ErrorLabel::NotFound,
         ErrorLabel::MethodNotAllowed,
         ErrorLabel::DeadlineExceeded,
+        ErrorLabel::QuotaExhausted,
         ErrorLabel::Throttled,
         ErrorLabel::AccessDenied,
         ErrorLabel::ModelNotFound,
@@ -71,6 +74,7 @@ impl ErrorLabel {
             ErrorLabel::NotFound => "not_found",
             ErrorLabel::MethodNotAllowed => "method_not_allowed",
             ErrorLabel::DeadlineExceeded => "deadline_exceeded",
+            ErrorLabel::QuotaExhausted => "quota_exhausted",
             ErrorLabel::Throttled => "throttled",
             ErrorLabel::AccessDenied => "access_denied",
             ErrorLabel::ModelNotFound => "model_not_found",

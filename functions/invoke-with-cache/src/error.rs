@@ -1,5 +1,6 @@
 //! The one place where failures become HTTP statuses.
 
+use gateway_core::admission::Limit;
 use gateway_core::identity::IdentityError;
 use gateway_core::label::ErrorLabel;
 use gateway_core::ports::InvokeError;
@@ -45,6 +46,12 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Gateway(GatewayError::DeadlineExceeded { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            // Waiting cannot help a reservation larger than the whole quota: a smaller
+            // `maxTokens` or prompt can.
+            ApiError::Gateway(GatewayError::QuotaExhausted { refusal, .. }) => match refusal.limit {
+                Limit::TooLarge => StatusCode::BAD_REQUEST,
+                Limit::Requests | Limit::Tokens => StatusCode::TOO_MANY_REQUESTS,
+            },
             ApiError::Gateway(GatewayError::Model(e) | GatewayError::FallbackExhausted { source: e, .. }) => match e {
                 InvokeError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
                 InvokeError::Rejected { .. } => StatusCode::BAD_REQUEST,
@@ -75,7 +82,10 @@ impl ApiError {
             ApiError::Gateway(GatewayError::InvalidRequest(e)) => e.field(),
             ApiError::Gateway(GatewayError::UnknownModel(_)) => Some("modelId"),
             ApiError::Gateway(
-                GatewayError::Model(_) | GatewayError::FallbackExhausted { .. } | GatewayError::DeadlineExceeded { .. },
+                GatewayError::Model(_)
+                | GatewayError::FallbackExhausted { .. }
+                | GatewayError::DeadlineExceeded { .. }
+                | GatewayError::QuotaExhausted { .. },
             ) => None,
         }
     }
@@ -95,11 +105,27 @@ impl ApiError {
         match &self {
             ApiError::Boundary(e) => headers.extend_from_slice(e.headers()),
             ApiError::Gateway(e) => {
-                if let GatewayError::FallbackExhausted { hops, .. } | GatewayError::DeadlineExceeded { hops, .. } = e {
+                if let GatewayError::FallbackExhausted { hops, .. }
+                | GatewayError::DeadlineExceeded { hops, .. }
+                | GatewayError::QuotaExhausted { hops, .. } = e
+                {
                     error.insert("hops".into(), serde_json::to_value(hops).unwrap_or_default());
                 }
-                retry_after =
-                    e.invoke_error().and_then(InvokeError::retry_after).map(|d| d.as_secs().max(1).to_string());
+                let admission_wait = match e {
+                    GatewayError::QuotaExhausted { refusal, .. } => {
+                        error.insert("quota".into(), refusal.key.to_string().into());
+                        error.insert("limit".into(), refusal.limit.as_str().into());
+                        error.insert("retryAfterMs".into(), (refusal.retry_after.as_millis() as u64).into());
+                        error.insert("waitedMs".into(), (refusal.waited.as_millis() as u64).into());
+                        Some(refusal.retry_after).filter(|_| refusal.limit != Limit::TooLarge)
+                    }
+                    _ => None,
+                };
+                // Retry-After is whole seconds: round up, so a caller who honours it finds room.
+                retry_after = admission_wait
+                    .map(|d| d.as_secs_f64().ceil().max(1.0) as u64)
+                    .or_else(|| e.invoke_error().and_then(InvokeError::retry_after).map(|d| d.as_secs().max(1)))
+                    .map(|s| s.to_string());
                 if let Some(seconds) = &retry_after {
                     headers.push(("retry-after", seconds));
                 }

@@ -112,11 +112,23 @@ fn success(answer: &Answer) -> Response<Body> {
         if !answer.hops.is_empty() {
             map.insert("hops".into(), serde_json::to_value(&answer.hops).unwrap_or_default());
         }
+        if let Some(admission) = &answer.admission {
+            map.insert("admission".into(), serde_json::to_value(admission).unwrap_or_default());
+        }
     }
     let tier = answer.routing.as_ref().map(|d| d.tier.as_str());
     let mut headers = vec![("x-cache", answer.cache.result.as_str())];
     if let Some(tier) = tier {
         headers.push(("x-route-tier", tier));
+    }
+    let waited;
+    if let Some(admission) = &answer.admission {
+        waited = admission.waited_ms.to_string();
+        headers.push(("x-quota-mode", admission.mode.as_str()));
+        headers.push(("x-quota-waited-ms", &waited));
+        if admission.spilled {
+            headers.push(("x-quota-spilled", "true"));
+        }
     }
     json_response(StatusCode::OK, &body, &headers)
 }

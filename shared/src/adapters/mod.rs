@@ -11,6 +11,7 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
+use crate::admission::{Admission, Admit};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{ConfigError, GatewayConfig, QuotaConfig, QuotaSource};
 use crate::ports::Ports;
@@ -63,9 +64,31 @@ pub async fn aws_gateway(config: &GatewayConfig) -> Result<AwsGateway, InitError
         cache: DynamoCacheStore::new(dynamodb_client(&sdk, config), config.cache_table.clone()),
         models: BedrockInvoker::new(bedrock_client(&sdk, config)),
     };
-    let catalog = Arc::new(catalog);
-    let router = config.routing.router(catalog.clone())?;
-    Ok(Gateway::new(catalog, settings, ports).with_router(router))
+    let router = config.routing.router(Arc::new(catalog.clone()))?;
+    let admission = match (&config.admission.table, config.admission.enabled) {
+        (Some(table), true) => {
+            let quotas = quota_table(&config.quota, &catalog, &sdk).await?;
+            let limits = quotas.iter().map(|(key, limits)| (key.clone(), limits.quota)).collect();
+            let store = DynamoBudgetStore::new(dynamodb_client(&sdk, config), table.clone());
+            let admission = Admission::new(store, config.admission.settings.clone(), limits, instance_id());
+            tracing::info!(quotas = quotas.iter().count(), "quota admission on");
+            Some(Arc::new(admission) as Arc<dyn Admit>)
+        }
+        _ => None,
+    };
+    let gateway = Gateway::new(Arc::new(catalog), settings, ports).with_router(router);
+    Ok(match admission {
+        Some(admission) => gateway.with_admission(admission),
+        None => gateway,
+    })
+}
+
+/// A name for this instance's leases: Lambda's log stream names one execution environment.
+fn instance_id() -> String {
+    std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("{}-{nanos}", std::process::id())
+    })
 }
 
 /// The DynamoDB client with the configured connect, attempt and operation timeouts; without

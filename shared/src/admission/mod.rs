@@ -258,6 +258,18 @@ pub struct Refusal {
     pub mode: AdmissionMode,
 }
 
+/// Admission as the gateway holds it: one boxed future per model call buys a gateway type
+/// that does not change with the budget store behind it.
+pub trait Admit: Send + Sync + fmt::Debug {
+    fn admit<'a>(&'a self, ask: Ask<'a>) -> std::pin::Pin<Box<dyn Future<Output = Result<Permit, Refusal>> + Send + 'a>>;
+}
+
+impl<B: BudgetStore> Admit for Admission<B> {
+    fn admit<'a>(&'a self, ask: Ask<'a>) -> std::pin::Pin<Box<dyn Future<Output = Result<Permit, Refusal>> + Send + 'a>> {
+        Box::pin(Admission::admit(self, ask))
+    }
+}
+
 /// One instance's admission to every configured quota; built once per cold start.
 pub struct Admission<B: BudgetStore> {
     inner: Arc<Inner<B>>,

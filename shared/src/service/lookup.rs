@@ -86,6 +86,7 @@ fn follow(
         },
         routing,
         hops: Vec::new(),
+        admission: None,
     })
 }
 
@@ -104,6 +105,9 @@ fn duplicate_error(error: &GatewayError) -> GatewayError {
             needed: *needed,
             last: last.as_ref().map(duplicate_invoke_error),
         },
+        GatewayError::QuotaExhausted { hops, refusal } => {
+            GatewayError::QuotaExhausted { hops: hops.clone(), refusal: refusal.clone() }
+        }
     }
 }
 

@@ -46,11 +46,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::admission::{Admit, AdmissionMode, Refusal};
 use crate::cache::{BypassReason, CacheEntry, CacheOptions, CacheSettings, Tenant};
 use crate::catalog::{Catalog, ResolveError, Tier};
 use crate::deadline::{Budgets, Deadline};
 use crate::identity::TenantRules;
 use crate::label::ErrorLabel;
+use crate::outputs::{OutputLengthSettings, OutputLengths};
 use crate::ports::{CacheError, InvokeError, Ports};
 use crate::request::{ConverseRequest, ConverseResponse, RequestError};
 use crate::routing::{RouteDecision, RouteOverrides, Router};
@@ -85,6 +87,15 @@ pub struct GatewaySettings {
     /// How long a miss waits for another instance's claimed call before paying itself;
     /// `None` takes no claims.
     pub claim_wait: Option<Duration>,
+    /// Whether a request without `maxTokens` is sent with a learned one (and continued when
+    /// it stops there) instead of reserving the model's whole output limit.
+    pub learned_max_tokens: bool,
+    pub output_lengths: OutputLengthSettings,
+    /// The most continuation calls one answer may take.
+    pub max_continuations: u32,
+    /// How long a request waits for a quota that is not its chain's last before it spills to
+    /// the next one; the last waits up to the admission wait.
+    pub spill_after: Duration,
 }
 
 impl GatewaySettings {
@@ -100,6 +111,10 @@ impl GatewaySettings {
             tenants: TenantRules::default(),
             single_flight: true,
             claim_wait: None,
+            learned_max_tokens: true,
+            output_lengths: OutputLengthSettings::default(),
+            max_continuations: 4,
+            spill_after: Duration::from_millis(250),
         }
     }
 }
@@ -207,6 +222,29 @@ pub struct Answer {
     pub routing: Option<RouteDecision>,
     /// Model calls made, in order; empty on a cache hit.
     pub hops: Vec<Hop>,
+    /// What quota admission did for the call that answered; `None` when admission is off or
+    /// no model was called.
+    pub admission: Option<AdmissionSummary>,
+}
+
+/// What admission did for an answer, over every call it took (continuations included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionSummary {
+    /// The quota that served the answer.
+    pub quota: String,
+    pub mode: AdmissionMode,
+    /// What the first call reserved.
+    pub reserved_tokens: u64,
+    /// What the calls settled at, as Bedrock counts them.
+    pub settled_tokens: u64,
+    /// Time spent waiting for room, over every quota tried.
+    pub waited_ms: u64,
+    /// The answer came from another quota than the first choice's, taken before Bedrock
+    /// throttled the first.
+    pub spilled: bool,
+    /// Model calls made under admission for this answer.
+    pub calls: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +277,9 @@ pub enum GatewayError {
         #[source]
         last: Option<InvokeError>,
     },
+    /// No quota of the chain had room for the request within its wait.
+    #[error("{refusal}")]
+    QuotaExhausted { hops: Vec<Hop>, refusal: Refusal },
 }
 
 impl GatewayError {
@@ -248,6 +289,7 @@ impl GatewayError {
             GatewayError::UnknownModel(e) => e.label(),
             GatewayError::Model(e) | GatewayError::FallbackExhausted { source: e, .. } => e.label(),
             GatewayError::DeadlineExceeded { .. } => ErrorLabel::DeadlineExceeded,
+            GatewayError::QuotaExhausted { .. } => ErrorLabel::QuotaExhausted,
         }
     }
 
@@ -256,7 +298,9 @@ impl GatewayError {
         match self {
             GatewayError::Model(e) | GatewayError::FallbackExhausted { source: e, .. } => Some(e),
             GatewayError::DeadlineExceeded { last, .. } => last.as_ref(),
-            GatewayError::InvalidRequest(_) | GatewayError::UnknownModel(_) => None,
+            GatewayError::InvalidRequest(_) | GatewayError::UnknownModel(_) | GatewayError::QuotaExhausted { .. } => {
+                None
+            }
         }
     }
 }
@@ -270,11 +314,21 @@ pub struct Gateway<P> {
     router: Option<Router>,
     /// Misses being answered in this instance, shared with identical concurrent ones.
     flights: SingleFlight<FlightKey, Result<Answer, GatewayError>>,
+    admission: Option<Arc<dyn Admit>>,
+    /// Answer lengths seen, for the `maxTokens` of requests that give none.
+    outputs: OutputLengths,
 }
 
 impl<P: Ports> Gateway<P> {
     pub fn new(catalog: Arc<Catalog>, settings: GatewaySettings, ports: P) -> Self {
-        Gateway { catalog, settings, ports, router: None, flights: SingleFlight::default() }
+        let outputs = OutputLengths::new(settings.output_lengths);
+        Gateway { catalog, settings, ports, router: None, flights: SingleFlight::default(), admission: None, outputs }
+    }
+
+    /// Admits every model call against its Bedrock quota first.
+    pub fn with_admission(mut self, admission: Arc<dyn Admit>) -> Self {
+        self.admission = Some(admission);
+        self
     }
 
     /// Enables `modelId: "auto"`.
@@ -316,7 +370,7 @@ impl<P: Ports> Gateway<P> {
             Lookup::Found { entry, read_at } => return Ok(prepared.into_hit(*entry, Vec::new(), report, read_at)),
             Lookup::Missed { claim } => claim,
         };
-        let (served, hops) = match self.call(&prepared).await {
+        let (served, hops, admission) = match self.call(&prepared).await {
             Ok(called) => called,
             Err(error) => {
                 // Released at once so that a waiting instance takes over without waiting out the claim.
@@ -333,7 +387,7 @@ impl<P: Ports> Gateway<P> {
             }
         };
         let reply = self.store(&prepared, settled, claim, &mut report).await;
-        Ok(prepared.into_answer(reply, report, hops))
+        Ok(Answer { admission, ..prepared.into_answer(reply, report, hops) })
     }
 
     /// One cache operation within the cache budget and the request's deadline, whichever ends first.
@@ -367,6 +421,7 @@ impl Prepared {
             cache: report,
             routing: self.routing,
             hops,
+            admission: None,
         }
     }
 
@@ -380,6 +435,7 @@ impl Prepared {
             cache: report,
             routing: self.routing,
             hops,
+            admission: None,
         }
     }
 }
