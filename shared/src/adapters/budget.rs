@@ -124,10 +124,12 @@ impl BudgetStore for DynamoBudgetStore {
             .table_name(&self.table)
             .item(PK, pk(key))
             .item(VERSION, n(book.version))
-            .item(LEASES, AttributeValue::M(leases))
-            .expression_attribute_names("#pk", PK);
+            .item(LEASES, AttributeValue::M(leases));
         let request = match book.version.checked_sub(1) {
-            None | Some(0) => request.condition_expression("attribute_not_exists(#pk)"),
+            // DynamoDB refuses names the expression does not use, so each branch names its own.
+            None | Some(0) => {
+                request.condition_expression("attribute_not_exists(#pk)").expression_attribute_names("#pk", PK)
+            }
             Some(expected) => request
                 .condition_expression("#version = :expected")
                 .expression_attribute_names("#version", VERSION)
