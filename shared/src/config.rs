@@ -42,7 +42,6 @@
 //! | `ADMISSION_DEGRADED_SHARE` | 0.1 | part of a quota one instance may use while the lease table fails (above 0, at most 1) |
 //! | `ADMISSION_STORE_TIMEOUT_MS` | 100 | each call to the lease table (1 to 5000) |
 //! | `ADMISSION_RENEW_INTERVAL_MS` | 1000 | least time between two resizes of a contended lease |
-//! | `QUOTA_WINDOW_SECONDS` | 60 | Bedrock's quota window (shorter only for scaled tests) |
 //!
 //! Routing settings ([`RoutingConfig`]) are read on their own by the router function, which
 //! needs no table and no AWS client.
@@ -419,14 +418,13 @@ impl AdmissionConfig {
             return Err(ConfigError::Missing("ADMISSION_TABLE_NAME"));
         }
         let request_timeout = env.millis("REQUEST_TIMEOUT_MS", 27_000)?;
-        let window_seconds: u64 = env.parsed("QUOTA_WINDOW_SECONDS", 60)?;
-        if window_seconds == 0 {
-            return Err(invalid("QUOTA_WINDOW_SECONDS", "0".into(), "must be at least 1".into()));
-        }
-        let window = Duration::from_secs(window_seconds);
+        // One reader of the window: the quota model's.
+        let window = QuotaConfig::from_lookup(&lookup)?.window;
         let wait_ms: u64 = env.parsed("ADMISSION_WAIT_MS", 10_000)?;
         let wait = Duration::from_millis(wait_ms);
-        if wait_ms >= MAX_ADMISSION_WAIT_MS || wait > request_timeout {
+        // The wait is bounded by the request's deadline anyway; only a deployment that admits
+        // needs the two to agree.
+        if wait_ms >= MAX_ADMISSION_WAIT_MS || (enabled && wait > request_timeout) {
             return Err(invalid(
                 "ADMISSION_WAIT_MS",
                 wait_ms.to_string(),
@@ -618,7 +616,15 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("ADMISSION", "yes")], "ADMISSION"),
             (&[("ADMISSION_WAIT_MS", "29000")], "ADMISSION_WAIT_MS"),
-            (&[("ADMISSION_WAIT_MS", "3000"), ("REQUEST_TIMEOUT_MS", "2000")], "ADMISSION_WAIT_MS"),
+            (
+                &[
+                    ("ADMISSION", "on"),
+                    ("ADMISSION_TABLE_NAME", "b"),
+                    ("ADMISSION_WAIT_MS", "3000"),
+                    ("REQUEST_TIMEOUT_MS", "2000"),
+                ],
+                "ADMISSION_WAIT_MS",
+            ),
             (&[("ADMISSION_WAIT_MS", "soon")], "ADMISSION_WAIT_MS"),
             (&[("TENANT_SHARES", "acme=3,globex=0")], "globex"),
             (&[("TENANT_SHARES", "acme")], "TENANT_SHARES"),

@@ -34,8 +34,11 @@ pub fn function_env(moto_url: &str, emulator_url: &str) -> Vec<(&'static str, St
         ("AWS_ENDPOINT_URL_DYNAMODB", moto_url.to_string()),
         ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.to_string()),
         ("CACHE_TABLE_NAME", LOCAL_TABLE_NAME.to_string()),
-        // Read only when ADMISSION=on; the table always exists locally.
+        // Quota admission is on locally, so the demo and the smoke checks go through it.
+        ("ADMISSION", "on".to_string()),
         ("ADMISSION_TABLE_NAME", LOCAL_BUDGET_TABLE_NAME.to_string()),
+        // The same reason as the cache budget below: moto is slow at moments.
+        ("ADMISSION_STORE_TIMEOUT_MS", "500".to_string()),
         // Locally there is no authorizer to put a JWT subject in the event, so the tenant
         // comes from a header; deployed stacks never set this.
         ("TRUST_TENANT_HEADER", "true".to_string()),

@@ -261,11 +261,17 @@ pub struct Refusal {
 /// Admission as the gateway holds it: one boxed future per model call buys a gateway type
 /// that does not change with the budget store behind it.
 pub trait Admit: Send + Sync + fmt::Debug {
-    fn admit<'a>(&'a self, ask: Ask<'a>) -> std::pin::Pin<Box<dyn Future<Output = Result<Permit, Refusal>> + Send + 'a>>;
+    fn admit<'a>(
+        &'a self,
+        ask: Ask<'a>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Permit, Refusal>> + Send + 'a>>;
 }
 
 impl<B: BudgetStore> Admit for Admission<B> {
-    fn admit<'a>(&'a self, ask: Ask<'a>) -> std::pin::Pin<Box<dyn Future<Output = Result<Permit, Refusal>> + Send + 'a>> {
+    fn admit<'a>(
+        &'a self,
+        ask: Ask<'a>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Permit, Refusal>> + Send + 'a>> {
         Box::pin(Admission::admit(self, ask))
     }
 }

@@ -126,7 +126,11 @@ impl<P: Ports> Gateway<P> {
                     hops.push(Hop::of(attempt, ErrorLabel::QuotaExhausted.as_str(), Some(refusal.to_string())));
                     if last {
                         let refusal = Refusal { waited, ..refusal };
-                        tracing::info!(?hops, retry_after_ms = refusal.retry_after.as_millis() as u64, "no quota has room");
+                        tracing::info!(
+                            ?hops,
+                            retry_after_ms = refusal.retry_after.as_millis() as u64,
+                            "no quota has room"
+                        );
                         return Err(GatewayError::QuotaExhausted { hops, refusal });
                     }
                     tracing::info!(quota = %refusal.key, "quota full; spilling to the next of the chain");
@@ -237,8 +241,8 @@ impl<P: Ports> Gateway<P> {
             (Some(admission), Some(key), Some(spec)) => {
                 let tenant = prepared.tenant.as_str();
                 let max_tokens = u64::from(request.max_tokens().unwrap_or(spec.max_output_tokens));
-                let expected =
-                    u64::from(self.outputs.max_tokens(tenant, &attempt.key_model, spec.max_output_tokens)).min(max_tokens);
+                let expected = u64::from(self.outputs.max_tokens(tenant, &attempt.key_model, spec.max_output_tokens))
+                    .min(max_tokens);
                 let burned = expected.saturating_mul(u64::from(spec.output_burndown));
                 let tokens = estimate_request(request).saturating_add(max_tokens.max(burned));
                 let ask = Ask { key, tenant, tokens, deadline: wait };

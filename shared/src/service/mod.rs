@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::admission::{Admit, AdmissionMode, Refusal};
+use crate::admission::{AdmissionMode, Admit, Refusal};
 use crate::cache::{BypassReason, CacheEntry, CacheOptions, CacheSettings, Tenant};
 use crate::catalog::{Catalog, ResolveError, Tier};
 use crate::deadline::{Budgets, Deadline};

@@ -695,3 +695,181 @@ mod single_flight {
         assert_eq!(invoker.calls(), 1);
     }
 }
+
+/// A model whose whole answer to anything is `words` one-token words, cut at `maxTokens`,
+/// and continued from a prefill that is a prefix of it, as a real model continues.
+#[derive(Debug, Default)]
+struct Author {
+    words: usize,
+    seen_max_tokens: std::sync::Mutex<Vec<Option<u32>>>,
+}
+
+impl crate::ports::ModelInvoker for Author {
+    async fn converse(
+        &self,
+        _model_id: &str,
+        request: &ConverseRequest,
+        _deadline: Deadline,
+    ) -> Result<ConverseResponse, InvokeError> {
+        self.seen_max_tokens.lock().unwrap().push(request.max_tokens());
+        let full: String = (0..self.words).map(|i| format!(" w{}", i % 10)).collect();
+        let full = full.trim_start().to_owned();
+        let prefill = match request.messages.last() {
+            Some(m) if m.role == crate::request::Role::Assistant => m.content.iter().find_map(|b| match b {
+                crate::request::ContentBlock::Text(t) => Some(t.clone()),
+                _ => None,
+            }),
+            _ => None,
+        };
+        let rest = match &prefill {
+            Some(p) => full.strip_prefix(p.as_str()).unwrap().to_owned(),
+            None => full,
+        };
+        let words: Vec<&str> = rest.split_inclusive(' ').collect();
+        let limit = request.max_tokens().map_or(usize::MAX, |m| m as usize);
+        let (text, stop) =
+            if words.len() > limit { (words[..limit].concat(), "max_tokens") } else { (words.concat(), "end_turn") };
+        let text = if prefill.is_some() && !text.starts_with(' ') { format!(" {text}") } else { text };
+        let output = text.split_whitespace().count() as i64;
+        Ok(serde_json::from_value(serde_json::json!({
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+            "stopReason": stop,
+            "usage": {"inputTokens": 10, "outputTokens": output, "totalTokens": 10 + output},
+            "metrics": {"latencyMs": 5}
+        }))
+        .unwrap())
+    }
+}
+
+fn author_gateway(words: usize, prior: u32) -> Gateway<TestPorts<InMemoryCacheStore, Arc<Author>>> {
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let settings = GatewaySettings {
+        output_lengths: crate::outputs::OutputLengthSettings {
+            prior,
+            floor: 1,
+            ..crate::outputs::OutputLengthSettings::default()
+        },
+        ..GatewaySettings::from_catalog(&catalog)
+    };
+    let author = Arc::new(Author { words, ..Author::default() });
+    Gateway::new(catalog, settings, TestPorts::new(InMemoryCacheStore::default(), author))
+}
+
+fn without_max_tokens(text: &str) -> serde_json::Value {
+    serde_json::json!({"modelId": "haiku", "messages": [{"role": "user", "content": [{"text": text}]}]})
+}
+
+#[tokio::test]
+async fn a_request_without_max_tokens_reserves_a_learned_limit_and_still_gets_its_whole_answer() {
+    let gateway = author_gateway(250, 100);
+    let answer = gateway.converse(call("t", without_max_tokens("tell me everything"))).await.unwrap();
+    let seen = gateway.ports().models.seen_max_tokens.lock().unwrap().clone();
+    // The learned limit, not the model's 64K; the continuation may take twice as much.
+    assert_eq!(seen, [Some(100), Some(200)]);
+    assert_eq!(answer.response.stop_reason, "end_turn");
+    let text = answer.response.text();
+    assert_eq!(text.split_whitespace().count(), 250);
+    assert!(text.starts_with("w0 w1") && text.ends_with("w9"), "{text}");
+    // Every call is priced and counted: two prompts, all the output.
+    assert_eq!((answer.response.usage.input_tokens, answer.response.usage.output_tokens), (20, 250));
+    let expected = gateway
+        .catalog()
+        .cost_of(&answer.model_id, &Usage::from(&answer.response.usage), crate::cost::PricingMode::OnDemand)
+        .unwrap();
+    assert_eq!(answer.cost_usd, Some(expected));
+}
+
+#[tokio::test]
+async fn an_explicit_max_tokens_is_honoured_as_given_and_never_continued() {
+    let gateway = author_gateway(250, 100);
+    let mut body = without_max_tokens("tell me everything");
+    body["inferenceConfig"] = serde_json::json!({"maxTokens": 40});
+    let answer = gateway.converse(call("t", body)).await.unwrap();
+    assert_eq!(*gateway.ports().models.seen_max_tokens.lock().unwrap(), vec![Some(40)]);
+    assert_eq!(answer.response.stop_reason, "max_tokens");
+    assert_eq!(answer.response.usage.output_tokens, 40);
+}
+
+#[tokio::test]
+async fn learned_limits_follow_the_answers_seen_on_the_route() {
+    let gateway = author_gateway(30, 4_096);
+    for i in 0..25 {
+        gateway.converse(call("t", without_max_tokens(&format!("question {i}")))).await.unwrap();
+    }
+    let seen = gateway.ports().models.seen_max_tokens.lock().unwrap().clone();
+    assert_eq!(seen[0], Some(4_096), "the prior before anything is learned");
+    let last = seen.last().copied().flatten().unwrap();
+    assert!((30..=34).contains(&last), "learned from 30-token answers: {last}");
+}
+
+mod admission {
+    use super::*;
+    use crate::admission::{Admission, AdmissionSettings, memory::MemoryBudgetStore};
+    use crate::catalog::{Quota, Scope};
+    use crate::quota::QuotaKey;
+
+    const HAIKU: &str = "anthropic.claude-haiku-4-5-20251001-v1:0";
+
+    /// Haiku's `us.` quota holds one request's reservation at a time; its global one is ample.
+    fn admitted_gateway(fallback: bool) -> FakeGateway {
+        let catalog = Arc::new(Catalog::embedded().unwrap());
+        let settings = GatewaySettings { fallback, ..GatewaySettings::from_catalog(&catalog) };
+        let limits = [
+            (QuotaKey::new(HAIKU, Scope::Geo("us".into())), Quota { tpm: 1_100, rpm: 100 }),
+            (QuotaKey::new(HAIKU, Scope::Global), Quota { tpm: 1_000_000, rpm: 1_000 }),
+        ]
+        .into_iter()
+        .collect();
+        let admission_settings = AdmissionSettings { wait: Duration::from_millis(50), ..AdmissionSettings::default() };
+        let admission = Admission::new(MemoryBudgetStore::new(), admission_settings, limits, "i-1".into());
+        Gateway::new(catalog, settings, fakes()).with_admission(Arc::new(admission))
+    }
+
+    fn uncached(text: &str) -> ConverseCall {
+        let mut c = call("t", body("haiku", text));
+        c.cache = CacheOptions { mode: Some(CacheMode::Off), ..CacheOptions::default() };
+        c
+    }
+
+    #[tokio::test]
+    async fn an_admitted_answer_says_what_it_reserved_and_settled() {
+        let gateway = admitted_gateway(true);
+        let answer = gateway.converse(uncached("one")).await.unwrap();
+        let admission = answer.admission.unwrap();
+        assert_eq!(admission.quota, format!("us.{HAIKU}"));
+        assert!(!admission.spilled);
+        assert_eq!(admission.calls, 1);
+        // input + max(maxTokens, burndown x maxTokens): at least Bedrock's own reservation.
+        assert!(admission.reserved_tokens >= 1_000, "{admission:?}");
+        let usage = Usage::from(&answer.response.usage);
+        let spec = gateway.catalog().by_model_id(HAIKU).unwrap();
+        assert_eq!(admission.settled_tokens, spec.quota_tokens(&usage));
+    }
+
+    #[tokio::test]
+    async fn a_full_quota_spills_to_the_next_profile_before_bedrock_throttles() {
+        let gateway = admitted_gateway(true);
+        gateway.converse(uncached("one")).await.unwrap();
+        let answer = gateway.converse(uncached("two")).await.unwrap();
+        let admission = answer.admission.unwrap();
+        assert!(admission.spilled, "{admission:?}");
+        assert_eq!(admission.quota, format!("global.{HAIKU}"));
+        let outcomes: Vec<&str> = answer.hops.iter().map(|h| h.outcome).collect();
+        assert_eq!(outcomes, ["quota_exhausted", "served"]);
+        assert_eq!(gateway.ports().models.seen_models(), [format!("us.{HAIKU}"), format!("global.{HAIKU}")]);
+    }
+
+    #[tokio::test]
+    async fn without_a_spill_the_request_is_refused_with_a_retry_after_from_the_window() {
+        let gateway = admitted_gateway(false);
+        gateway.converse(uncached("one")).await.unwrap();
+        let error = gateway.converse(uncached("two")).await.unwrap_err();
+        let GatewayError::QuotaExhausted { refusal, hops } = &error else { panic!("{error}") };
+        assert_eq!(error.label(), ErrorLabel::QuotaExhausted);
+        assert_eq!(hops.len(), 1);
+        // The first request's settled tokens leave the 60 s window no later than a minute.
+        assert!(refusal.retry_after > Duration::ZERO && refusal.retry_after <= Duration::from_secs(60), "{refusal:?}");
+        assert!(refusal.waited >= Duration::from_millis(50), "{refusal:?}");
+        assert_eq!(gateway.ports().models.calls(), 1, "the refused request never reached Bedrock");
+    }
+}
