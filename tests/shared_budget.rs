@@ -182,7 +182,6 @@ fn throttled(stats: &Value) -> u64 {
 const OVERLOAD_RATE: f64 = 10.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the admission strategy of quota-load (branch admission)"]
 async fn several_instances_share_one_budget_and_every_request_is_answered() {
     let moto = Moto::start();
     let table = budget_table(&moto).await;
@@ -202,7 +201,6 @@ async fn several_instances_share_one_budget_and_every_request_is_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the admission strategy of quota-load (branch admission)"]
 async fn a_killed_instance_loses_nothing_of_the_others_and_its_lease_returns() {
     let moto = Moto::start();
     let table = budget_table(&moto).await;
@@ -237,7 +235,6 @@ async fn a_killed_instance_loses_nothing_of_the_others_and_its_lease_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the admission strategy of quota-load (branch admission)"]
 async fn a_stopped_dynamodb_degrades_admission_and_loses_nothing() {
     let moto = Moto::start();
     let table = budget_table(&moto).await;
