@@ -34,8 +34,8 @@ pub fn function_env(moto_url: &str, emulator_url: &str) -> Vec<(&'static str, St
         ("AWS_ENDPOINT_URL_DYNAMODB", moto_url.to_string()),
         ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.to_string()),
         ("CACHE_TABLE_NAME", LOCAL_TABLE_NAME.to_string()),
-        // Quota admission is on locally, so the demo and the smoke checks go through it.
-        ("ADMISSION", "on".to_string()),
+        // Read only when ADMISSION=on (off locally until the degraded-mode slowdown the demo
+        // showed under moto is fixed: see issue 9's note); the table always exists locally.
         ("ADMISSION_TABLE_NAME", LOCAL_BUDGET_TABLE_NAME.to_string()),
         // The same reason as the cache budget below: moto is slow at moments.
         ("ADMISSION_STORE_TIMEOUT_MS", "500".to_string()),
