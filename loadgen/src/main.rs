@@ -121,6 +121,10 @@ struct Args {
     /// Admission: the part of the quota no lease may take.
     #[arg(long, default_value_t = 5)]
     headroom_percent: u8,
+    /// Admission: the longest a request waits for room before it is refused with a retry-after
+    /// (the gateway's `ADMISSION_WAIT_MS`); default: the patience.
+    #[arg(long)]
+    wait_ms: Option<u64>,
     /// Admission: each budget-store call (moto on a busy machine is slower than DynamoDB).
     #[arg(long, default_value_t = 500)]
     store_timeout_ms: u64,
@@ -241,7 +245,7 @@ async fn admitted_caller(
         lease_term,
         max_call,
         headroom_percent: args.headroom_percent,
-        wait: Duration::from_millis(args.patience_ms),
+        wait: Duration::from_millis(args.wait_ms.unwrap_or(args.patience_ms)),
         store_timeout: Duration::from_millis(args.store_timeout_ms),
         ..AdmissionSettings::default()
     };

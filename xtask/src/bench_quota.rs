@@ -32,14 +32,14 @@ use serde_json::{Value, json};
 use crate::Result;
 use crate::process::{check_interrupted, sleep_interruptibly};
 use crate::stack::{Stack, StackOptions, build_binaries, scrub_aws_env};
-use crate::{dynamo, http, paths};
+use crate::{dynamo, http, paths, tools};
 
 pub const QUOTA_LOAD_BINARY: &str = "quota-load";
 /// The model every request calls, through its US geographic profile.
 const MODEL: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
 const WINDOW_SECONDS: u64 = 10;
 /// Requests per second the quota sustains; the load is three times this.
-const SUSTAINABLE_RATE: f64 = 1.5;
+const SUSTAINABLE_RATE: f64 = 10.0;
 const OVERLOAD: f64 = 3.0;
 /// RPM is set above what TPM allows, so that tokens (where `maxTokens` matters) bind.
 const RPM_HEADROOM: f64 = 2.0;
@@ -51,6 +51,9 @@ const LATENCY_SCALE: f64 = 0.05;
 const MAX_OUTPUT_TOKENS: u64 = 4_096;
 const WORKLOAD_PROMPTS: usize = 3_000;
 const SEED: u64 = 9;
+/// How long admission holds a request before refusing it with a retry-after: the gateway's
+/// default `ADMISSION_WAIT_MS` (10 s of a 60 s window), scaled with the window.
+const ADMISSION_WAIT: Duration = Duration::from_millis(10_000 * WINDOW_SECONDS / 60);
 /// How long a caller waits for its answer, retries included.
 const PATIENCE: Duration = Duration::from_secs(150);
 
@@ -238,6 +241,7 @@ impl Run<'_> {
             .args(["--seed", &(SEED * 1_000 + index as u64).to_string()])
             .args(["--instance", &format!("{name}-{index}")])
             .args(["--patience-ms", &PATIENCE.as_millis().to_string()])
+            .args(["--wait-ms", &ADMISSION_WAIT.as_millis().to_string()])
             .args(["--start-at-unix-ms", &start_at.to_string()])
             .args(["--dynamodb-url", self.moto, "--budget-table", table])
             .args(["--tpm", &self.limits.tpm.to_string(), "--rpm", &self.limits.rpm.to_string()])
@@ -362,6 +366,7 @@ pub fn run(args: &BenchQuotaArgs) -> Result<bool> {
     let config_path = dir.join("emulator.toml");
     fs::write(&config_path, emulator_config(limits))?;
 
+    tools::ensure(&[tools::MOTO])?;
     build_binaries()?;
     let mut stack =
         Stack::new(StackOptions { emulator_config: Some(config_path), lambda_concurrency: 1, interactive: false });
