@@ -66,8 +66,9 @@ impl AdmittedCaller {
         AdmittedCaller { admission, client, key, model, spec, max_call }
     }
 
-    pub fn store_ops(&self) -> u64 {
-        self.admission.store_ops()
+    /// Budget-store operations and the writes among them.
+    pub fn store_ops(&self) -> (u64, u64) {
+        (self.admission.store_ops(), self.admission.store_writes())
     }
 
     /// Asks, waits out refusals and throttles, and calls, until answered or out of patience.

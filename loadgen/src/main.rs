@@ -217,9 +217,9 @@ impl Caller {
         job.finish(record)
     }
 
-    fn store_ops(&self) -> u64 {
+    fn store_ops(&self) -> (u64, u64) {
         match self {
-            Caller::Sdk(_) => 0,
+            Caller::Sdk(_) => (0, 0),
             Caller::Admitted(caller) => caller.store_ops(),
         }
     }

@@ -64,6 +64,7 @@ pub struct Summary {
     pub modes: BTreeMap<String, usize>,
     pub settled_tokens: u64,
     pub dynamodb_ops: u64,
+    pub dynamodb_writes: u64,
     pub p50_ms: u64,
     pub p99_ms: u64,
     /// Latencies of the answered requests, so that a driver of several processes can take
@@ -77,7 +78,7 @@ impl Summary {
         strategy: &'static str,
         instance: String,
         records: &[Record],
-        dynamodb_ops: u64,
+        (dynamodb_ops, dynamodb_writes): (u64, u64),
         elapsed_ms: u64,
     ) -> Summary {
         let mut lost_by = BTreeMap::new();
@@ -107,6 +108,7 @@ impl Summary {
             modes,
             settled_tokens: records.iter().map(|r| r.settled_tokens).sum(),
             dynamodb_ops,
+            dynamodb_writes,
             p50_ms: percentile(&latencies_ms, 0.50),
             p99_ms: percentile(&latencies_ms, 0.99),
             latencies_ms,
@@ -162,7 +164,7 @@ mod tests {
             record(Outcome::Answered, 10),
             record(Outcome::LostTimeout, 900),
         ];
-        let summary = Summary::of("sdk_standard", "p0".to_owned(), &records, 0, 1_000);
+        let summary = Summary::of("sdk_standard", "p0".to_owned(), &records, (0, 0), 1_000);
         assert_eq!((summary.requests, summary.answered, summary.lost), (4, 2, 2));
         assert_eq!(summary.latencies_ms, vec![10, 30]);
         assert_eq!(summary.lost_by.get(&Outcome::LostThrottled), Some(&1));

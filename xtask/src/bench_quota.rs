@@ -89,6 +89,7 @@ struct ProcessSummary {
     requests: u64,
     lost: u64,
     dynamodb_ops: u64,
+    dynamodb_writes: u64,
     latencies_ms: Vec<u64>,
 }
 
@@ -122,6 +123,8 @@ struct Figures {
     p50_ms: u64,
     p99_ms: u64,
     dynamodb_ops_per_request: f64,
+    /// The writes among those operations (the rest are strongly consistent reads).
+    dynamodb_writes_per_request: f64,
     requests: u64,
     bedrock_calls: u64,
 }
@@ -158,6 +161,10 @@ fn figures(
         p50_ms: nearest_rank(&latencies, 0.50),
         p99_ms: nearest_rank(&latencies, 0.99),
         dynamodb_ops_per_request: ratio(processes.iter().map(|p| p.dynamodb_ops).sum::<u64>() as f64, requests as f64),
+        dynamodb_writes_per_request: ratio(
+            processes.iter().map(|p| p.dynamodb_writes).sum::<u64>() as f64,
+            requests as f64,
+        ),
         requests,
         bedrock_calls: run.requests,
     }
@@ -414,19 +421,29 @@ fn print_table(limits: Limits, mean_cost: f64, args: &BenchQuotaArgs, results: &
     );
     println!("goodput = settled cost served in [window, end of arrivals] / (min(tpm, rpm x mean cost) x windows)");
     println!(
-        "{:<14} {:>8} {:>6} {:>10} {:>8} {:>8} {:>10} {:>9} {:>7}",
-        "strategy", "goodput", "lost", "throttled", "p50 ms", "p99 ms", "ddb ops/req", "requests", "calls"
+        "{:<14} {:>8} {:>6} {:>10} {:>8} {:>8} {:>11} {:>13} {:>9} {:>7}",
+        "strategy",
+        "goodput",
+        "lost",
+        "throttled",
+        "p50 ms",
+        "p99 ms",
+        "ddb ops/req",
+        "ddb writes/req",
+        "requests",
+        "calls"
     );
     for (name, figures) in results {
         let f = |key: &str| figures.get(key).and_then(Value::as_f64).unwrap_or(0.0);
         println!(
-            "{name:<14} {:>7.1}% {:>6} {:>9.1}% {:>8} {:>8} {:>10.3} {:>9} {:>7}",
+            "{name:<14} {:>7.1}% {:>6} {:>9.1}% {:>8} {:>8} {:>11.3} {:>13.3} {:>9} {:>7}",
             f("goodput_ratio") * 100.0,
             f("lost"),
             f("throttled_ratio") * 100.0,
             f("p50_ms"),
             f("p99_ms"),
             f("dynamodb_ops_per_request"),
+            f("dynamodb_writes_per_request"),
             f("requests"),
             f("bedrock_calls"),
         );
@@ -444,7 +461,13 @@ mod tests {
     #[test]
     fn goodput_is_served_cost_over_the_quota_of_the_measured_windows() {
         let limits = Limits { tpm: 10_000, rpm: 100, burndown: 5 };
-        let summary = ProcessSummary { requests: 40, lost: 2, dynamodb_ops: 8, latencies_ms: vec![10, 20, 30, 40] };
+        let summary = ProcessSummary {
+            requests: 40,
+            lost: 2,
+            dynamodb_ops: 8,
+            dynamodb_writes: 4,
+            latencies_ms: vec![10, 20, 30, 40],
+        };
         // 20 answered at a mean cost of 1 000: tokens bind (10 000 < 100 x 1 000); two windows
         // measured, 15 000 served in them.
         let f = figures(
@@ -459,6 +482,7 @@ mod tests {
         assert_eq!((f.lost, f.p50_ms, f.p99_ms), (2, 20, 40));
         assert_eq!(f.throttled_ratio, 0.2);
         assert_eq!(f.dynamodb_ops_per_request, 0.2);
+        assert_eq!(f.dynamodb_writes_per_request, 0.1);
     }
 
     #[test]

@@ -22,8 +22,11 @@
 //! # Cost
 //! DynamoDB is called only to take or resize a lease: when there is none, when half of its
 //! usable life has passed, when demand has outgrown it (at most once per renew interval), or
-//! when a request waits. A request the lease covers makes no call; resizes due while requests
-//! are served run in the background. [`Admission::store_ops`] counts the calls.
+//! when a request waits. A request the lease covers makes no call. A resize reads the book and
+//! writes it only if the lease moves materially or is due for refresh; while resizes change
+//! nothing, the pause between them doubles (up to [`MAX_PACE`] renew intervals). Every resize
+//! runs in a task of its own, one at a time per quota, and no waiter cancels it.
+//! [`Admission::store_ops`] and [`Admission::store_writes`] count the calls.
 //!
 //! # Faults
 //! Each store call is cut at the store timeout. A failed resize keeps the current lease
@@ -296,6 +299,7 @@ struct Inner<B> {
     instance_id: String,
     budgets: BTreeMap<QuotaKey, Arc<Budget>>,
     ops: AtomicU64,
+    writes: AtomicU64,
     next_permit: AtomicU64,
     jitter: Mutex<SplitMix64>,
     /// Wall-clock time (what leases expire by) read through tokio's clock, so that paused
@@ -309,6 +313,14 @@ const CLOCK_SKEW_MS: u64 = 1_000;
 const CONFLICT_ATTEMPTS: u32 = 3;
 /// A lease this many times its instance's demand gives the surplus back at the next resize.
 const SHRINK_ABOVE: u64 = 4;
+/// A resize that would move the lease by at most this fraction of it (`1 / N`) is not
+/// written: under a steady overload the demand-proportional share only jitters, and
+/// rewriting it would cost a write per resize for nothing.
+const MATERIAL_CHANGE: u64 = 16;
+/// While resizes change nothing, each waits twice as long as the one before, up to this many
+/// renew intervals: a contended quota then costs a read every few seconds per instance, not a
+/// read and a write every second.
+const MAX_PACE: u32 = 4;
 
 /// One quota as this instance sees it.
 #[derive(Debug)]
@@ -337,6 +349,9 @@ struct BudgetState {
     /// The last resize got less than it wanted because others hold the rest, or could not
     /// grow the lease at all: resizing again before the interval would not help.
     contended: bool,
+    /// The least time from one resize to the next: the renew interval, doubled after each
+    /// resize that changed nothing (see [`MAX_PACE`]).
+    pace: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -419,10 +434,14 @@ impl BudgetState {
         if self.renewing {
             return None;
         }
-        match self.last_attempt.map(|at| at + settings.renew_interval) {
+        match self.last_attempt.map(|at| at + self.pace(settings)) {
             Some(paced_until) if paced_until > now => Some(paced_until),
             _ => self.lease.map(|l| l.refresh_at).filter(|at| *at > now),
         }
+    }
+
+    fn pace(&self, settings: &AdmissionSettings) -> Duration {
+        self.pace.max(settings.renew_interval)
     }
 
     /// Whether a resize is worth a store call now.
@@ -430,9 +449,12 @@ impl BudgetState {
         if self.renewing {
             return false;
         }
-        let interval_passed = self.last_attempt.is_none_or(|at| now >= at + settings.renew_interval);
+        let interval_passed = self.last_attempt.is_none_or(|at| now >= at + self.pace(settings));
         let Some(lease) = self.lease.filter(|l| l.admit_until >= now) else {
-            return interval_passed || !self.store_down;
+            // Without a lease only a failed store or a lost race (every attempt met another
+            // instance's write) waits for the interval: retrying those at once is what turns
+            // many instances starting together into a storm of store calls.
+            return interval_passed || !(self.store_down || self.contended);
         };
         let need = self.need(now, settings.window);
         // Resize before the lease is full, so that a growing demand rarely waits for it.
@@ -479,6 +501,7 @@ impl<B: BudgetStore> Admission<B> {
                 instance_id,
                 budgets,
                 ops: AtomicU64::new(0),
+                writes: AtomicU64::new(0),
                 next_permit: AtomicU64::new(0),
                 jitter: Mutex::new(SplitMix64::new(seed)),
                 epoch: (SystemTime::now(), Instant::now()),
@@ -486,9 +509,14 @@ impl<B: BudgetStore> Admission<B> {
         }
     }
 
-    /// Budget-store operations made so far.
+    /// Budget-store operations made so far, reads and writes.
     pub fn store_ops(&self) -> u64 {
         self.inner.ops.load(Ordering::Relaxed)
+    }
+
+    /// The writes among [`Admission::store_ops`].
+    pub fn store_writes(&self) -> u64 {
+        self.inner.writes.load(Ordering::Relaxed)
     }
 
     /// Admits the request when its quota has room, waiting in the tenant-fair order for at
@@ -521,6 +549,9 @@ impl<B: BudgetStore> Admission<B> {
             });
         }
         let give_up_at = started + inner.settings.wait.min(ask.deadline.remaining());
+        // Taking a lease is not waiting for room: even a request that may not wait sees the
+        // end of one store round (each call is cut at the store timeout), within its deadline.
+        let lease_until = give_up_at.max(started + ask.deadline.remaining());
         let ticket = {
             let mut state = budget.lock();
             state.demand.add(ask.tokens, started, window);
@@ -532,23 +563,25 @@ impl<B: BudgetStore> Admission<B> {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let now = Instant::now();
-            let (step, resize) = {
+            let (step, resizing, next_resize) = {
                 let mut state = budget.lock();
                 let step = self.step(budget, &mut state, ticket, ask.tokens, now);
                 if let Step::Admitted { .. } = step {
                     place.ticket = None;
                     state.queue.admit(ticket);
                 }
-                let resize = state.resize_due(now, &inner.settings);
-                (step, resize)
+                // Every resize runs to its end in a task of its own: one cut short by a
+                // waiter's deadline would change nothing and be due again at once, a loop of
+                // store calls for as long as requests keep arriving out of time.
+                if state.resize_due(now, &inner.settings) {
+                    self.start_resize(budget, &mut state);
+                }
+                (step, state.renewing, state.next_resize_at(now, &inner.settings))
             };
-            match step {
+            let wake = match step {
                 Step::Admitted { id, mode } => {
                     // The next in line may fit too.
                     budget.changed.notify_waiters();
-                    if resize {
-                        self.resize_in_background(budget);
-                    }
                     return Ok(Permit {
                         held: Some((budget.clone(), id)),
                         report: AdmissionReport {
@@ -560,30 +593,17 @@ impl<B: BudgetStore> Admission<B> {
                         },
                     });
                 }
-                // Taking a lease is not waiting for room: even a request that may not wait
-                // gets one store round (each call is cut at the store timeout).
-                Step::NeedLease if resize => {
-                    let _ = ask.deadline.bound(inner.resize(budget)).await;
-                    continue;
-                }
-                Step::Wait { .. } if resize && now < give_up_at => {
-                    // Nothing is admitted meanwhile, so the store call is on no covered path.
-                    let _ = Deadline::after(give_up_at - now).bound(inner.resize(budget)).await;
-                    continue;
-                }
-                Step::NeedLease | Step::Wait { .. } if now >= give_up_at => {
-                    return Err(self.refuse(budget, &mut place, ask.tokens, started, now));
-                }
-                Step::NeedLease => {
-                    let _ = tokio::time::timeout_at(give_up_at, changed).await;
-                }
-                Step::Wait { until } => {
-                    // Wake for the window, for the next resize this instance may make, or to give up.
-                    let next_resize = budget.lock().next_resize_at(now, &inner.settings);
-                    let wake = [until, next_resize].into_iter().flatten().fold(give_up_at, Instant::min);
-                    let _ = tokio::time::timeout_at(wake, changed).await;
-                }
+                Step::NeedLease if resizing => lease_until,
+                Step::NeedLease => next_resize.map_or(give_up_at, |at| at.min(give_up_at)),
+                // Wake for the window, for the next resize this instance may make (the end of
+                // one running is notified), or to give up.
+                Step::Wait { until } => [until, next_resize].into_iter().flatten().fold(give_up_at, Instant::min),
+            };
+            let give_up = if matches!(step, Step::NeedLease) && resizing { lease_until } else { give_up_at };
+            if now >= give_up {
+                return Err(self.refuse(budget, &mut place, ask.tokens, started, now));
             }
+            let _ = tokio::time::timeout_at(wake, changed).await;
         }
     }
 
@@ -625,7 +645,11 @@ impl<B: BudgetStore> Admission<B> {
         Refusal { key: budget.key.clone(), retry_after, waited: now.duration_since(started), limit, mode }
     }
 
-    fn resize_in_background(&self, budget: &Arc<Budget>) {
+    /// Starts a resize of `budget` in a task of its own, marked under the lock that decided
+    /// it, so that no second one starts meanwhile.
+    fn start_resize(&self, budget: &Arc<Budget>, state: &mut BudgetState) {
+        state.renewing = true;
+        state.last_attempt = Some(Instant::now());
         let (inner, budget) = (self.inner.clone(), budget.clone());
         tokio::spawn(async move { inner.resize(&budget).await });
     }
@@ -662,6 +686,8 @@ enum Resized {
         lease: HeldLease,
         contended: bool,
     },
+    /// The lease would barely move and is not due for refresh: nothing was written.
+    Unchanged,
     /// Every attempt lost to another instance's write: the lease stays as it was.
     Contended,
 }
@@ -679,16 +705,9 @@ impl<B: BudgetStore> Inner<B> {
         tokio::time::timeout(timeout, work).await.unwrap_or(Err(BudgetError::Timeout(timeout)))
     }
 
-    /// Takes or resizes this instance's lease of `budget`, one resize at a time.
+    /// Takes or resizes this instance's lease of `budget`; [`Admission::start_resize`] has
+    /// marked it running.
     async fn resize(&self, budget: &Budget) {
-        {
-            let mut state = budget.lock();
-            if state.renewing {
-                return;
-            }
-            state.renewing = true;
-            state.last_attempt = Some(Instant::now());
-        }
         let _resizing = Resizing(budget);
         let outcome = self.resize_attempts(budget).await;
         let mut state = budget.lock();
@@ -704,10 +723,18 @@ impl<B: BudgetStore> Inner<B> {
                 }
                 state.store_down = false;
                 state.lease = Some(lease);
+                state.pace = self.settings.renew_interval;
             }
-            Ok(Resized::Contended) => {
+            Ok(Resized::Unchanged | Resized::Contended) => {
                 state.store_down = false;
                 state.contended = true;
+                // An instance without a lease keeps trying once per interval: backing off
+                // would leave its requests waiting on nothing.
+                let longest = self.settings.renew_interval.saturating_mul(MAX_PACE);
+                state.pace = match state.lease {
+                    Some(_) => state.pace.max(self.settings.renew_interval).saturating_mul(2).min(longest),
+                    None => self.settings.renew_interval,
+                };
             }
             Err(error) => {
                 if !state.store_down {
@@ -719,6 +746,7 @@ impl<B: BudgetStore> Inner<B> {
                     );
                 }
                 state.store_down = true;
+                state.pace = self.settings.renew_interval;
             }
         }
     }
@@ -743,6 +771,13 @@ impl<B: BudgetStore> Inner<B> {
                     .leases
                     .get(&self.instance_id)
                     .map_or(Amount::default(), |l| Amount { tokens: l.tokens, requests: l.requests });
+                let barely_moves = state
+                    .lease
+                    .filter(|held| held.admit_until >= now && now < held.refresh_at)
+                    .is_some_and(|held| immaterial(held.amount, amount));
+                if barely_moves {
+                    return Ok(Resized::Unchanged);
+                }
                 // Until the write is known to have landed, admit under the smaller of the two:
                 // both the old and the new book then hold at least what this instance uses.
                 if let Some(held) = state.lease.as_mut() {
@@ -753,6 +788,7 @@ impl<B: BudgetStore> Inner<B> {
                 let lease = HeldLease { amount, admit_until: now + usable, refresh_at: now + usable / 2 };
                 (proposal, lease, contended)
             };
+            self.writes.fetch_add(1, Ordering::Relaxed);
             match self.call(self.store.save(&budget.key, &proposal)).await? {
                 Saved::Written => return Ok(Resized::Granted { lease, contended }),
                 Saved::Conflict => {
@@ -764,6 +800,12 @@ impl<B: BudgetStore> Inner<B> {
         }
         Ok(Resized::Contended)
     }
+}
+
+/// Whether moving a lease from `held` to `proposed` is not worth a write.
+fn immaterial(held: Amount, proposed: Amount) -> bool {
+    let close = |held: u64, proposed: u64| held.abs_diff(proposed) <= held / MATERIAL_CHANGE;
+    close(held.tokens, proposed.tokens) && close(held.requests, proposed.requests)
 }
 
 #[cfg(test)]

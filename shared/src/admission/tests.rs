@@ -340,6 +340,81 @@ async fn many_instances_share_a_busy_quota_in_proportion_and_never_overcommit() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn instances_starting_together_take_their_leases_without_a_storm_of_store_calls() {
+    let store = MemoryBudgetStore::new();
+    store.delay(Duration::from_millis(20));
+    let instances: Vec<_> =
+        (0..8).map(|i| Arc::new(admission(&store, settings(), 1_000_000, 10_000, &format!("i{i}")))).collect();
+    let key = quota_key();
+    let mut asks = tokio::task::JoinSet::new();
+    for admission in &instances {
+        for _ in 0..10 {
+            let (admission, key) = (admission.clone(), key.clone());
+            asks.spawn(async move {
+                let ask = Ask { deadline: Deadline::after(Duration::from_secs(5)), ..ask(&key, "t", 1_000) };
+                admission.admit(ask).await.map(|permit| permit.settle(1_000)).is_ok()
+            });
+        }
+    }
+    let admitted = asks.join_all().await.into_iter().filter(|ok| *ok).count();
+    assert_eq!(admitted, 80, "the quota holds every request");
+    // Eight instances race for one item: the losers of a round try again once per renew
+    // interval, not at once, so each makes a handful of calls rather than hundreds.
+    let ops: u64 = instances.iter().map(|a| a.store_ops()).sum();
+    assert!(ops <= 8 * 12, "{ops} store calls for 8 instances starting together");
+    assert_eq!(store.book(&key).leases.len(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_out_of_time_do_not_turn_a_slow_store_into_a_storm_of_calls() {
+    let store = MemoryBudgetStore::new();
+    store.delay(Duration::from_millis(50));
+    let admission = admission(&store, settings(), 1_000_000, 10_000, "a");
+    let key = quota_key();
+    // Two hundred requests whose deadline is already spent, one a millisecond: until the
+    // first lease is taken (two 50 ms calls) each is refused at once, and the one resize they
+    // share runs to its end; after it, the lease covers them without a wait.
+    let mut refused = 0;
+    for _ in 0..200 {
+        let late = admission.admit(Ask { deadline: Deadline::after(Duration::ZERO), ..ask(&key, "t", 100) }).await;
+        refused += usize::from(late.is_err());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        settle_tasks().await;
+    }
+    assert!((90..=110).contains(&refused), "{refused} refused");
+    assert!(admission.store_ops() <= 4, "{} store calls", admission.store_ops());
+    assert_eq!(store.book(&key).leases.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_steady_overload_rewrites_no_lease_that_barely_moves() {
+    let store = MemoryBudgetStore::new();
+    let instances: Vec<_> =
+        (0..3).map(|i| Arc::new(admission(&store, settings(), 30_000, 10_000, &format!("i{i}")))).collect();
+    let key = quota_key();
+    // Each instance asks twice what its third of the quota allows, every second, for five
+    // minutes: shares stay even, so resizes only read, and writes come from the refreshes.
+    for _second in 0..300 {
+        for admission in &instances {
+            for _ in 0..2 {
+                let ask = Ask { deadline: Deadline::after(Duration::from_millis(10)), ..ask(&key, "t", 100) };
+                let _ = admission.admit(ask).await.map(|p| p.settle(100));
+            }
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle_tasks().await;
+    }
+    let writes: u64 = instances.iter().map(|a| a.store_writes()).sum();
+    let ops: u64 = instances.iter().map(|a| a.store_ops()).sum();
+    // A refresh every 16.5 s is 18 writes per instance in 300 s; a write every resize would
+    // be one per second.
+    assert!(writes <= 3 * 30, "{writes} writes in 300 s of 3 instances");
+    assert!(ops <= 3 * 150, "{ops} store calls in 300 s of 3 instances");
+    let book = store.book(&key);
+    assert!(lease::held(&book, now_ms()).tokens <= 30_000, "{book:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failing_store_degrades_to_the_local_share_and_says_so() {
     let store = MemoryBudgetStore::new();
     store.fail(true);
