@@ -26,7 +26,7 @@ pub const EMULATOR_TEST_CONFIG: &str = "tests/emulator-test.toml";
 
 /// The single list of environment variables the functions get locally. Deployed
 /// functions get theirs from template.yaml.
-pub fn function_env(moto_url: &str, emulator_url: &str) -> Vec<(&'static str, String)> {
+pub fn function_env(moto_url: &str, emulator_url: &str, service_quotas_url: &str) -> Vec<(&'static str, String)> {
     vec![
         ("AWS_REGION", dynamo::REGION.to_string()),
         ("AWS_ACCESS_KEY_ID", "test".to_string()),
@@ -34,9 +34,13 @@ pub fn function_env(moto_url: &str, emulator_url: &str) -> Vec<(&'static str, St
         ("AWS_ENDPOINT_URL_DYNAMODB", moto_url.to_string()),
         ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.to_string()),
         ("CACHE_TABLE_NAME", LOCAL_TABLE_NAME.to_string()),
-        // Read only when ADMISSION=on (off locally until the degraded-mode slowdown the demo
-        // showed under moto is fixed: see issue 9's note); the table always exists locally.
+        // The local stack runs as a deployer would: every model call admitted against its
+        // quota, and the quotas read at cold start from (the emulator's) Service Quotas, which
+        // serves the values the emulator enforces.
+        ("ADMISSION", "on".to_string()),
         ("ADMISSION_TABLE_NAME", LOCAL_BUDGET_TABLE_NAME.to_string()),
+        ("QUOTA_SOURCE", "service-quotas".to_string()),
+        ("AWS_ENDPOINT_URL_SERVICE_QUOTAS", service_quotas_url.to_string()),
         // The same reason as the cache budget below: moto is slow at moments.
         ("ADMISSION_STORE_TIMEOUT_MS", "500".to_string()),
         // Locally there is no authorizer to put a JWT subject in the event, so the tenant
@@ -71,6 +75,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+    "AWS_ENDPOINT_URL_SERVICE_QUOTAS",
 ];
 
 pub fn scrub_aws_env(command: &mut Command) -> &mut Command {
@@ -215,7 +220,8 @@ impl Stack {
     pub fn start_lambda(&mut self) -> Result<u16> {
         let moto = self.moto_url.clone().ok_or("moto is not running")?;
         let emulator = self.emulator_url.clone().ok_or("the Bedrock emulator is not running")?;
-        let env_file = write_env_file(&function_env(&moto, &emulator))?;
+        let quotas = self.service_quotas_url.clone().ok_or("the Bedrock emulator is not running")?;
+        let env_file = write_env_file(&function_env(&moto, &emulator, &quotas))?;
         let port = http::free_port()?;
         let mut command = cargo();
         command
@@ -363,10 +369,12 @@ mod tests {
 
     #[test]
     fn functions_are_pointed_at_the_local_servers() {
-        let env = function_env("http://127.0.0.1:1", "http://127.0.0.1:2");
+        let env = function_env("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3");
         let get = |key: &str| env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str());
         assert_eq!(get("AWS_ENDPOINT_URL_DYNAMODB"), Some("http://127.0.0.1:1"));
         assert_eq!(get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"), Some("http://127.0.0.1:2"));
+        assert_eq!(get("AWS_ENDPOINT_URL_SERVICE_QUOTAS"), Some("http://127.0.0.1:3"));
+        assert_eq!((get("ADMISSION"), get("QUOTA_SOURCE")), (Some("on"), Some("service-quotas")));
         assert_eq!(get("CACHE_TABLE_NAME"), Some(LOCAL_TABLE_NAME));
         assert_eq!(get("TRUST_TENANT_HEADER"), Some("true"));
         assert!(env_file_contents(&env).contains("AWS_REGION=us-east-1\n"));
