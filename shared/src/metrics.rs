@@ -6,9 +6,11 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::admission::AdmissionMode;
 use crate::catalog::Catalog;
 use crate::cost::Usage;
-use crate::service::{Answer, CacheResult, WriteReport};
+use crate::label::ErrorLabel;
+use crate::service::{AdmissionSummary, Answer, CacheResult, WriteReport};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InvocationMetrics {
@@ -26,6 +28,8 @@ pub struct InvocationMetrics {
     pub routed: bool,
     /// Model calls that failed before one answered (throttled or unavailable models).
     pub fallback_hops: u64,
+    /// What quota admission did, when it is on and a model was called.
+    pub admission: Option<AdmissionSummary>,
     /// Low-cardinality error label when the request failed.
     pub error: Option<&'static str>,
 }
@@ -47,6 +51,7 @@ impl InvocationMetrics {
             output_tokens: usage.output_tokens,
             routed: answer.routing.is_some(),
             fallback_hops: answer.hops.len().saturating_sub(1) as u64,
+            admission: answer.admission.clone(),
             error: None,
         }
     }
@@ -63,6 +68,9 @@ impl InvocationMetrics {
             Some(_) => {
                 metrics.push(("Errors", "Count", 1.0));
                 metrics.push(("Throttles", "Count", flag(self.error == Some("throttled"))));
+                // Refused by admission before Bedrock was called: the 429s Bedrock did not send.
+                let refused = self.error == Some(ErrorLabel::QuotaExhausted.as_str());
+                metrics.push(("QuotaRefusals", "Count", flag(refused)));
             }
             None => {
                 metrics.extend([
@@ -80,6 +88,16 @@ impl InvocationMetrics {
                     ("RoutedRequests", "Count", flag(self.routed)),
                     ("FallbackHops", "Count", self.fallback_hops as f64),
                 ]);
+                if let Some(admission) = &self.admission {
+                    metrics.extend([
+                        ("QuotaWaitMs", "Milliseconds", admission.waited_ms as f64),
+                        ("QuotaWaited", "Count", flag(admission.waited_ms > 0)),
+                        ("QuotaSpills", "Count", flag(admission.spilled)),
+                        ("QuotaDegraded", "Count", flag(admission.mode == AdmissionMode::Degraded)),
+                        ("QuotaReservedTokens", "Count", admission.reserved_tokens as f64),
+                        ("QuotaSettledTokens", "Count", admission.settled_tokens as f64),
+                    ]);
+                }
             }
         }
         let mut dimensions = vec![json!(["Function"])];
@@ -142,5 +160,36 @@ mod tests {
         let doc = InvocationMetrics::from_error("throttled").to_emf("NS", "fn", 0);
         assert_eq!((doc["Errors"].as_f64(), doc["Throttles"].as_f64()), (Some(1.0), Some(1.0)));
         assert_eq!(doc["ErrorType"], "throttled");
+        assert_eq!(doc["QuotaRefusals"], 0.0);
+        let refused = InvocationMetrics::from_error(ErrorLabel::QuotaExhausted.as_str()).to_emf("NS", "fn", 0);
+        assert_eq!((refused["Throttles"].as_f64(), refused["QuotaRefusals"].as_f64()), (Some(0.0), Some(1.0)));
+    }
+
+    #[test]
+    fn an_admitted_answer_reports_its_wait_spill_and_mode() {
+        let admission = AdmissionSummary {
+            quota: "us.anthropic.claude-haiku-4-5-20251001-v1:0".into(),
+            mode: AdmissionMode::Degraded,
+            reserved_tokens: 1_200,
+            settled_tokens: 900,
+            waited_ms: 35,
+            spilled: true,
+            calls: 1,
+        };
+        let doc =
+            InvocationMetrics { admission: Some(admission), ..InvocationMetrics::default() }.to_emf("NS", "fn", 0);
+        let declared: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["Name"].as_str().unwrap())
+            .collect();
+        for name in ["QuotaWaitMs", "QuotaWaited", "QuotaSpills", "QuotaDegraded", "QuotaSettledTokens"] {
+            assert!(declared.contains(&name), "{name} not declared");
+        }
+        assert_eq!((doc["QuotaWaitMs"].as_f64(), doc["QuotaSpills"].as_f64()), (Some(35.0), Some(1.0)));
+        assert_eq!((doc["QuotaDegraded"].as_f64(), doc["QuotaSettledTokens"].as_f64()), (Some(1.0), Some(900.0)));
+        let off = InvocationMetrics::default().to_emf("NS", "fn", 0);
+        assert!(off.get("QuotaWaitMs").is_none(), "no admission, no quota figures");
     }
 }
