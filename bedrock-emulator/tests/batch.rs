@@ -206,19 +206,20 @@ impl Stack {
         }
     }
 
-    /// The `detail` of every event in the queue so far.
-    async fn events(&self) -> Vec<Value> {
+    /// The `detail` of the first `count` events in the queue. A job's last event may still be
+    /// on its way when Get already reports the end, so this waits for them (5 s at most).
+    async fn events(&self, count: usize) -> Vec<Value> {
         let mut details = Vec::new();
         let started = Instant::now();
-        loop {
+        while details.len() < count && started.elapsed() < Duration::from_secs(5) {
             let batch = sqs(
                 &self.moto,
                 "ReceiveMessage",
                 json!({"QueueUrl": self.queue_url, "MaxNumberOfMessages": 10, "WaitTimeSeconds": 0}),
             );
             let messages = batch["Messages"].as_array().cloned().unwrap_or_default();
-            if messages.is_empty() && (!details.is_empty() || started.elapsed() > Duration::from_secs(5)) {
-                return details;
+            if messages.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             for message in messages {
                 let event: Value = serde_json::from_str(message["Body"].as_str().unwrap()).unwrap();
@@ -232,6 +233,7 @@ impl Stack {
                 );
             }
         }
+        details
     }
 }
 
@@ -310,7 +312,7 @@ async fn a_converse_job_walks_every_status_to_completed_with_output_manifest_and
     assert_eq!(manifest["outputTokenCount"], output_tokens);
     assert!(manifest["inputTokenCount"].as_u64().unwrap() > 0);
 
-    let events = stack.events().await;
+    let events = stack.events(5).await;
     let statuses: Vec<&str> = events.iter().map(|d| d["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["Submitted", "Validating", "Scheduled", "InProgress", "Completed"]);
     let last = events.last().unwrap();
@@ -330,7 +332,7 @@ async fn a_job_below_the_minimum_record_count_fails_validation() {
     assert_eq!(seen.last().map(String::as_str), Some("Failed"), "{seen:?}");
     let message = job.message().unwrap();
     assert!(message.contains("5 records") && message.contains("minimum of 100"), "{message}");
-    let events = stack.events().await;
+    let events = stack.events(3).await;
     let failed = events.iter().find(|d| d["status"] == "Failed").unwrap();
     assert_eq!(failed["failureMessage"], message);
 }
@@ -511,7 +513,7 @@ async fn configured_duplicates_and_reordering_reach_eventbridge() {
     stack.put("a.jsonl", &records).await;
     let arn = stack.create("noisy", "a.jsonl", ModelInvocationType::InvokeModel).await;
     stack.wait_end(&arn).await;
-    let events = stack.events().await;
+    let events = stack.events(10).await;
     let statuses: Vec<&str> = events.iter().map(|d| d["status"].as_str().unwrap()).collect();
     // Every event twice, and each held-back one after the next.
     assert_eq!(
@@ -529,4 +531,49 @@ async fn configured_duplicates_and_reordering_reach_eventbridge() {
             "Completed"
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_runs_every_jsonl_file_and_invoke_model_records_answer_as_invoke_model_does() {
+    let stack = stack(|_| {}).await;
+    stack.put("day/a.jsonl", &[invoke_record("a0", "first file"), invoke_record("a1", "first file again")]).await;
+    stack.put("day/b.jsonl", &[invoke_record("b0", "second file")]).await;
+    stack.put("day/notes.txt", &[json!({"not": "input"})]).await;
+    let arn = stack.create("by-prefix", "day/", ModelInvocationType::InvokeModel).await;
+    let (_, job) = stack.wait_end(&arn).await;
+    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Completed), "{:?}", job.message());
+    assert_eq!(job.total_record_count(), Some(3));
+    let a = lines(&stack.read(&format!("results/{}/a.jsonl.out", job_id(&arn))).await);
+    let b = lines(&stack.read(&format!("results/{}/b.jsonl.out", job_id(&arn))).await);
+    assert_eq!((a.len(), b.len()), (2, 1));
+
+    let runtime = aws_sdk_bedrockruntime::Client::new(&sdk_config(&stack.emulator.url()));
+    let body = invoke_record("b0", "second file")["modelInput"].to_string();
+    let online = runtime
+        .invoke_model()
+        .model_id(HAIKU)
+        .content_type("application/json")
+        .body(aws_sdk_bedrockruntime::primitives::Blob::new(body))
+        .send()
+        .await
+        .unwrap();
+    let online: Value = serde_json::from_slice(online.body().as_ref()).unwrap();
+    assert_eq!(b[0]["modelOutput"]["content"], online["content"]);
+    assert_eq!(b[0]["modelOutput"]["usage"], online["usage"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_the_size_limit_or_a_missing_input_fails_validation() {
+    let stack = stack(|c| c.batch.max_file_bytes = 200).await;
+    let records: Vec<Value> = (0..5).map(|i| invoke_record(&format!("r{i}"), "a prompt long enough")).collect();
+    stack.put("big.jsonl", &records).await;
+    let arn = stack.create("too-big", "big.jsonl", ModelInvocationType::InvokeModel).await;
+    let (_, job) = stack.wait_end(&arn).await;
+    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Failed));
+    assert!(job.message().unwrap().contains("maximum of 200 bytes per file"), "{:?}", job.message());
+
+    let arn = stack.create("nothing-there", "missing/", ModelInvocationType::InvokeModel).await;
+    let (_, job) = stack.wait_end(&arn).await;
+    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Failed));
+    assert!(job.message().unwrap().contains("No .jsonl input files"), "{:?}", job.message());
 }
