@@ -31,6 +31,7 @@ pub struct EmulatorConfig {
     pub faults: FaultsConfig,
     pub latency: LatencyConfig,
     pub answers: AnswerLength,
+    pub batch: BatchConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -44,7 +45,115 @@ impl Default for EmulatorConfig {
             faults: FaultsConfig::default(),
             latency: LatencyConfig::default(),
             answers: AnswerLength::default(),
+            batch: BatchConfig::default(),
         }
+    }
+}
+
+/// The batch control plane (`bedrock` service): where jobs read and write, how fast they walk
+/// their statuses, Bedrock's batch quotas, and the faults a test can ask for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// S3 endpoint for job input and output; absent: `AWS_ENDPOINT_URL_S3`, then
+    /// `AWS_ENDPOINT_URL`, then AWS's own.
+    pub s3_endpoint_url: Option<String>,
+    /// EventBridge endpoint for job state events; absent: `AWS_ENDPOINT_URL_EVENTBRIDGE`, then
+    /// `AWS_ENDPOINT_URL`, then AWS's own.
+    pub eventbridge_endpoint_url: Option<String>,
+    /// The bus Bedrock delivers its events to (`default` on AWS).
+    pub event_bus: String,
+    /// Whether state changes are published at all (EventBridge delivery is best effort anyway).
+    pub publish_events: bool,
+    /// Region and account in job ARNs and events.
+    pub region: String,
+    pub account_id: String,
+    /// Seconds a job spends in Submitted, Validating and Scheduled before moving on.
+    pub submitted_seconds: f64,
+    pub validating_seconds: f64,
+    pub scheduled_seconds: f64,
+    /// Seconds of InProgress per record.
+    pub record_seconds: f64,
+    /// Real seconds per hour of `timeoutDurationInHours`: a job still Scheduled when its
+    /// timeout has passed ends Expired.
+    pub hour_seconds: f64,
+    /// Bedrock's batch quotas: records per job (minimum and maximum), records per input file,
+    /// bytes per input file and per job, and submitted or in-progress jobs per model.
+    pub min_records_per_job: u64,
+    pub max_records_per_job: u64,
+    pub max_records_per_file: u64,
+    pub max_file_bytes: u64,
+    pub max_job_bytes: u64,
+    pub max_jobs_per_model: u64,
+    /// Share of records (0..=1) answered with an injected model error instead of an output.
+    pub record_failure_rate: f64,
+    /// Share of events (0..=1) delivered twice.
+    pub event_duplicate_rate: f64,
+    /// Share of events (0..=1) held back and delivered after the job's next event.
+    pub event_reorder_rate: f64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            s3_endpoint_url: None,
+            eventbridge_endpoint_url: None,
+            event_bus: "default".to_owned(),
+            publish_events: true,
+            region: "us-east-1".to_owned(),
+            account_id: "123456789012".to_owned(),
+            submitted_seconds: 1.0,
+            validating_seconds: 1.0,
+            scheduled_seconds: 1.0,
+            record_seconds: 0.01,
+            hour_seconds: 3600.0,
+            min_records_per_job: 100,
+            max_records_per_job: 50_000,
+            max_records_per_file: 50_000,
+            max_file_bytes: 1 << 30,
+            max_job_bytes: 5 << 30,
+            max_jobs_per_model: 20,
+            record_failure_rate: 0.0,
+            event_duplicate_rate: 0.0,
+            event_reorder_rate: 0.0,
+        }
+    }
+}
+
+impl BatchConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let seconds = [
+            ("submitted_seconds", self.submitted_seconds),
+            ("validating_seconds", self.validating_seconds),
+            ("scheduled_seconds", self.scheduled_seconds),
+            ("record_seconds", self.record_seconds),
+            ("hour_seconds", self.hour_seconds),
+        ];
+        for (name, value) in seconds {
+            if !value.is_finite() || value < 0.0 {
+                return Err(ConfigError::Invalid(format!("batch.{name} = {value} must be a finite number >= 0")));
+            }
+        }
+        let rates = [
+            ("record_failure_rate", self.record_failure_rate),
+            ("event_duplicate_rate", self.event_duplicate_rate),
+            ("event_reorder_rate", self.event_reorder_rate),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(ConfigError::Invalid(format!("batch.{name} = {rate} is outside 0..=1")));
+            }
+        }
+        if self.min_records_per_job > self.max_records_per_job {
+            return Err(ConfigError::Invalid(format!(
+                "batch: min_records_per_job = {} is above max_records_per_job = {}",
+                self.min_records_per_job, self.max_records_per_job
+            )));
+        }
+        if self.max_jobs_per_model == 0 {
+            return Err(ConfigError::Invalid("batch.max_jobs_per_model must be at least 1".to_owned()));
+        }
+        Ok(())
     }
 }
 
@@ -308,6 +417,7 @@ impl EmulatorConfig {
                 return invalid(format!("quotas.\"{id}\": limits must be at least 1"));
             }
         }
+        self.batch.validate()?;
         let global = self.faults.global_rates();
         global.validate("faults")?;
         for (id, rates) in &self.faults.models {
@@ -381,5 +491,8 @@ mod tests {
         assert!(check("[answers]\nmin_tokens = 0").contains("answers"));
         assert!(check("[answers]\nmin_tokens = 400").contains("min_tokens <= max_tokens"));
         assert!(check("[answers]\nmax_tokens = 1000000").contains("answers"));
+        assert!(check("[batch]\nrecord_failure_rate = 1.5").contains("record_failure_rate"));
+        assert!(check("[batch]\nmin_records_per_job = 10\nmax_records_per_job = 5").contains("min_records_per_job"));
+        assert!(EmulatorConfig::from_toml("[batch]\nrecord_seconds_ = 1").is_err());
     }
 }

@@ -246,6 +246,86 @@ pub struct Invocation {
     pub ticket: Ticket,
 }
 
+/// What an answered request renders from, whichever way it was answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    pub request: &'a ConverseRequest,
+    pub resolved: &'a Resolved,
+    pub answer: &'a Answer,
+    pub usage: &'a Usage,
+    pub modeled: Duration,
+}
+
+impl Invocation {
+    pub fn outcome(&self) -> Outcome<'_> {
+        Outcome {
+            request: &self.request,
+            resolved: &self.resolved,
+            answer: &self.answer,
+            usage: &self.usage,
+            modeled: self.modeled,
+        }
+    }
+}
+
+/// A batch record's answer, owned.
+#[derive(Debug)]
+pub struct Answered {
+    pub request: ConverseRequest,
+    pub resolved: Resolved,
+    pub answer: Answer,
+    pub usage: Usage,
+    pub modeled: Duration,
+}
+
+impl Answered {
+    pub fn outcome(&self) -> Outcome<'_> {
+        Outcome {
+            request: &self.request,
+            resolved: &self.resolved,
+            answer: &self.answer,
+            usage: &self.usage,
+            modeled: self.modeled,
+        }
+    }
+}
+
+/// Answers a batch record with the same model resolution, limits and generator as an online
+/// call, so that both give the same answer to the same request. Batch inference runs outside
+/// the on-demand quotas and does not share the online prompt cache, fault draws or latency, so
+/// none of them is touched here.
+pub fn answer_offline(state: &AppState, model_id: &str, request: ConverseRequest) -> Result<Answered, ApiError> {
+    let resolved = state.resolve(model_id, &request)?;
+    let max_tokens = check_limits(&resolved.spec, &request)?;
+    let input = estimate_request(&request);
+    let answer = generate::answer(&resolved.spec.model_id, &request, max_tokens, state.answers);
+    let usage = Usage { input, output: answer.output_tokens, cache: CacheUsage::default() };
+    let modeled = state.latency.total(resolved.spec.tier, answer.output_tokens);
+    Ok(Answered { request, resolved, answer, usage, modeled })
+}
+
+/// Bedrock's checks of a request against its model, before anything is spent: the output
+/// limit it may ask for, a prefill the model can continue, a prompt that fits. Returns the
+/// output limit in force.
+fn check_limits(spec: &ModelSpec, request: &ConverseRequest) -> Result<u64, ApiError> {
+    let model_max = u64::from(spec.max_output_tokens);
+    let max_tokens = request.max_tokens().map_or(model_max, u64::from);
+    if max_tokens > model_max {
+        return Err(ApiError::validation(format!(
+            "The maximum tokens you requested exceeds the model limit of {model_max}. Try again with a maximum tokens \
+             value that is lower than {model_max}."
+        )));
+    }
+    if crate::generate::prefill(request).is_some_and(|text| text.ends_with(char::is_whitespace)) {
+        // Anthropic's models refuse to continue from trailing whitespace, and Bedrock passes that on.
+        return Err(ApiError::validation("The final assistant content cannot end with trailing whitespace."));
+    }
+    if estimate_request(request) > u64::from(spec.context_window) {
+        return Err(ApiError::validation("Input is too long for requested model."));
+    }
+    Ok(max_tokens)
+}
+
 /// Runs every check and decision of a model call up to the point where the answer is known.
 /// Errors are counted in the statistics here.
 pub async fn begin(
@@ -280,22 +360,8 @@ async fn admit(
     request: ConverseRequest,
 ) -> Result<Invocation, ApiError> {
     let spec = &resolved.spec;
-    let model_max = u64::from(spec.max_output_tokens);
-    let max_tokens = request.max_tokens().map_or(model_max, u64::from);
-    if max_tokens > model_max {
-        return Err(ApiError::validation(format!(
-            "The maximum tokens you requested exceeds the model limit of {model_max}. Try again with a maximum tokens \
-             value that is lower than {model_max}."
-        )));
-    }
-    if crate::generate::prefill(&request).is_some_and(|text| text.ends_with(char::is_whitespace)) {
-        // Anthropic's models refuse to continue from trailing whitespace, and Bedrock passes that on.
-        return Err(ApiError::validation("The final assistant content cannot end with trailing whitespace."));
-    }
+    let max_tokens = check_limits(spec, &request)?;
     let input_total = estimate_request(&request);
-    if input_total > u64::from(spec.context_window) {
-        return Err(ApiError::validation("Input is too long for requested model."));
-    }
 
     // Faults are drawn before the quota check so that the sequence of decisions depends on
     // the order of requests only, not on the quota state.

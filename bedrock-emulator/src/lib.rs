@@ -6,6 +6,11 @@
 //! care: deterministic answers, per-model RPM/TPM quotas with Bedrock's reservation
 //! arithmetic, modeled latency, prompt-cache usage, and injectable faults.
 //!
+//! On the same port it serves Bedrock's batch control plane (Create, Get, List and Stop
+//! ModelInvocationJob, for clients pointed at it through `AWS_ENDPOINT_URL_BEDROCK`): jobs read
+//! their JSONL input from S3, run every record through the same engine, write their output and
+//! manifest back, and publish their state changes to EventBridge.
+//!
 //! It also serves Service Quotas (`ListServiceQuotas`, `GetServiceQuota` for service code
 //! `bedrock`) on a port of its own, with the limits it enforces, for clients pointed at it
 //! through `AWS_ENDPOINT_URL_SERVICE_QUOTAS`.
@@ -22,6 +27,7 @@
 //! ```
 
 mod anthropic;
+mod batch;
 mod cache;
 pub mod cli;
 mod config;
@@ -46,8 +52,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    AnswerLength, ConfigError, EmulatorConfig, FaultOverride, FaultRates, FaultsConfig, LatencyConfig, QuotaOverride,
-    StreamErrorType, TierLatency,
+    AnswerLength, BatchConfig, ConfigError, EmulatorConfig, FaultOverride, FaultRates, FaultsConfig, LatencyConfig,
+    QuotaOverride, StreamErrorType, TierLatency,
 };
 
 /// The emulator as an axum router, for embedding it in another server.
@@ -65,7 +71,8 @@ pub struct Routers {
 
 pub fn routers(config: &EmulatorConfig) -> Result<Routers, ConfigError> {
     let state = Arc::new(engine::AppState::new(config)?);
-    Ok(Routers { bedrock: routes::router(Arc::clone(&state)), service_quotas: service_quotas::router(state) })
+    let batch = Arc::new(batch::BatchService::new(Arc::clone(&state), &config.batch, config.seed));
+    Ok(Routers { bedrock: routes::router(Arc::clone(&state), batch), service_quotas: service_quotas::router(state) })
 }
 
 /// Serves on `listener` until SIGINT or SIGTERM, then finishes the requests in flight.

@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 
 use crate::anthropic;
 use crate::config::{FaultOverride, QuotaOverride, StreamErrorType};
-use crate::engine::{self, AppState, Invocation, Usage, bucket_of, selector_of};
+use crate::engine::{self, AppState, Invocation, Outcome, Usage, bucket_of, selector_of};
 use crate::errors::{ApiError, INVALID_MODEL};
 use crate::eventstream;
 use crate::faults::Selector;
@@ -45,7 +45,7 @@ const CHARS_PER_TOOL_DELTA: usize = 24;
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<AppState>, batch: Arc<crate::batch::BatchService>) -> Router {
     Router::new()
         // One wildcard route for every operation: the model ID is usually percent-encoded
         // (`%2F`, `%3A`), but a hand-written request may carry an ARN's `/` raw, and
@@ -58,9 +58,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_emulator/quotas/{*model_id}", put(set_quota).delete(clear_quota))
         .route("/_emulator/faults/{*model_id}", put(set_faults).delete(clear_faults))
         .fallback(unknown_operation)
+        .with_state(Arc::clone(&state))
+        // The control plane shares the port: its paths (`/model-invocation-job...`) never meet
+        // the runtime's `/model/...`.
+        .merge(crate::batch::api::router(batch))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), request_id_and_log))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, request_id_and_log))
 }
 
 /// Adds `x-amzn-requestid` (the SDKs expose it as the request ID) and logs the call.
@@ -140,7 +143,7 @@ async fn converse(state: Arc<AppState>, model_id: &str, body: &[u8]) -> Result<R
     tokio::time::sleep(state.latency.scaled(invocation.modeled)).await;
     invocation.ticket.set_output(invocation.usage.output);
     invocation.ticket.finish(Ending::Completed);
-    Ok(json_response(StatusCode::OK, &converse_response(&invocation)))
+    Ok(json_response(StatusCode::OK, &converse_response(&invocation.outcome())))
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
@@ -178,7 +181,7 @@ fn token_usage(usage: &Usage) -> TokenUsage {
     }
 }
 
-fn anthropic_usage(usage: &Usage) -> anthropic::Usage {
+pub(crate) fn anthropic_usage(usage: &Usage) -> anthropic::Usage {
     anthropic::Usage {
         input: usage.input,
         output: usage.output,
@@ -187,24 +190,20 @@ fn anthropic_usage(usage: &Usage) -> anthropic::Usage {
     }
 }
 
-fn trace(invocation: &Invocation) -> Option<Value> {
-    let id = invocation.resolved.invoked_model_id.as_ref()?;
+fn trace(outcome: &Outcome<'_>) -> Option<Value> {
+    let id = outcome.resolved.invoked_model_id.as_ref()?;
     Some(json!({"promptRouter": {"invokedModelId": id}}))
 }
 
 /// `additionalModelResponseFields`: each requested JSON Pointer looked up in the model's
 /// native (Anthropic) response and placed at the same path.
-fn response_fields(invocation: &Invocation) -> Option<Value> {
-    let paths = &invocation.request.additional_model_response_field_paths;
+fn response_fields(outcome: &Outcome<'_>) -> Option<Value> {
+    let paths = &outcome.request.additional_model_response_field_paths;
     if paths.is_empty() {
         return None;
     }
-    let native = anthropic::message(
-        "",
-        &invocation.resolved.spec.model_id,
-        &invocation.answer,
-        anthropic_usage(&invocation.usage),
-    );
+    let native =
+        anthropic::message("", &outcome.resolved.spec.model_id, outcome.answer, anthropic_usage(outcome.usage));
     let mut fields = Value::Object(Map::new());
     for path in paths {
         if let Some(value) = native.pointer(path) {
@@ -229,8 +228,8 @@ fn insert_at(root: &mut Value, pointer: &str, value: Value) {
     }
 }
 
-fn converse_response(invocation: &Invocation) -> ConverseResponse {
-    let block = match &invocation.answer.content {
+pub(crate) fn converse_response(outcome: &Outcome<'_>) -> ConverseResponse {
+    let block = match &outcome.answer.content {
         AnswerContent::Text(text) => ContentBlock::Text(text.clone()),
         AnswerContent::ToolUse(call) => ContentBlock::ToolUse(ToolUseBlock {
             tool_use_id: call.id.clone(),
@@ -240,13 +239,13 @@ fn converse_response(invocation: &Invocation) -> ConverseResponse {
     };
     ConverseResponse {
         output: ConverseOutput { message: Message { role: Role::Assistant, content: vec![block] } },
-        stop_reason: invocation.answer.stop_reason.as_str().to_owned(),
-        usage: token_usage(&invocation.usage),
-        metrics: ConverseMetrics { latency_ms: latency_ms(invocation.modeled) },
-        additional_model_response_fields: response_fields(invocation),
-        trace: trace(invocation),
-        performance_config: invocation.request.performance_config.clone(),
-        service_tier: invocation.request.service_tier.clone(),
+        stop_reason: outcome.answer.stop_reason.as_str().to_owned(),
+        usage: token_usage(outcome.usage),
+        metrics: ConverseMetrics { latency_ms: latency_ms(outcome.modeled) },
+        additional_model_response_fields: response_fields(outcome),
+        trace: trace(outcome),
+        performance_config: outcome.request.performance_config.clone(),
+        service_tier: outcome.request.service_tier.clone(),
     }
 }
 
@@ -352,7 +351,7 @@ fn converse_stream_plan(state: &AppState, invocation: &Invocation) -> StreamPlan
     let stop = eventstream::event("contentBlockStop", &json!({"contentBlockIndex": 0}));
     plan.frame(Part::Tail, stop, Duration::ZERO, output);
     let mut message_stop = json!({"stopReason": invocation.answer.stop_reason.as_str()});
-    if let Some(fields) = response_fields(invocation) {
+    if let Some(fields) = response_fields(&invocation.outcome()) {
         message_stop["additionalModelResponseFields"] = fields;
     }
     plan.frame(Part::Tail, eventstream::event("messageStop", &message_stop), Duration::ZERO, output);
@@ -360,7 +359,7 @@ fn converse_stream_plan(state: &AppState, invocation: &Invocation) -> StreamPlan
         "usage": token_usage(&invocation.usage),
         "metrics": {"latencyMs": latency_ms(invocation.modeled)},
     });
-    if let Some(trace) = trace(invocation) {
+    if let Some(trace) = trace(&invocation.outcome()) {
         metadata["trace"] = trace;
     }
     if let Some(p) = &invocation.request.performance_config {
@@ -713,6 +712,10 @@ async fn clear_faults(State(state): State<Arc<AppState>>, Path(id): Path<String>
 
 fn unknown(method: &Method, path: &str) -> ApiError {
     ApiError::UnknownOperation(format!("No operation matches {method} {path}."))
+}
+
+pub(crate) fn unknown_response(method: &str, path: &str) -> Response {
+    ApiError::UnknownOperation(format!("No operation matches {method} {path}.")).into_response()
 }
 
 async fn unknown_operation(method: Method, uri: Uri) -> Response {
