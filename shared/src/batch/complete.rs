@@ -65,6 +65,8 @@ pub struct FailedRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MalformedLine {
+    /// The output file (its S3 key) and the line in it, from 1.
+    pub file: String,
     pub line: u64,
     pub record_id: Option<String>,
     pub reason: String,
@@ -120,12 +122,19 @@ pub enum Begin {
 pub struct JobRun {
     event: JobEvent,
     run_id: String,
+    /// The output file being read, named in malformed-line reports.
+    file: String,
     summary: JobSummary,
 }
 
 impl JobRun {
     pub fn job_id(&self) -> &str {
         &self.event.job_id
+    }
+
+    /// Names the output file the next outcomes given to [`BatchCompletion::record`] come from.
+    pub fn set_file(&mut self, file: &str) {
+        file.clone_into(&mut self.file);
     }
 
     /// The tallies so far.
@@ -180,19 +189,31 @@ impl<P: BatchPorts> BatchCompletion<P> {
             malformed: Vec::new(),
             retries: Vec::new(),
         };
-        Ok(Begin::Run(JobRun { event, run_id: unique_run_id(), summary }))
+        Ok(Begin::Run(JobRun { event, run_id: unique_run_id(), file: String::new(), summary }))
     }
 
-    /// Every outcome of one output file; a read error stops the run (run it again: what was
-    /// written stays written once).
-    pub async fn read_file<R: std::io::BufRead>(&self, run: &mut JobRun, input: R) -> Result<(), BatchError> {
+    /// Every outcome of the output file named `file`; a read error stops the run (run it
+    /// again: what was written stays written once).
+    pub async fn read_file<R: std::io::BufRead>(
+        &self,
+        run: &mut JobRun,
+        file: &str,
+        input: R,
+    ) -> Result<(), BatchError> {
+        file.clone_into(&mut run.file);
         for outcome in OutputReader::new(input) {
             self.record(run, outcome?).await?;
         }
         Ok(())
     }
 
-    pub async fn read_file_async<R: AsyncBufRead + Unpin>(&self, run: &mut JobRun, input: R) -> Result<(), BatchError> {
+    pub async fn read_file_async<R: AsyncBufRead + Unpin>(
+        &self,
+        run: &mut JobRun,
+        file: &str,
+        input: R,
+    ) -> Result<(), BatchError> {
+        file.clone_into(&mut run.file);
         let mut reader = AsyncOutputReader::new(input);
         while let Some(outcome) = reader.next_outcome().await? {
             self.record(run, outcome).await?;
@@ -200,9 +221,10 @@ impl<P: BatchPorts> BatchCompletion<P> {
         Ok(())
     }
 
-    /// One line's outcome: looked up, priced, cached, stored once, tallied.
+    /// One line's outcome (of the file last named to a reader, or to [`JobRun::set_file`]):
+    /// looked up, priced, cached, stored once, tallied.
     pub async fn record(&self, run: &mut JobRun, outcome: RecordOutcome) -> Result<(), BatchError> {
-        let (record_id, answer) = match outcome {
+        let (line, record_id, answer) = match outcome {
             RecordOutcome::Malformed { line, record_id, reason } => {
                 // A line that still names a record of the job fails that record for good:
                 // the same request would come back the same way.
@@ -213,11 +235,11 @@ impl<P: BatchPorts> BatchCompletion<P> {
                 malformed(run, line, record_id, reason);
                 return Ok(());
             }
-            RecordOutcome::Answered { record_id, response } => (record_id, Ok(response)),
-            RecordOutcome::Failed { record_id, error } => (record_id, Err(error)),
+            RecordOutcome::Answered { line, record_id, response } => (line, record_id, Ok(response)),
+            RecordOutcome::Failed { line, record_id, error } => (line, record_id, Err(error)),
         };
         let Some(submitted) = self.lookup(run, Some(&record_id)).await? else {
-            malformed(run, 0, Some(record_id), "not a record of this job".to_owned());
+            malformed(run, line, Some(record_id), "not a record of this job".to_owned());
             return Ok(());
         };
         let state = match answer {
@@ -359,10 +381,10 @@ fn failure_of(error: &RecordError) -> RecordFailure {
 }
 
 fn malformed(run: &mut JobRun, line: u64, record_id: Option<String>, reason: String) {
-    tracing::warn!(job_id = run.event.job_id, line, record_id, reason, "malformed batch output line");
+    tracing::warn!(job_id = run.event.job_id, file = run.file, line, record_id, reason, "malformed batch output line");
     run.summary.malformed_lines += 1;
     if run.summary.malformed.len() < SAMPLE_LIMIT {
-        run.summary.malformed.push(MalformedLine { line, record_id, reason });
+        run.summary.malformed.push(MalformedLine { file: run.file.clone(), line, record_id, reason });
     }
 }
 

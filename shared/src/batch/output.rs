@@ -27,10 +27,12 @@ pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 )]
 pub enum RecordOutcome {
     Answered {
+        line: u64,
         record_id: String,
         response: ConverseResponse,
     },
     Failed {
+        line: u64,
         record_id: String,
         error: RecordError,
     },
@@ -96,6 +98,7 @@ pub fn parse_line(line: u64, text: &str) -> Option<RecordOutcome> {
         (Some(_), Some(_)) => malformed(Some(record_id), "both modelOutput and error".to_owned()),
         (None, None) => malformed(Some(record_id), "neither modelOutput nor error".to_owned()),
         (None, Some(error)) => RecordOutcome::Failed {
+            line,
             record_id,
             error: RecordError {
                 code: error.error_code.as_ref().and_then(status_code),
@@ -103,7 +106,7 @@ pub fn parse_line(line: u64, text: &str) -> Option<RecordOutcome> {
             },
         },
         (Some(output), None) => match converse_response(output) {
-            Ok(response) => RecordOutcome::Answered { record_id, response },
+            Ok(response) => RecordOutcome::Answered { line, record_id, response },
             Err(e) => malformed(Some(record_id), format!("modelOutput is not a Converse response: {e}")),
         },
     })

@@ -96,7 +96,7 @@ fn answers(range: std::ops::Range<usize>) -> Vec<String> {
 
 async fn run_job(c: &BatchCompletion<MemoryBatchPorts>, ev: JobEvent, output: &[u8]) -> JobSummary {
     let Begin::Run(mut run) = c.begin(ev).await.unwrap() else { panic!("expected a run") };
-    c.read_file(&mut run, output).await.unwrap();
+    c.read_file(&mut run, "job1/input.jsonl.out", output).await.unwrap();
     c.finish(run).await.unwrap()
 }
 
@@ -117,9 +117,10 @@ fn record_ids_round_trip_and_refuse_what_the_scheme_never_wrote() {
 fn lines_parse_into_answers_failures_and_malformed_lines() {
     assert!(matches!(
         parse_line(1, &answer_line("r0-1", "p", 3, 4)),
-        Some(RecordOutcome::Answered { record_id, response }) if record_id == "r0-1" && response.usage.output_tokens == 4
+        Some(RecordOutcome::Answered { line: 1, record_id, response }) if record_id == "r0-1" && response.usage.output_tokens == 4
     ));
-    let Some(RecordOutcome::Failed { record_id, error }) = parse_line(2, &error_line("r1-1", 429, "slow")) else {
+    let Some(RecordOutcome::Failed { line: 2, record_id, error }) = parse_line(2, &error_line("r1-1", 429, "slow"))
+    else {
         panic!("expected a failure")
     };
     assert_eq!((record_id.as_str(), error.code, error.message.as_str()), ("r1-1", Some(429), "slow"));
@@ -268,7 +269,7 @@ async fn a_rerun_after_a_crash_mid_file_writes_each_result_once() {
 
     ports.results.fail_after(4);
     let Begin::Run(mut run) = c.begin(event(JobStatus::PartiallyCompleted)).await.unwrap() else { panic!() };
-    assert!(matches!(c.read_file(&mut run, &output[..]).await, Err(BatchError::Store(_))));
+    assert!(matches!(c.read_file(&mut run, "job1/input.jsonl.out", &output[..]).await, Err(BatchError::Store(_))));
     drop(run);
     assert_eq!(ports.results.writes(), 4);
     assert_eq!(ports.jobs.writes(), 0);
@@ -418,9 +419,10 @@ async fn malformed_lines_are_reported_with_their_line_and_the_rest_proceeds() {
     let summary = run_job(&completion(&ports), event(JobStatus::Completed), &file(&lines)).await;
     assert_eq!(summary.answered, 2);
     assert_eq!(summary.malformed_lines, 2);
-    assert_eq!(summary.malformed[0].line, 2);
+    assert_eq!((summary.malformed[0].file.as_str(), summary.malformed[0].line), ("job1/input.jsonl.out", 2));
     assert!(summary.malformed[0].reason.contains("JSON"));
     assert_eq!(summary.malformed[1].record_id.as_deref(), Some("stranger-1"));
+    assert_eq!(summary.malformed[1].line, 4);
     // The record a broken line still names is accounted for, failed with the reason.
     assert_eq!(summary.failed, 1);
     assert_eq!(summary.failures[0].failure.label, ErrorLabel::BadResponse);
@@ -485,7 +487,7 @@ async fn a_hundred_thousand_records_stream_through_with_bounded_lead() {
         4096,
         GeneratedOutput { results: ports.results.clone(), next: 0, total: RECORDS, pending: Vec::new(), max_lead: 0 },
     );
-    c.read_file(&mut run, &mut input).await.unwrap();
+    c.read_file(&mut run, "job1/big.jsonl.out", &mut input).await.unwrap();
     assert!(input.fill_buf().unwrap().is_empty());
     let lead = input.get_ref().max_lead;
     assert!(lead <= 16, "reading ran {lead} lines ahead of processing");
@@ -493,4 +495,23 @@ async fn a_hundred_thousand_records_stream_through_with_bounded_lead() {
     assert_eq!(summary.answered, RECORDS as u64);
     assert_eq!(ports.results.writes(), RECORDS as u64);
     assert!(summary.failures.is_empty() && summary.malformed.is_empty() && summary.retries.is_empty());
+}
+
+#[tokio::test]
+async fn a_job_of_several_files_read_asynchronously_is_summed_and_names_each_files_lines() {
+    let ports = MemoryBatchPorts::default();
+    submit(&ports, 4);
+    let c = completion(&ports);
+    let Begin::Run(mut run) = c.begin(event(JobStatus::Completed)).await.unwrap() else { panic!() };
+    let mut first = answers(0..2);
+    first.push("junk".into());
+    let mut second = vec!["{".to_owned()];
+    second.extend(answers(2..4));
+    c.read_file_async(&mut run, "job1/a.jsonl.out", &file(&first)[..]).await.unwrap();
+    c.read_file_async(&mut run, "job1/b.jsonl.out", &file(&second)[..]).await.unwrap();
+    assert_eq!(run.summary().answered, 4);
+    let summary = c.finish(run).await.unwrap();
+    let places: Vec<_> = summary.malformed.iter().map(|m| (m.file.as_str(), m.line)).collect();
+    assert_eq!(places, [("job1/a.jsonl.out", 3), ("job1/b.jsonl.out", 1)]);
+    assert_eq!(summary.outcome, JobOutcome::PartiallyCompleted);
 }
