@@ -30,6 +30,9 @@ use crate::request::ConverseResponse;
 /// How many failures and malformed lines a summary lists; the counts are always complete.
 pub const SAMPLE_LIMIT: usize = 100;
 
+/// Submitted records read per page when looking for those the output never named.
+const MISSING_PAGE: usize = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSettings {
     /// Attempts a record gets in all, the first included; a retryable failure on the last is
@@ -255,11 +258,32 @@ impl<P: BatchPorts> BatchCompletion<P> {
     /// Writes the job's summary once; a concurrent run that finished first wins, and its
     /// summary (built from the same stored results) is returned.
     pub async fn finish(&self, run: JobRun) -> Result<JobSummary, BatchError> {
+        let mut run = run;
+        self.account_for_missing(&mut run).await?;
         let JobRun { event, mut summary, .. } = run;
         summary.outcome = outcome_of(&event, &summary);
         match self.ports.jobs().finish(&summary).await? {
             FinishOutcome::Recorded => Ok(summary),
             FinishOutcome::AlreadyFinished(stored) => Ok(*stored),
+        }
+    }
+
+    /// Records the job had but no output line named (a failed, stopped or expired job, or
+    /// lines Bedrock never wrote) fail as retryable, so that every record is accounted for.
+    async fn account_for_missing(&self, run: &mut JobRun) -> Result<(), BatchError> {
+        let mut after: Option<RecordId> = None;
+        loop {
+            let page = self.ports.submissions().page(&run.event.job_id, after.as_ref(), MISSING_PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.record_id.clone());
+            for submitted in &page {
+                let message = format!("no output for the record; the job ended {}", run.event.status.as_str());
+                let failure = RecordFailure { label: ErrorLabel::ModelFailed, code: None, message };
+                let state = self.failed_state(submitted, failure, true);
+                self.put_and_tally(run, submitted, state, true).await?;
+            }
         }
     }
 
@@ -344,20 +368,36 @@ impl<P: BatchPorts> BatchCompletion<P> {
     }
 
     async fn store(&self, run: &mut JobRun, submitted: &SubmittedRecord, state: ResultState) -> Result<(), BatchError> {
+        self.put_and_tally(run, submitted, state, false).await
+    }
+
+    async fn put_and_tally(
+        &self,
+        run: &mut JobRun,
+        submitted: &SubmittedRecord,
+        state: ResultState,
+        missing_from_output: bool,
+    ) -> Result<(), BatchError> {
         let result = RecordResult {
             job_id: run.event.job_id.clone(),
             record_id: submitted.record_id.clone(),
             tenant: submitted.tenant.clone(),
             model_id: submitted.model_id.clone(),
             state,
+            missing_from_output,
             run_id: run.run_id.clone(),
         };
         let counted = match self.ports.results().put_once(&result).await? {
             PutOnce::Written => result,
             PutOnce::AlreadyStored(stored) if stored.run_id == run.run_id => {
-                tracing::info!(record_id = %submitted.record_id, "duplicate output line for a record; ignored");
+                if !missing_from_output {
+                    tracing::info!(record_id = %submitted.record_id, "duplicate output line for a record; ignored");
+                }
                 return Ok(());
             }
+            // Every run reads every output line, so a result from one was counted when this run
+            // read it; only an earlier run's missing record is news here.
+            PutOnce::AlreadyStored(stored) if missing_from_output && !stored.missing_from_output => return Ok(()),
             PutOnce::AlreadyStored(stored) => *stored,
         };
         tally(&mut run.summary, submitted, counted.state);

@@ -2,7 +2,7 @@
 //! have, write counters, and failure injection after a number of writes (a run killed
 //! mid-file).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -19,7 +19,7 @@ fn locked<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The job table's submitted records, by job and record ID.
 #[derive(Debug, Default)]
 pub struct MemorySubmissions {
-    records: Mutex<HashMap<(String, RecordId), SubmittedRecord>>,
+    records: Mutex<BTreeMap<(String, RecordId), SubmittedRecord>>,
 }
 
 impl MemorySubmissions {
@@ -31,6 +31,33 @@ impl MemorySubmissions {
 impl SubmittedRecords for MemorySubmissions {
     async fn submitted(&self, job_id: &str, record_id: &RecordId) -> Result<Option<SubmittedRecord>, BatchError> {
         Ok(locked(&self.records).get(&(job_id.to_owned(), record_id.clone())).cloned())
+    }
+
+    async fn page(
+        &self,
+        job_id: &str,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<SubmittedRecord>, BatchError> {
+        let records = locked(&self.records);
+        let of_job = |((job, _), _): &(&(String, RecordId), &SubmittedRecord)| job == job_id;
+        let page = match after {
+            Some(after) => records
+                .range((job_id.to_owned(), after.clone())..)
+                .skip_while(|((_, id), _)| id == after)
+                .take_while(of_job)
+                .take(limit)
+                .map(|(_, r)| r.clone())
+                .collect(),
+            None => records
+                .iter()
+                .skip_while(|e| !of_job(e))
+                .take_while(of_job)
+                .take(limit)
+                .map(|(_, r)| r.clone())
+                .collect(),
+        };
+        Ok(page)
     }
 }
 

@@ -33,6 +33,15 @@ pub trait SubmittedRecords: Send + Sync {
         job_id: &str,
         record_id: &RecordId,
     ) -> impl Future<Output = Result<Option<SubmittedRecord>, BatchError>> + Send;
+
+    /// Up to `limit` records of job `job_id` in record ID order, after `after` (from the
+    /// first when `None`): how the completion finds records the output never mentioned.
+    fn page(
+        &self,
+        job_id: &str,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<SubmittedRecord>, BatchError>> + Send;
 }
 
 /// Where results wait for their caller: one item per `(job, record)`.
@@ -75,6 +84,8 @@ pub struct RecordResult {
     /// The Bedrock ID that answered (or would have).
     pub model_id: String,
     pub state: ResultState,
+    /// Written because the job ended without an output line for the record, not from one.
+    pub missing_from_output: bool,
     /// The completion run that wrote it: a second line for the same record in the same run
     /// is a duplicate line, a result from another run is an earlier (or concurrent) run's.
     pub run_id: String,

@@ -403,6 +403,8 @@ async fn a_stopped_job_with_some_answers_is_partially_completed() {
     submit(&ports, 3);
     let summary = run_job(&completion(&ports), event(JobStatus::Stopped), &file(&answers(0..2))).await;
     assert_eq!(summary.outcome, JobOutcome::PartiallyCompleted);
+    assert_eq!((summary.answered, summary.retrying), (2, 1), "the record the job never reached is retried");
+    assert_eq!(summary.retries[0].record_id.to_string(), "r2-2");
 }
 
 #[tokio::test]
@@ -514,4 +516,43 @@ async fn a_job_of_several_files_read_asynchronously_is_summed_and_names_each_fil
     let places: Vec<_> = summary.malformed.iter().map(|m| (m.file.as_str(), m.line)).collect();
     assert_eq!(places, [("job1/a.jsonl.out", 3), ("job1/b.jsonl.out", 1)]);
     assert_eq!(summary.outcome, JobOutcome::PartiallyCompleted);
+}
+
+#[tokio::test]
+async fn a_failed_job_without_output_accounts_for_every_record() {
+    let ports = MemoryBatchPorts::default();
+    submit(&ports, 3);
+    ports.submissions.add("another-job", submitted("elsewhere", 1, "z"));
+    let failed = JobEvent { failure_message: Some("internal error".into()), ..event(JobStatus::Failed) };
+    let summary = run_job(&completion(&ports), failed, b"").await;
+    assert_eq!(summary.outcome, JobOutcome::Failed { reason: "Bedrock: internal error".into() });
+    assert_eq!((summary.answered, summary.retrying, summary.failed), (0, 3, 0));
+    let retried: Vec<_> = summary.retries.iter().map(|r| r.record_id.to_string()).collect();
+    assert_eq!(retried, ["r0-2", "r1-2", "r2-2"]);
+    assert!(summary.failures.iter().all(|f| f.failure.message.contains("ended Failed")));
+
+    // On its last attempt a record missing from the output fails for good.
+    let last = MemoryBatchPorts::default();
+    last.submissions.add(JOB, submitted("r0", 3, "p"));
+    let summary = run_job(&completion(&last), event(JobStatus::Expired), b"").await;
+    assert_eq!((summary.retrying, summary.failed), (0, 1));
+}
+
+#[tokio::test]
+async fn a_rerun_counts_the_missing_records_an_earlier_run_stored() {
+    let ports = MemoryBatchPorts::default();
+    submit(&ports, 3);
+    let output = file(&answers(0..1));
+    let c = completion(&ports);
+    // The answer and one missing record are written, then the process dies.
+    ports.results.fail_after(2);
+    let Begin::Run(mut run) = c.begin(event(JobStatus::Stopped)).await.unwrap() else { panic!() };
+    c.read_file(&mut run, "job1/input.jsonl.out", &output[..]).await.unwrap();
+    assert!(c.finish(run).await.is_err());
+    assert_eq!(ports.results.writes(), 2);
+
+    ports.results.stop_failing();
+    let summary = run_job(&c, event(JobStatus::Stopped), &output).await;
+    assert_eq!((summary.answered, summary.retrying), (1, 2));
+    assert_eq!(ports.results.writes(), 3);
 }
