@@ -8,7 +8,6 @@
 //! run killed after it finds the result stored and counts it without writing again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use tokio::io::AsyncBufRead;
@@ -146,10 +145,9 @@ impl JobRun {
     }
 }
 
+/// Unique across processes and runs, as claim tokens are.
 fn unique_run_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{:x}-{nanos:x}-{:x}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    crate::ports::ClaimToken::unique().as_str().to_owned()
 }
 
 /// The batch-completion use case over its ports.
