@@ -7,6 +7,7 @@
 #[cfg(feature = "aws")]
 pub mod adapters;
 pub mod admission;
+pub mod batch;
 pub mod cache;
 pub mod catalog;
 pub mod config;

@@ -1,0 +1,142 @@
+//! Batch inference, the completion side: a finished Bedrock batch job's output read back
+//! into results the caller can fetch and answers the online cache serves.
+//!
+//! - [`output`]: the `.jsonl.out` format, streamed one line at a time.
+//! - [`record`]: the record ID scheme and the records as submitted (tenant, model, request).
+//! - [`ports`]: what the completion needs from the outside, one capability each.
+//! - [`complete`]: the completion stage, from the job-state event to the job's summary.
+//! - `memory`: in-memory fakes of the ports (tests, feature `testing`).
+//!
+//! Exactly once, without a lock: the result of a `(job, record)` is written with a
+//! conditional put, after the cache write it depends on, so a run killed anywhere and run
+//! again (or a duplicate event's run beside it) writes each result once and rebuilds the same
+//! summary from what is stored; the job's summary is itself a conditional put, so a duplicate
+//! event after it finds the job finished.
+
+pub mod complete;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+pub mod output;
+pub mod ports;
+pub mod record;
+
+#[cfg(test)]
+mod tests;
+
+pub use complete::{BatchCompletion, BatchSettings, Begin, JobOutcome, JobRun, JobSummary};
+pub use output::{AsyncOutputReader, OutputReader, RecordError, RecordOutcome};
+pub use ports::{
+    BatchPorts, FinishOutcome, JobLedger, PutOnce, RecordFailure, RecordResult, ResultState, ResultStore,
+    SubmittedRecords,
+};
+pub use record::{RecordId, SubmittedRecord};
+
+use crate::label::ErrorLabel;
+
+/// A batch job's status as Bedrock reports it (`GetModelInvocationJob`, the job-state event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    Submitted,
+    Validating,
+    Scheduled,
+    InProgress,
+    Stopping,
+    Completed,
+    PartiallyCompleted,
+    Failed,
+    Stopped,
+    Expired,
+}
+
+impl JobStatus {
+    /// Bedrock's spelling; `None` for a status this code does not know.
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        Some(match text {
+            "Submitted" => JobStatus::Submitted,
+            "Validating" => JobStatus::Validating,
+            "Scheduled" => JobStatus::Scheduled,
+            "InProgress" => JobStatus::InProgress,
+            "Stopping" => JobStatus::Stopping,
+            "Completed" => JobStatus::Completed,
+            "PartiallyCompleted" => JobStatus::PartiallyCompleted,
+            "Failed" => JobStatus::Failed,
+            "Stopped" => JobStatus::Stopped,
+            "Expired" => JobStatus::Expired,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Submitted => "Submitted",
+            JobStatus::Validating => "Validating",
+            JobStatus::Scheduled => "Scheduled",
+            JobStatus::InProgress => "InProgress",
+            JobStatus::Stopping => "Stopping",
+            JobStatus::Completed => "Completed",
+            JobStatus::PartiallyCompleted => "PartiallyCompleted",
+            JobStatus::Failed => "Failed",
+            JobStatus::Stopped => "Stopped",
+            JobStatus::Expired => "Expired",
+        }
+    }
+
+    /// The job will not change again: its output (possibly partial, possibly none) is final.
+    pub fn is_terminal(self) -> bool {
+        match self {
+            JobStatus::Completed
+            | JobStatus::PartiallyCompleted
+            | JobStatus::Failed
+            | JobStatus::Stopped
+            | JobStatus::Expired => true,
+            JobStatus::Submitted
+            | JobStatus::Validating
+            | JobStatus::Scheduled
+            | JobStatus::InProgress
+            | JobStatus::Stopping => false,
+        }
+    }
+}
+
+/// What the completion is told about a job: the state-change event's `detail`, with the job
+/// ID the function takes from `batchJobArn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEvent {
+    pub job_id: String,
+    pub status: JobStatus,
+    /// `batchModelId`: what the job's records were sent to.
+    pub model_id: Option<String>,
+    pub failure_message: Option<String>,
+}
+
+/// The batch layer's failures: reading the output and the stores behind the ports. A cache
+/// write failure is not one of them (as online, it never fails the work; it is counted).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("reading the batch output failed at line {line}")]
+    Read {
+        line: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("batch store request failed")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("batch store is throttling requests")]
+    Throttled(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("batch store did not answer in time: {0}")]
+    Timeout(String),
+    #[error("stored batch item is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl BatchError {
+    pub fn label(&self) -> ErrorLabel {
+        match self {
+            BatchError::Read { .. } => ErrorLabel::Transport,
+            BatchError::Store(_) => ErrorLabel::Store,
+            BatchError::Throttled(_) => ErrorLabel::Throttled,
+            BatchError::Timeout(_) => ErrorLabel::Timeout,
+            BatchError::Corrupt(_) => ErrorLabel::Corrupt,
+        }
+    }
+}
