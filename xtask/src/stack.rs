@@ -76,6 +76,8 @@ const SCRUBBED_ENV: &[&str] = &[
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
     "AWS_ENDPOINT_URL_SERVICE_QUOTAS",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_EVENTBRIDGE",
 ];
 
 pub fn scrub_aws_env(command: &mut Command) -> &mut Command {
@@ -201,6 +203,11 @@ impl Stack {
         }
         command.current_dir(paths::repo_root());
         scrub_aws_env(&mut command);
+        // Batch jobs read their input from and write their output to S3, and announce their
+        // states on EventBridge: locally both are moto's.
+        if let Some(moto) = &self.moto_url {
+            command.env("AWS_ENDPOINT_URL_S3", moto).env("AWS_ENDPOINT_URL_EVENTBRIDGE", moto);
+        }
         let output = self.output_for("bedrock-emulator", false);
         self.supervisor.spawn("bedrock-emulator", command, &output)?;
         let url = format!("http://127.0.0.1:{port}");
