@@ -28,61 +28,9 @@ use crate::engine::AppState;
 use aws::Event;
 use records::{Record, Totals};
 
-/// Bedrock's job statuses, spelled as on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Submitted,
-    Validating,
-    Scheduled,
-    InProgress,
-    Stopping,
-    Completed,
-    PartiallyCompleted,
-    Failed,
-    Stopped,
-    Expired,
-}
-
-impl Status {
-    pub const ALL: [Status; 10] = [
-        Status::Submitted,
-        Status::Validating,
-        Status::Scheduled,
-        Status::InProgress,
-        Status::Stopping,
-        Status::Completed,
-        Status::PartiallyCompleted,
-        Status::Failed,
-        Status::Stopped,
-        Status::Expired,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Submitted => "Submitted",
-            Status::Validating => "Validating",
-            Status::Scheduled => "Scheduled",
-            Status::InProgress => "InProgress",
-            Status::Stopping => "Stopping",
-            Status::Completed => "Completed",
-            Status::PartiallyCompleted => "PartiallyCompleted",
-            Status::Failed => "Failed",
-            Status::Stopped => "Stopped",
-            Status::Expired => "Expired",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Status::Completed | Status::PartiallyCompleted | Status::Failed | Status::Stopped | Status::Expired
-        )
-    }
-}
+/// Bedrock's job statuses: the core's, so that the emulator and the completion function can
+/// never spell one differently.
+pub use gateway_core::batch::JobStatus as Status;
 
 /// What CreateModelInvocationJob was asked, after validation.
 #[derive(Debug, Clone)]
@@ -604,16 +552,6 @@ impl EventQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_round_trip_and_know_when_they_end() {
-        for status in Status::ALL {
-            assert_eq!(Status::parse(status.as_str()), Some(status));
-        }
-        assert!(Status::PartiallyCompleted.is_terminal());
-        assert!(!Status::Stopping.is_terminal());
-        assert_eq!(Status::parse("Running"), None);
-    }
 
     #[test]
     fn creation_time_has_the_shape_of_bedrock_events() {

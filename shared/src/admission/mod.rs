@@ -548,10 +548,10 @@ impl<B: BudgetStore> Admission<B> {
                 mode,
             });
         }
-        let give_up_at = started + inner.settings.wait.min(ask.deadline.remaining());
         // Taking a lease is not waiting for room: even a request that may not wait sees the
         // end of one store round (each call is cut at the store timeout), within its deadline.
-        let lease_until = give_up_at.max(started + ask.deadline.remaining());
+        let lease_until = started + ask.deadline.remaining();
+        let give_up_at = lease_until.min(started + inner.settings.wait);
         let ticket = {
             let mut state = budget.lock();
             state.demand.add(ask.tokens, started, window);
@@ -578,7 +578,7 @@ impl<B: BudgetStore> Admission<B> {
                 }
                 (step, state.renewing, state.next_resize_at(now, &inner.settings))
             };
-            let wake = match step {
+            let (wake, give_up) = match step {
                 Step::Admitted { id, mode } => {
                     // The next in line may fit too.
                     budget.changed.notify_waiters();
@@ -593,13 +593,14 @@ impl<B: BudgetStore> Admission<B> {
                         },
                     });
                 }
-                Step::NeedLease if resizing => lease_until,
-                Step::NeedLease => next_resize.map_or(give_up_at, |at| at.min(give_up_at)),
+                Step::NeedLease if resizing => (lease_until, lease_until),
+                Step::NeedLease => (next_resize.map_or(give_up_at, |at| at.min(give_up_at)), give_up_at),
                 // Wake for the window, for the next resize this instance may make (the end of
                 // one running is notified), or to give up.
-                Step::Wait { until } => [until, next_resize].into_iter().flatten().fold(give_up_at, Instant::min),
+                Step::Wait { until } => {
+                    ([until, next_resize].into_iter().flatten().fold(give_up_at, Instant::min), give_up_at)
+                }
             };
-            let give_up = if matches!(step, Step::NeedLease) && resizing { lease_until } else { give_up_at };
             if now >= give_up {
                 return Err(self.refuse(budget, &mut place, ask.tokens, started, now));
             }

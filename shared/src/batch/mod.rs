@@ -49,6 +49,19 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    pub const ALL: [JobStatus; 10] = [
+        JobStatus::Submitted,
+        JobStatus::Validating,
+        JobStatus::Scheduled,
+        JobStatus::InProgress,
+        JobStatus::Stopping,
+        JobStatus::Completed,
+        JobStatus::PartiallyCompleted,
+        JobStatus::Failed,
+        JobStatus::Stopped,
+        JobStatus::Expired,
+    ];
+
     /// Bedrock's spelling; `None` for a status this code does not know.
     pub fn parse(text: &str) -> Option<JobStatus> {
         Some(match text {

@@ -556,3 +556,13 @@ async fn a_rerun_counts_the_missing_records_an_earlier_run_stored() {
     assert_eq!((summary.answered, summary.retrying), (1, 2));
     assert_eq!(ports.results.writes(), 3);
 }
+
+#[test]
+fn statuses_round_trip_and_know_when_they_end() {
+    for status in JobStatus::ALL {
+        assert_eq!(JobStatus::parse(status.as_str()), Some(status));
+    }
+    assert!(JobStatus::PartiallyCompleted.is_terminal());
+    assert!(!JobStatus::Stopping.is_terminal());
+    assert_eq!(JobStatus::parse("Running"), None);
+}
