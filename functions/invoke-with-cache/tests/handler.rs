@@ -4,9 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed set-up should stop the test loudly.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use gateway_core::catalog::Catalog;
+use gateway_core::admission::memory::MemoryBudgetStore;
+use gateway_core::admission::{Admission, AdmissionSettings};
+use gateway_core::catalog::{Catalog, Quota, Scope};
 use gateway_core::ports::InvokeError;
+use gateway_core::quota::QuotaKey;
 use gateway_core::service::{Gateway, GatewaySettings};
 use gateway_core::testing::{FakeInvoker, InMemoryCacheStore, TestPorts};
 use http_support::testing::{with_body, with_header};
@@ -157,6 +161,39 @@ async fn throttling_that_survives_retries_is_a_429_with_retry_after() {
     assert_eq!(reply.status, 429);
     assert_eq!(reply.body["error"]["type"], "throttled");
     assert!(reply.retry_after.unwrap().parse::<u64>().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn a_request_admission_cannot_fit_is_a_429_quota_exhausted_with_the_windows_retry_after() {
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let settings = GatewaySettings { fallback: false, ..GatewaySettings::from_catalog(&catalog) };
+    // Haiku's `us.` quota admits one request per window: the second must be refused.
+    let key = QuotaKey::new("anthropic.claude-haiku-4-5-20251001-v1:0", Scope::Geo("us".into()));
+    let limits = [(key, Quota { tpm: 1_000_000, rpm: 1 })].into_iter().collect();
+    let admission_settings =
+        AdmissionSettings { headroom_percent: 0, wait: Duration::from_millis(50), ..AdmissionSettings::default() };
+    let admission = Admission::new(MemoryBudgetStore::new(), admission_settings, limits, "i-1".into());
+    let ports = TestPorts::fakes();
+    let invoker = ports.models.clone();
+    let gateway = Gateway::new(catalog, settings, ports).with_admission(Arc::new(admission));
+    let f = Fixture { handler: Handler::new(gateway), store: Arc::new(InMemoryCacheStore::default()), invoker };
+    let uncached = || with_header(event("valid-request.json"), "x-cache-mode", "off");
+
+    assert_eq!(send(&f, uncached()).await.status, 200);
+    let refused = send(&f, uncached()).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    let error = &refused.body["error"];
+    assert_eq!(error["type"], "quota_exhausted");
+    assert_eq!(error["limit"], "requests");
+    assert_eq!(error["quota"], "us.anthropic.claude-haiku-4-5-20251001-v1:0");
+    // The first request leaves the 60 s window within a minute of its admission; Retry-After
+    // is that wait rounded up to whole seconds.
+    let retry_after_ms = error["retryAfterMs"].as_u64().unwrap();
+    assert!(retry_after_ms > 0 && retry_after_ms <= 60_000, "{error}");
+    let seconds: u64 = refused.retry_after.unwrap().parse().unwrap();
+    assert_eq!(seconds, retry_after_ms.div_ceil(1_000));
+    assert!(error["waitedMs"].as_u64().unwrap() >= 50, "{error}");
+    assert_eq!(f.invoker.calls(), 1, "the refused request never reached Bedrock");
 }
 
 #[tokio::test]
