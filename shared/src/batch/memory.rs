@@ -4,12 +4,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
-use super::BatchError;
 use super::complete::JobSummary;
-use super::ports::{FinishOutcome, JobLedger, PutOnce, RecordResult, ResultStore, SubmittedRecords};
+use super::ports::{
+    BatchFiles, BatchJobs, CreateJob, FinishOutcome, JobDescription, JobLedger, JobPlan, JobPlans, OpenJob,
+    PendingRecords, PutOnce, RecordResult, RequestStatus, RequestStatuses, ResultStore, SubmittedRecords,
+};
 use super::record::{RecordId, SubmittedRecord};
+use super::{BatchError, JobStatus};
+use crate::cache::Tenant;
+use crate::label::ErrorLabel;
 
 fn locked<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock only means another test thread panicked; the data is still usable.
@@ -194,5 +200,271 @@ impl super::ports::BatchPorts for MemoryBatchPorts {
 
     fn cache(&self) -> &crate::testing::InMemoryCacheStore {
         &self.cache
+    }
+}
+
+/// Records waiting for a job, keyed as the DynamoDB items are: per model, by
+/// `(enqueued_at, record ID)`.
+#[derive(Debug, Default)]
+pub struct MemoryPending {
+    waiting: Mutex<BTreeMap<(String, SystemTime, RecordId), SubmittedRecord>>,
+}
+
+impl MemoryPending {
+    pub fn len(&self) -> usize {
+        locked(&self.waiting).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn all(&self) -> Vec<SubmittedRecord> {
+        locked(&self.waiting).values().cloned().collect()
+    }
+}
+
+fn pending_key(record: &SubmittedRecord) -> (String, SystemTime, RecordId) {
+    (record.model_id.clone(), record.enqueued_at, record.record_id.clone())
+}
+
+impl PendingRecords for MemoryPending {
+    async fn enqueue(&self, records: &[SubmittedRecord]) -> Result<(), BatchError> {
+        let mut waiting = locked(&self.waiting);
+        for record in records {
+            waiting.entry(pending_key(record)).or_insert_with(|| record.clone());
+        }
+        Ok(())
+    }
+
+    async fn oldest(&self, model_id: &str, limit: usize) -> Result<Vec<SubmittedRecord>, BatchError> {
+        Ok(locked(&self.waiting)
+            .iter()
+            .filter(|((model, _, _), _)| model == model_id)
+            .take(limit)
+            .map(|(_, record)| record.clone())
+            .collect())
+    }
+
+    async fn remove(&self, records: &[SubmittedRecord]) -> Result<(), BatchError> {
+        let mut waiting = locked(&self.waiting);
+        for record in records {
+            waiting.remove(&pending_key(record));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PlanState {
+    plan: JobPlan,
+    submitted: Option<(String, SystemTime)>,
+}
+
+/// Job plans over the same submitted records and finished jobs the completion reads.
+#[derive(Debug, Default)]
+pub struct MemoryPlans {
+    submissions: Arc<MemorySubmissions>,
+    jobs: Arc<MemoryJobs>,
+    plans: Mutex<BTreeMap<String, PlanState>>,
+}
+
+impl MemoryPlans {
+    pub fn new(submissions: Arc<MemorySubmissions>, jobs: Arc<MemoryJobs>) -> Self {
+        MemoryPlans { submissions, jobs, plans: Mutex::default() }
+    }
+
+    pub fn plans(&self) -> Vec<JobPlan> {
+        locked(&self.plans).values().map(|state| state.plan.clone()).collect()
+    }
+
+    /// The job a record was planned into, if any.
+    fn job_of(&self, record_id: &RecordId) -> Option<(String, SubmittedRecord)> {
+        let plans = locked(&self.plans);
+        plans.keys().find_map(|name| {
+            let records = locked(&self.submissions.records);
+            records.get(&(name.clone(), record_id.clone())).map(|record| (name.clone(), record.clone()))
+        })
+    }
+}
+
+impl JobPlans for MemoryPlans {
+    async fn plan(&self, plan: &JobPlan, records: &[SubmittedRecord]) -> Result<(), BatchError> {
+        for record in records {
+            self.submissions.add(&plan.job_name, record.clone());
+        }
+        locked(&self.plans)
+            .entry(plan.job_name.clone())
+            .or_insert_with(|| PlanState { plan: plan.clone(), submitted: None });
+        Ok(())
+    }
+
+    async fn submitted(&self, job_name: &str, job_arn: &str, at: SystemTime) -> Result<(), BatchError> {
+        match locked(&self.plans).get_mut(job_name) {
+            Some(state) => {
+                state.submitted = Some((job_arn.to_owned(), at));
+                Ok(())
+            }
+            None => Err(BatchError::Corrupt(format!("job {job_name} was never planned"))),
+        }
+    }
+
+    async fn unsubmitted(&self) -> Result<Vec<JobPlan>, BatchError> {
+        Ok(locked(&self.plans).values().filter(|s| s.submitted.is_none()).map(|s| s.plan.clone()).collect())
+    }
+
+    async fn open(&self) -> Result<Vec<OpenJob>, BatchError> {
+        let states: Vec<PlanState> = locked(&self.plans).values().cloned().collect();
+        let mut open = Vec::new();
+        for state in states {
+            let Some((job_arn, submitted_at)) = state.submitted else { continue };
+            if self.jobs.finished(&state.plan.job_name).await?.is_none() {
+                open.push(OpenJob { plan: state.plan, job_arn, submitted_at });
+            }
+        }
+        Ok(open)
+    }
+}
+
+/// `GET /v1/requests/{id}` over the fakes: the latest attempt's most advanced state.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStatuses {
+    pub pending: Arc<MemoryPending>,
+    pub plans: Arc<MemoryPlans>,
+    pub results: Arc<MemoryResults>,
+}
+
+impl RequestStatuses for MemoryStatuses {
+    async fn status(&self, tenant: &Tenant, request_id: &str) -> Result<Option<RequestStatus>, BatchError> {
+        let pending = self
+            .pending
+            .all()
+            .into_iter()
+            .filter(|r| r.record_id.request_id() == request_id)
+            .max_by_key(|r| r.record_id.attempt());
+        let result = self.results.latest(request_id).await?;
+        let pending_attempt = pending.as_ref().map_or(0, |r| r.record_id.attempt());
+        let status = match result {
+            Some(result) if result.record_id.attempt() >= pending_attempt => Some(RequestStatus::Done(result)),
+            _ => match pending {
+                Some(record) => match self.plans.job_of(&record.record_id) {
+                    Some((job_name, record)) => Some(RequestStatus::InJob { job_name, record }),
+                    None => Some(RequestStatus::Pending { record }),
+                },
+                None => None,
+            },
+        };
+        let tenant_of = |status: &RequestStatus| match status {
+            RequestStatus::Pending { record } | RequestStatus::InJob { record, .. } => record.tenant.clone(),
+            RequestStatus::Done(result) => result.tenant.clone(),
+        };
+        Ok(status.filter(|status| &tenant_of(status) == tenant))
+    }
+}
+
+/// S3 in memory: objects by URI.
+#[derive(Debug, Default)]
+pub struct MemoryFiles {
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl MemoryFiles {
+    pub fn put(&self, uri: &str, body: impl Into<Vec<u8>>) {
+        locked(&self.objects).insert(uri.to_owned(), body.into());
+    }
+
+    pub fn get(&self, uri: &str) -> Option<Vec<u8>> {
+        locked(&self.objects).get(uri).cloned()
+    }
+}
+
+impl BatchFiles for MemoryFiles {
+    type Reader = std::io::Cursor<Vec<u8>>;
+
+    async fn write(&self, uri: &str, body: Vec<u8>) -> Result<(), BatchError> {
+        self.put(uri, body);
+        Ok(())
+    }
+
+    async fn list(&self, prefix_uri: &str) -> Result<Vec<String>, BatchError> {
+        Ok(locked(&self.objects).keys().filter(|uri| uri.starts_with(prefix_uri)).cloned().collect())
+    }
+
+    async fn open(&self, uri: &str) -> Result<Option<Self::Reader>, BatchError> {
+        Ok(self.get(uri).map(std::io::Cursor::new))
+    }
+}
+
+/// Bedrock's control plane in memory: jobs created (idempotent by name) and the status a
+/// test sets for each.
+#[derive(Debug, Default)]
+pub struct MemoryBatchJobs {
+    jobs: Mutex<BTreeMap<String, JobDescription>>,
+    creates: AtomicU64,
+    /// Creates that fail as a full per-model job quota before the next succeeds.
+    refuse_next: AtomicUsize,
+}
+
+impl MemoryBatchJobs {
+    pub fn creates(&self) -> u64 {
+        self.creates.load(Ordering::SeqCst)
+    }
+
+    pub fn refuse_next(&self, n: usize) {
+        self.refuse_next.store(n, Ordering::SeqCst);
+    }
+
+    pub fn set_status(&self, job_arn: &str, status: JobStatus, failure_message: Option<&str>) {
+        if let Some(job) = locked(&self.jobs).values_mut().find(|job| job.job_arn == job_arn) {
+            job.status = status;
+            job.failure_message = failure_message.map(str::to_owned);
+        }
+    }
+
+    pub fn by_name(&self, job_name: &str) -> Option<JobDescription> {
+        locked(&self.jobs).get(job_name).cloned()
+    }
+}
+
+impl BatchJobs for MemoryBatchJobs {
+    async fn create(&self, job: &CreateJob) -> Result<String, BatchError> {
+        let refuse = self.refuse_next.load(Ordering::SeqCst);
+        if refuse > 0 {
+            self.refuse_next.store(refuse - 1, Ordering::SeqCst);
+            return Err(BatchError::Remote {
+                service: "bedrock",
+                operation: "CreateModelInvocationJob",
+                label: ErrorLabel::QuotaExhausted,
+                message: "too many batch jobs in flight for the model".to_owned(),
+            });
+        }
+        let mut jobs = locked(&self.jobs);
+        let name = &job.plan.job_name;
+        if let Some(existing) = jobs.get(name) {
+            return Ok(existing.job_arn.clone());
+        }
+        self.creates.fetch_add(1, Ordering::SeqCst);
+        let job_arn = format!("arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/{:012}", jobs.len() + 1);
+        jobs.insert(
+            name.clone(),
+            JobDescription {
+                job_name: name.clone(),
+                job_arn: job_arn.clone(),
+                status: JobStatus::Submitted,
+                model_id: job.plan.model_id.clone(),
+                output_uri: job.plan.output_uri.clone(),
+                failure_message: None,
+            },
+        );
+        Ok(job_arn)
+    }
+
+    async fn describe(&self, job_arn: &str) -> Result<JobDescription, BatchError> {
+        locked(&self.jobs).values().find(|job| job.job_arn == job_arn).cloned().ok_or_else(|| BatchError::Remote {
+            service: "bedrock",
+            operation: "GetModelInvocationJob",
+            label: ErrorLabel::NotFound,
+            message: format!("no job {job_arn}"),
+        })
     }
 }

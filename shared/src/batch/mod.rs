@@ -26,10 +26,11 @@ mod tests;
 pub use complete::{BatchCompletion, BatchSettings, Begin, JobOutcome, JobRun, JobSummary};
 pub use output::{AsyncOutputReader, OutputReader, RecordError, RecordOutcome};
 pub use ports::{
-    BatchPorts, FinishOutcome, JobLedger, PutOnce, RecordFailure, RecordResult, ResultState, ResultStore,
+    BatchFiles, BatchJobs, BatchPorts, CreateJob, FinishOutcome, JobDescription, JobLedger, JobPlan, JobPlans, OpenJob,
+    PendingRecords, PutOnce, RecordFailure, RecordResult, RequestStatus, RequestStatuses, ResultState, ResultStore,
     SubmittedRecords,
 };
-pub use record::{RecordId, SubmittedRecord};
+pub use record::{RecordId, RecordSource, SubmittedRecord};
 
 use crate::label::ErrorLabel;
 
@@ -111,15 +112,35 @@ impl JobStatus {
     }
 }
 
-/// What the completion is told about a job: the state-change event's `detail`, with the job
-/// ID the function takes from `batchJobArn`.
+/// What the completion is told about a job: the state-change event's `detail` (or, from the
+/// reconciler, `GetModelInvocationJob`'s answer).
+///
+/// `job_id` is the job's *name* (`batchJobName`), not the ID in its ARN: the submission names
+/// each job and records its records under that name before `CreateModelInvocationJob`
+/// (which is idempotent by the name as client token), so nothing Bedrock runs is ever
+/// unknown here, even when the process dies between the two.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobEvent {
     pub job_id: String,
+    /// `batchJobArn`: what `GetModelInvocationJob` takes.
+    pub job_arn: String,
     pub status: JobStatus,
     /// `batchModelId`: what the job's records were sent to.
     pub model_id: Option<String>,
     pub failure_message: Option<String>,
+}
+
+/// A JSONL file dropped under the input prefix: S3's "Object Created" event, as the
+/// submission is told of it. The version or ETag, when given, tells a redelivered event (the
+/// same object) from a file dropped again under the same key (new work).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedFile {
+    pub bucket: String,
+    pub key: String,
+    pub size: Option<u64>,
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+    pub event_time: std::time::SystemTime,
 }
 
 /// The batch layer's failures: reading the output and the stores behind the ports. A cache
@@ -140,6 +161,10 @@ pub enum BatchError {
     Timeout(String),
     #[error("stored batch item is malformed: {0}")]
     Corrupt(String),
+    /// Bedrock's control plane or S3 refused or failed a call; `label` says how (a
+    /// `ServiceQuotaExceededException` for too many jobs is `QuotaExhausted`: try later).
+    #[error("{service} {operation} failed ({label}): {message}")]
+    Remote { service: &'static str, operation: &'static str, label: ErrorLabel, message: String },
 }
 
 impl BatchError {
@@ -150,6 +175,7 @@ impl BatchError {
             BatchError::Throttled(_) => ErrorLabel::Throttled,
             BatchError::Timeout(_) => ErrorLabel::Timeout,
             BatchError::Corrupt(_) => ErrorLabel::Corrupt,
+            BatchError::Remote { label, .. } => *label,
         }
     }
 }

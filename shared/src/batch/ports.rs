@@ -2,10 +2,13 @@
 //! through the online path's own [`CacheStore`].
 
 use std::future::Future;
+use std::time::SystemTime;
 
-use super::BatchError;
+use tokio::io::AsyncBufRead;
+
 use super::complete::JobSummary;
 use super::record::{RecordId, SubmittedRecord};
+use super::{BatchError, JobStatus};
 use crate::cache::Tenant;
 use crate::cost::Usage;
 use crate::label::ErrorLabel;
@@ -115,4 +118,143 @@ pub struct RecordFailure {
     /// Bedrock's `errorCode`, when it gave one.
     pub code: Option<u16>,
     pub message: String,
+}
+
+// ---- The submission side: work waiting for a job, the jobs planned and submitted. ----
+
+/// Records waiting for a job, per model, oldest first. Deferred HTTP requests, lines of
+/// dropped files and retries of failed records all wait here.
+pub trait PendingRecords: Send + Sync {
+    /// Adds records to wait. Idempotent: a record (model, `enqueued_at`, record ID) already
+    /// waiting stays as it is, so a redelivered event or a rerun enqueues nothing twice.
+    fn enqueue(&self, records: &[SubmittedRecord]) -> impl Future<Output = Result<(), BatchError>> + Send;
+
+    /// Up to `limit` records waiting for `model_id`, oldest `enqueued_at` first.
+    fn oldest(
+        &self,
+        model_id: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<SubmittedRecord>, BatchError>> + Send;
+
+    /// Takes records out of waiting: they are in a submitted job now, or were answered on
+    /// demand. Removing a record that is not waiting is no error.
+    fn remove(&self, records: &[SubmittedRecord]) -> impl Future<Output = Result<(), BatchError>> + Send;
+}
+
+/// A job the submission decided on, before and after Bedrock knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPlan {
+    /// Chosen here, unique, valid as a Bedrock job name and as the client request token that
+    /// makes `CreateModelInvocationJob` idempotent: the key of everything about the job.
+    pub job_name: String,
+    /// The base model ID every record of the job is sent to.
+    pub model_id: String,
+    /// `s3://bucket/key` of the input JSONL the submission writes.
+    pub input_uri: String,
+    /// `s3://bucket/prefix/` Bedrock writes `<jobId>/<input>.jsonl.out` under.
+    pub output_uri: String,
+    pub records: u64,
+    pub planned_at: SystemTime,
+}
+
+/// A job Bedrock accepted whose completion is not done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenJob {
+    pub plan: JobPlan,
+    pub job_arn: String,
+    pub submitted_at: SystemTime,
+}
+
+/// The jobs' own records: planned (records written, not yet accepted by Bedrock) and
+/// submitted (accepted, not yet finished). [`JobLedger::finish`] closes a job.
+pub trait JobPlans: Send + Sync {
+    /// Records the plan and its records (readable through [`SubmittedRecords`] under
+    /// `plan.job_name`), before anything is sent to Bedrock. Idempotent by job name.
+    fn plan(&self, plan: &JobPlan, records: &[SubmittedRecord]) -> impl Future<Output = Result<(), BatchError>> + Send;
+
+    /// Bedrock accepted the job under `job_arn`.
+    fn submitted(
+        &self,
+        job_name: &str,
+        job_arn: &str,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<(), BatchError>> + Send;
+
+    /// Plans never marked submitted (the process died, or Bedrock refused for now): the
+    /// submission resumes them before planning anything new.
+    fn unsubmitted(&self) -> impl Future<Output = Result<Vec<JobPlan>, BatchError>> + Send;
+
+    /// Submitted jobs not finished: the reconciler asks Bedrock about each, since the
+    /// state-change event may never come.
+    fn open(&self) -> impl Future<Output = Result<Vec<OpenJob>, BatchError>> + Send;
+}
+
+/// Where a request stands, for `GET /v1/requests/{id}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestStatus {
+    /// Waiting for a job (or for its on-demand turn).
+    Pending { record: SubmittedRecord },
+    /// In job `job_name`, not answered yet.
+    InJob { job_name: String, record: SubmittedRecord },
+    /// The latest attempt's result: answered, failed for good, or failed and waiting to retry
+    /// (a retry that is pending again shows as `Pending`).
+    Done(RecordResult),
+}
+
+pub trait RequestStatuses: Send + Sync {
+    /// The most advanced state of the request's latest attempt; `None` for an unknown ID.
+    /// Scoped to `tenant`: another tenant's request is unknown.
+    fn status(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<RequestStatus>, BatchError>> + Send;
+}
+
+// ---- Bedrock's batch control plane and S3, as the pipeline needs them. ----
+
+/// What `CreateModelInvocationJob` is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateJob {
+    pub plan: JobPlan,
+    /// The service role Bedrock assumes to read the input and write the output.
+    pub role_arn: String,
+    /// `modelInvocationType`: `Converse` for Converse-shaped records.
+    pub invocation_type: Option<String>,
+    pub timeout_hours: Option<u32>,
+}
+
+/// What `GetModelInvocationJob` says of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDescription {
+    pub job_name: String,
+    pub job_arn: String,
+    pub status: JobStatus,
+    pub model_id: String,
+    /// `s3://…/` as configured; the files are under `<output_uri><jobId>/`.
+    pub output_uri: String,
+    pub failure_message: Option<String>,
+}
+
+pub trait BatchJobs: Send + Sync {
+    /// Creates the job, with its name as the client request token: asking again for the
+    /// same plan returns the same job's ARN. Too many jobs in flight is
+    /// `BatchError::Remote { label: QuotaExhausted, .. }`.
+    fn create(&self, job: &CreateJob) -> impl Future<Output = Result<String, BatchError>> + Send;
+
+    fn describe(&self, job_arn: &str) -> impl Future<Output = Result<JobDescription, BatchError>> + Send;
+}
+
+/// S3 as the pipeline reads and writes it, by `s3://bucket/key` URIs.
+pub trait BatchFiles: Send + Sync {
+    type Reader: AsyncBufRead + Unpin + Send;
+
+    /// Writes an object whole (a job's input, a dropped file's results).
+    fn write(&self, uri: &str, body: Vec<u8>) -> impl Future<Output = Result<(), BatchError>> + Send;
+
+    /// The URIs of every object under `prefix_uri`, in key order.
+    fn list(&self, prefix_uri: &str) -> impl Future<Output = Result<Vec<String>, BatchError>> + Send;
+
+    /// The object's bytes as a stream, never held whole. `None` when there is no such object.
+    fn open(&self, uri: &str) -> impl Future<Output = Result<Option<Self::Reader>, BatchError>> + Send;
 }

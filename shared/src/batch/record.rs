@@ -7,6 +7,7 @@
 //! still leads back to the same request.
 
 use std::fmt;
+use std::time::SystemTime;
 
 use crate::cache::{CacheKey, CacheOptions, Tenant};
 use crate::request::ConverseRequest;
@@ -70,6 +71,22 @@ pub struct SubmittedRecord {
     pub request: ConverseRequest,
     /// The caller's cache wishes, decided with the deployment's settings as online.
     pub cache: CacheOptions,
+    /// Where the work came from, so that its result goes back there.
+    pub source: RecordSource,
+    /// When the request first began waiting for a job. A retry keeps it: how long a record
+    /// may wait for a job (before it runs on demand) counts from the caller's request, not
+    /// from the latest attempt.
+    pub enqueued_at: SystemTime,
+}
+
+/// Where a record's work came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RecordSource {
+    /// Sent to the HTTP API as deferrable; the caller polls `GET /v1/requests/{id}`.
+    Deferred,
+    /// Line `line` (from 1) of a JSONL file dropped in S3; its result goes into the results
+    /// file beside it.
+    File { bucket: String, key: String, line: u64 },
 }
 
 impl SubmittedRecord {

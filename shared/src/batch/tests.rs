@@ -35,7 +35,13 @@ fn completion_with(ports: &MemoryBatchPorts, settings: BatchSettings) -> BatchCo
 }
 
 fn event(status: JobStatus) -> JobEvent {
-    JobEvent { job_id: JOB.into(), status, model_id: Some(HAIKU_PROFILE.into()), failure_message: None }
+    JobEvent {
+        job_id: JOB.into(),
+        job_arn: format!("arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/{JOB}"),
+        status,
+        model_id: Some(HAIKU_PROFILE.into()),
+        failure_message: None,
+    }
 }
 
 fn request_body(prompt: &str) -> serde_json::Value {
@@ -52,6 +58,8 @@ fn submitted(request_id: &str, attempt: u32, prompt: &str) -> SubmittedRecord {
         model_id: HAIKU.into(),
         request: ConverseRequest::from_json(request_body(prompt).to_string().as_bytes()).unwrap(),
         cache: CacheOptions::default(),
+        source: RecordSource::Deferred,
+        enqueued_at: std::time::SystemTime::UNIX_EPOCH,
     }
 }
 
