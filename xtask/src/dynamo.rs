@@ -1,42 +1,22 @@
-//! Just enough of DynamoDB's JSON protocol to create the local cache table, so that xtask
-//! needs no AWS SDK (which would triple its compile time).
+//! The local tables, created over DynamoDB's JSON protocol (`crate::aws`).
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::Result;
-use crate::http::{self, Reply};
+use crate::aws;
+use crate::http::Reply;
 use crate::process::sleep_interruptibly;
 
-pub const REGION: &str = "us-east-1";
+pub use crate::aws::REGION;
 
 fn call(endpoint: &str, operation: &str, body: &Value) -> Result<Reply> {
-    let target = format!("DynamoDB_20120810.{operation}");
-    // moto does not check signatures but takes the region from the credential scope, so
-    // the scope must name the region the function uses.
-    let authorization = format!(
-        "AWS4-HMAC-SHA256 Credential=test/20250101/{REGION}/dynamodb/aws4_request, \
-         SignedHeaders=content-type;host;x-amz-target, Signature=0"
-    );
-    let agent = http::agent(Duration::from_secs(10));
-    http::post(
-        &agent,
-        endpoint,
-        &[
-            ("X-Amz-Target", target.as_str()),
-            ("Content-Type", "application/x-amz-json-1.0"),
-            ("Authorization", authorization.as_str()),
-        ],
-        &body.to_string(),
-    )
+    aws::json_call(endpoint, "dynamodb", &format!("DynamoDB_20120810.{operation}"), "1.0", body)
 }
 
 fn error_type(reply: &Reply) -> String {
-    serde_json::from_str::<Value>(&reply.body)
-        .ok()
-        .and_then(|v| v.get("__type").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_default()
+    aws::error_type(reply)
 }
 
 /// Creates the table, or accepts an existing one so that re-running against a long-lived

@@ -1,12 +1,14 @@
 //! `cargo xtask <command>`: the project's automation, written in Rust so that the only
 //! prerequisites are the Rust toolchain and python3.
 
+mod aws;
 mod bench_quota;
 mod catalog;
 mod demo;
 mod dynamo;
 mod estimate;
 mod eval;
+mod events;
 mod fuzz;
 mod http;
 mod paths;

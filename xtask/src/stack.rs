@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::Result;
+use crate::events::{self, Pump};
 use crate::process::{Output, Supervisor, interrupted, run_checked, sleep_interruptibly};
 use crate::{dynamo, http, paths, template, tools};
 
@@ -21,7 +22,14 @@ pub const EMULATOR_BINARY: &str = "bedrock-emulator";
 pub const FUZZ_BINARY: &str = "gateway-fuzz";
 /// Every Lambda binary `cargo lambda watch` may be asked to run; built up front so that
 /// the first invocation does not wait for a compile.
-pub const FUNCTION_BINARIES: &[&str] = &[FUNCTION_NAME, ROUTER_FUNCTION_NAME];
+pub const FUNCTION_BINARIES: &[&str] =
+    &[FUNCTION_NAME, ROUTER_FUNCTION_NAME, SUBMISSION_FUNCTION_NAME, COMPLETION_FUNCTION_NAME];
+/// The batch pipeline's functions, fed by EventBridge (moto) through SQS queues.
+pub const SUBMISSION_FUNCTION_NAME: &str = "batch-submission";
+pub const COMPLETION_FUNCTION_NAME: &str = "batch-completion";
+pub const EVENT_FUNCTIONS: &[&str] = &[SUBMISSION_FUNCTION_NAME, COMPLETION_FUNCTION_NAME];
+/// The role Bedrock would assume for the local jobs; the emulator checks its shape only.
+pub const LOCAL_BATCH_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/bedrock-gateway-batch-local";
 pub const EMULATOR_TEST_CONFIG: &str = "tests/emulator-test.toml";
 
 /// The single list of environment variables the functions get locally. Deployed
@@ -33,7 +41,15 @@ pub fn function_env(moto_url: &str, emulator_url: &str, service_quotas_url: &str
         ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
         ("AWS_ENDPOINT_URL_DYNAMODB", moto_url.to_string()),
         ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.to_string()),
+        // The emulator serves Bedrock's batch control plane on the runtime's port.
+        ("AWS_ENDPOINT_URL_BEDROCK", emulator_url.to_string()),
+        ("AWS_ENDPOINT_URL_S3", moto_url.to_string()),
         ("CACHE_TABLE_NAME", LOCAL_TABLE_NAME.to_string()),
+        ("BATCH_BUCKET", events::LOCAL_BATCH_BUCKET.to_string()),
+        ("BATCH_ROLE_ARN", LOCAL_BATCH_ROLE_ARN.to_string()),
+        // Locally a record that cannot fill a job waits seconds, not the deployed 15 minutes,
+        // before it runs on demand: the demo shows the whole path.
+        ("BATCH_MAX_WAIT_SECONDS", "20".to_string()),
         // The local stack runs as a deployer would: every model call admitted against its
         // quota, and the quotas read at cold start from (the emulator's) Service Quotas, which
         // serves the values the emulator enforces.
@@ -78,6 +94,8 @@ const SCRUBBED_ENV: &[&str] = &[
     "AWS_ENDPOINT_URL_SERVICE_QUOTAS",
     "AWS_ENDPOINT_URL_S3",
     "AWS_ENDPOINT_URL_EVENTBRIDGE",
+    "AWS_ENDPOINT_URL_BEDROCK",
+    "AWS_ENDPOINT_URL_SQS",
 ];
 
 pub fn scrub_aws_env(command: &mut Command) -> &mut Command {
@@ -111,6 +129,9 @@ pub struct Stack {
     /// The emulator's Service Quotas endpoint.
     pub service_quotas_url: Option<String>,
     pub lambda_port: Option<u16>,
+    /// The batch functions' queues, installed by [`Stack::create_batch_plumbing`].
+    pub batch_routes: Vec<events::Route>,
+    pump: Option<Pump>,
 }
 
 impl Stack {
@@ -122,6 +143,8 @@ impl Stack {
             emulator_url: None,
             service_quotas_url: None,
             lambda_port: None,
+            batch_routes: Vec::new(),
+            pump: None,
         }
     }
 
@@ -132,8 +155,10 @@ impl Stack {
         stack.start_moto()?;
         stack.create_cache_table()?;
         stack.create_budget_table()?;
+        stack.create_batch_plumbing()?;
         stack.start_emulator()?;
         stack.start_lambda()?;
+        stack.start_pump(None)?;
         Ok(stack)
     }
 
@@ -189,6 +214,45 @@ impl Stack {
         dynamo::create_table(moto, &create, ttl.as_ref())?;
         println!("stack: created table {LOCAL_BUDGET_TABLE_NAME} from template.yaml (BudgetTable)");
         Ok(())
+    }
+
+    /// The bucket, queues and EventBridge rules of the batch pipeline, from template.yaml.
+    pub fn create_batch_plumbing(&mut self) -> Result<()> {
+        let moto = self.moto_url.clone().ok_or("moto is not running")?;
+        let template = template::load_template(&paths::repo_root().join("template.yaml"))?;
+        events::create_bucket(&moto, events::LOCAL_BATCH_BUCKET)?;
+        let bindings = events::bindings(&template, &[("BatchBucket", events::LOCAL_BATCH_BUCKET)]);
+        self.batch_routes = events::install_rules(&moto, &template, &bindings, EVENT_FUNCTIONS)?;
+        let rules: usize = self.batch_routes.iter().map(|r| r.rules.len()).sum();
+        println!(
+            "stack: created bucket {} and {rules} EventBridge rules from template.yaml, each targeting an SQS queue",
+            events::LOCAL_BATCH_BUCKET
+        );
+        Ok(())
+    }
+
+    /// Starts handing queued events to the functions; `schedule_every` overrides the
+    /// template's schedules (the demo's planner cannot wait a minute per round).
+    pub fn start_pump(&mut self, schedule_every: Option<Duration>) -> Result<()> {
+        if let Some(mut pump) = self.pump.take() {
+            pump.stop();
+        }
+        let moto = self.moto_url.clone().ok_or("moto is not running")?;
+        let port = self.lambda_port.ok_or("cargo lambda watch is not running")?;
+        let log = paths::logs_dir().join("event-pump.log");
+        fs::create_dir_all(paths::logs_dir())?;
+        let pump = Pump::start(&moto, port, self.batch_routes.clone(), schedule_every, events::open_log(&log)?);
+        println!(
+            "stack: delivering EventBridge events from SQS to {} (log {})",
+            EVENT_FUNCTIONS.join(", "),
+            log.display()
+        );
+        self.pump = Some(pump);
+        Ok(())
+    }
+
+    pub fn pump_counts(&self) -> Option<&events::PumpCounts> {
+        self.pump.as_ref().map(|p| p.counts.as_ref())
     }
 
     pub fn start_emulator(&mut self) -> Result<String> {
@@ -315,6 +379,9 @@ impl Stack {
     }
 
     pub fn stop(&mut self) {
+        if let Some(mut pump) = self.pump.take() {
+            pump.stop();
+        }
         self.supervisor.shutdown();
     }
 }

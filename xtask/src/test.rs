@@ -183,6 +183,8 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps.run("start moto", || stack.start_moto().map(|_| StepOutcome::check(true)));
     steps.run("create cache table", || stack.create_cache_table().map(|()| StepOutcome::check(true)));
     steps.run("create budget table", || stack.create_budget_table().map(|()| StepOutcome::check(true)));
+    steps
+        .run("create batch bucket, queues, rules", || stack.create_batch_plumbing().map(|()| StepOutcome::check(true)));
     steps.run("start bedrock-emulator", || stack.start_emulator().map(|_| StepOutcome::check(true)));
     let mut env = match (&stack.moto_url, &stack.emulator_url) {
         (Some(moto), Some(emulator)) => stack::test_env(moto, emulator),
@@ -198,6 +200,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps.run("cfn-lint template.yaml", || cfn_lint(&root));
     steps.run("SAM transform + cfn-lint", || sam_transform_check(&root));
     steps.run("start cargo lambda watch", || stack.start_lambda().map(|_| StepOutcome::check(true)));
+    steps.run("start event pump", || stack.start_pump(None).map(|()| StepOutcome::check(true)));
     steps.run("events smoke check", || events_smoke(&root, stack.lambda_port));
     steps.run("fuzz http", || {
         let port = stack.lambda_port.ok_or("cargo lambda watch is not running")?;
