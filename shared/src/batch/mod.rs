@@ -1,9 +1,11 @@
-//! Batch inference, the completion side: a finished Bedrock batch job's output read back
-//! into results the caller can fetch and answers the online cache serves.
+//! Batch inference: deferred requests and dropped JSONL files grouped into Bedrock batch jobs
+//! (or run on demand when too few wait too long), and a finished job's output read back into
+//! results the caller can fetch and answers the online cache serves.
 //!
 //! - [`output`]: the `.jsonl.out` format, streamed one line at a time.
 //! - [`record`]: the record ID scheme and the records as submitted (tenant, model, request).
-//! - [`ports`]: what the completion needs from the outside, one capability each.
+//! - [`ports`]: what the submission and the completion need from the outside, one
+//!   capability each.
 //! - [`complete`]: the completion stage, from the job-state event to the job's summary.
 //! - [`pipeline`]: a job completed end to end (output files listed and streamed, retries
 //!   enqueued, results files written) and the reconciler of jobs whose event never came.
