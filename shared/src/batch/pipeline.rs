@@ -144,9 +144,18 @@ impl<P: PipelinePorts> BatchPipeline<P> {
 
     /// Completes the job of a state-change event once. A progress event completes the job
     /// when Bedrock says it has ended meanwhile (its own event may be late or lost), and
-    /// otherwise returns a [`JobOutcome::Running`] summary with nothing read or stored.
+    /// otherwise returns a [`JobOutcome::Running`] summary with nothing read or stored. A job
+    /// with no records here (not this gateway's) returns a `Failed` summary, nothing stored.
     pub async fn complete_job(&self, event: JobEvent) -> Result<JobSummary, BatchError> {
         if let Some(summary) = self.ports().jobs().finished(&event.job_id).await? {
+            return Ok(summary);
+        }
+        // The state-change rule sees every batch job of the account: one this gateway never
+        // planned has no records here, and its output is not read.
+        if self.ports().submissions().page(&event.job_id, None, 1).await?.is_empty() {
+            tracing::info!(job_id = event.job_id, "a batch job this gateway did not submit; ignored");
+            let mut summary = running(&event.job_id, event.status);
+            summary.outcome = JobOutcome::Failed { reason: format!("job {} has no records here", event.job_id) };
             return Ok(summary);
         }
         let description = self.ports().remote().describe(&event.job_arn).await?;

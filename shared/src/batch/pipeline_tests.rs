@@ -312,3 +312,28 @@ async fn a_rerun_after_a_crash_before_closing_the_job_does_not_enqueue_retries_t
     let status = f.ports.statuses.status(&retry.tenant, retry.record_id.request_id()).await.unwrap();
     assert!(matches!(status, Some(RequestStatus::InJob { record, .. }) if record.record_id.attempt() == 2));
 }
+
+#[tokio::test]
+async fn a_job_this_gateway_never_submitted_is_not_read_nor_recorded() {
+    let f = fixture(settings(3, 10));
+    let job = submitted(&f, &good_lines(3), 1).await;
+    let mut foreign = bedrock_runs(&f, &job, JobStatus::Completed, |_, _| Line::Answer);
+    foreign.job_id = "someone-elses-job".into();
+    let summary = pipeline(&f.ports).complete_job(foreign).await.unwrap();
+    assert!(matches!(summary.outcome, JobOutcome::Failed { ref reason } if reason.contains("no records")));
+    assert_eq!((f.ports.results.writes(), f.ports.jobs.writes()), (0, 0));
+}
+
+#[test]
+fn line_request_ids_lead_back_to_their_file() {
+    use super::results_file::{file_job_of, line_request_id};
+    let id = line_request_id("file-0123456789abcdef", 42);
+    assert_eq!(file_job_of(&id), Some("file-0123456789abcdef"));
+    for other in ["req-1", "file--3", "file-x-", "file-x-1a", "plain"] {
+        assert_eq!(file_job_of(other), None, "{other}");
+    }
+    let layout = ResultsLayout::default();
+    assert_eq!(layout.results_key("batch/drop/t/a.jsonl"), "batch/results/t/a.jsonl.results.jsonl");
+    assert!(layout.is_results_key("batch/drop/t/a.jsonl.results.jsonl"));
+    assert!(!layout.is_results_key("batch/drop/t/a.jsonl"));
+}
