@@ -54,7 +54,12 @@ impl Default for BatchSettings {
 pub enum JobOutcome {
     Completed,
     PartiallyCompleted,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
+    /// Not terminal yet: a progress event, nothing read and nothing stored. Never the outcome
+    /// of a summary the ledger holds.
+    Running,
 }
 
 /// A record that failed (for now or for good), for the summary's sample.
@@ -127,6 +132,9 @@ pub struct JobRun {
     /// The output file being read, named in malformed-line reports.
     file: String,
     summary: JobSummary,
+    /// The records no output line named are stored already (see
+    /// [`BatchCompletion::account_for_missing`]); finishing does not look for them again.
+    missing_accounted: bool,
 }
 
 impl JobRun {
@@ -190,7 +198,13 @@ impl<P: BatchPorts> BatchCompletion<P> {
             malformed: Vec::new(),
             retries: Vec::new(),
         };
-        Ok(Begin::Run(JobRun { event, run_id: unique_run_id(), file: String::new(), summary }))
+        Ok(Begin::Run(JobRun {
+            event,
+            run_id: unique_run_id(),
+            file: String::new(),
+            summary,
+            missing_accounted: false,
+        }))
     }
 
     /// Every outcome of the output file named `file`; a read error stops the run (run it
@@ -257,7 +271,9 @@ impl<P: BatchPorts> BatchCompletion<P> {
     /// summary (built from the same stored results) is returned.
     pub async fn finish(&self, run: JobRun) -> Result<JobSummary, BatchError> {
         let mut run = run;
-        self.account_for_missing(&mut run).await?;
+        if !run.missing_accounted {
+            self.account_for_missing(&mut run).await?;
+        }
         let JobRun { event, mut summary, .. } = run;
         summary.outcome = outcome_of(&event, &summary);
         match self.ports.jobs().finish(&summary).await? {
@@ -268,11 +284,14 @@ impl<P: BatchPorts> BatchCompletion<P> {
 
     /// Records the job had but no output line named (a failed, stopped or expired job, or
     /// lines Bedrock never wrote) fail as retryable, so that every record is accounted for.
-    async fn account_for_missing(&self, run: &mut JobRun) -> Result<(), BatchError> {
+    /// [`Self::finish`] does it when it was not done; doing it first, after the last file,
+    /// lets a caller act on the whole run's [`JobSummary::retries`] before the job is closed.
+    pub async fn account_for_missing(&self, run: &mut JobRun) -> Result<(), BatchError> {
         let mut after: Option<RecordId> = None;
         loop {
             let page = self.ports.submissions().page(&run.event.job_id, after.as_ref(), MISSING_PAGE).await?;
             let Some(last) = page.last() else {
+                run.missing_accounted = true;
                 return Ok(());
             };
             after = Some(last.record_id.clone());

@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use super::complete::JobSummary;
+use super::pipeline::PipelinePorts;
 use super::ports::{
-    BatchFiles, BatchJobs, CreateJob, FinishOutcome, JobDescription, JobLedger, JobPlan, JobPlans, OpenJob,
-    PendingRecords, PutOnce, RecordResult, RequestStatus, RequestStatuses, ResultStore, SubmittedRecords,
+    BatchFiles, BatchJobs, BatchPorts, CreateJob, FileIntake, FileIntakes, FinishOutcome, JobDescription, JobLedger,
+    JobPlan, JobPlans, OpenJob, PendingRecords, PutOnce, RecordResult, RequestStatus, RequestStatuses, ResultStore,
+    SubmittedRecords,
 };
 use super::record::{RecordId, SubmittedRecord};
+use super::submit::SubmissionPorts;
 use super::{BatchError, JobStatus};
 use crate::cache::Tenant;
 use crate::label::ErrorLabel;
@@ -147,9 +150,15 @@ impl ResultStore for MemoryResults {
 pub struct MemoryJobs {
     finished: Mutex<HashMap<String, JobSummary>>,
     writes: AtomicU64,
+    /// Finishes that fail before the next succeeds, as if the process died there.
+    failing_finishes: AtomicUsize,
 }
 
 impl MemoryJobs {
+    pub fn fail_next_finishes(&self, n: usize) {
+        self.failing_finishes.store(n, Ordering::SeqCst);
+    }
+
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
     }
@@ -161,6 +170,11 @@ impl JobLedger for MemoryJobs {
     }
 
     async fn finish(&self, summary: &JobSummary) -> Result<FinishOutcome, BatchError> {
+        let failing = self.failing_finishes.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.failing_finishes.store(failing - 1, Ordering::SeqCst);
+            return Err(BatchError::Store("injected failure".into()));
+        }
         let mut finished = locked(&self.finished);
         if let Some(stored) = finished.get(&summary.job_id) {
             return Ok(FinishOutcome::AlreadyFinished(Box::new(stored.clone())));
@@ -278,13 +292,15 @@ impl MemoryPlans {
         locked(&self.plans).values().map(|state| state.plan.clone()).collect()
     }
 
-    /// The job a record was planned into, if any.
-    fn job_of(&self, record_id: &RecordId) -> Option<(String, SubmittedRecord)> {
+    /// The latest attempt of a request planned into a job, and the job.
+    fn latest_in_jobs(&self, request_id: &str) -> Option<(String, SubmittedRecord)> {
         let plans = locked(&self.plans);
-        plans.keys().find_map(|name| {
-            let records = locked(&self.submissions.records);
-            records.get(&(name.clone(), record_id.clone())).map(|record| (name.clone(), record.clone()))
-        })
+        let records = locked(&self.submissions.records);
+        records
+            .iter()
+            .filter(|((job, id), _)| id.request_id() == request_id && plans.contains_key(job))
+            .max_by_key(|((_, id), _)| id.attempt())
+            .map(|((job, _), record)| (job.clone(), record.clone()))
     }
 }
 
@@ -336,24 +352,25 @@ pub struct MemoryStatuses {
 
 impl RequestStatuses for MemoryStatuses {
     async fn status(&self, tenant: &Tenant, request_id: &str) -> Result<Option<RequestStatus>, BatchError> {
+        // As the table's by-request index orders them: by attempt, then by stage (waiting,
+        // in a job, done), the greatest wins.
         let pending = self
             .pending
             .all()
             .into_iter()
             .filter(|r| r.record_id.request_id() == request_id)
-            .max_by_key(|r| r.record_id.attempt());
-        let result = self.results.latest(request_id).await?;
-        let pending_attempt = pending.as_ref().map_or(0, |r| r.record_id.attempt());
-        let status = match result {
-            Some(result) if result.record_id.attempt() >= pending_attempt => Some(RequestStatus::Done(result)),
-            _ => match pending {
-                Some(record) => match self.plans.job_of(&record.record_id) {
-                    Some((job_name, record)) => Some(RequestStatus::InJob { job_name, record }),
-                    None => Some(RequestStatus::Pending { record }),
-                },
-                None => None,
-            },
-        };
+            .max_by_key(|r| r.record_id.attempt())
+            .map(|record| ((record.record_id.attempt(), 1), RequestStatus::Pending { record }));
+        let in_job = self
+            .plans
+            .latest_in_jobs(request_id)
+            .map(|(job_name, record)| ((record.record_id.attempt(), 2), RequestStatus::InJob { job_name, record }));
+        let done = self
+            .results
+            .latest(request_id)
+            .await?
+            .map(|result| ((result.record_id.attempt(), 3), RequestStatus::Done(result)));
+        let status = [pending, in_job, done].into_iter().flatten().max_by_key(|(rank, _)| *rank).map(|(_, s)| s);
         let tenant_of = |status: &RequestStatus| match status {
             RequestStatus::Pending { record } | RequestStatus::InJob { record, .. } => record.tenant.clone(),
             RequestStatus::Done(result) => result.tenant.clone(),
@@ -366,9 +383,19 @@ impl RequestStatuses for MemoryStatuses {
 #[derive(Debug, Default)]
 pub struct MemoryFiles {
     objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Writes refused before the next succeeds, as a failing S3 would.
+    failing_writes: AtomicUsize,
 }
 
 impl MemoryFiles {
+    pub fn fail_next_writes(&self, n: usize) {
+        self.failing_writes.store(n, Ordering::SeqCst);
+    }
+
+    pub fn uris(&self) -> Vec<String> {
+        locked(&self.objects).keys().cloned().collect()
+    }
+
     pub fn put(&self, uri: &str, body: impl Into<Vec<u8>>) {
         locked(&self.objects).insert(uri.to_owned(), body.into());
     }
@@ -382,6 +409,16 @@ impl BatchFiles for MemoryFiles {
     type Reader = std::io::Cursor<Vec<u8>>;
 
     async fn write(&self, uri: &str, body: Vec<u8>) -> Result<(), BatchError> {
+        let failing = self.failing_writes.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.failing_writes.store(failing - 1, Ordering::SeqCst);
+            return Err(BatchError::Remote {
+                service: "s3",
+                operation: "PutObject",
+                label: ErrorLabel::Unavailable,
+                message: "injected failure".to_owned(),
+            });
+        }
         self.put(uri, body);
         Ok(())
     }
@@ -466,5 +503,172 @@ impl BatchJobs for MemoryBatchJobs {
             label: ErrorLabel::NotFound,
             message: format!("no job {job_arn}"),
         })
+    }
+}
+
+/// Dropped files' intakes, each recorded once.
+#[derive(Debug, Default)]
+pub struct MemoryIntakes {
+    intakes: Mutex<BTreeMap<String, FileIntake>>,
+}
+
+impl MemoryIntakes {
+    pub fn len(&self) -> usize {
+        locked(&self.intakes).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl FileIntakes for MemoryIntakes {
+    async fn record_intake(&self, intake: &FileIntake) -> Result<bool, BatchError> {
+        let mut intakes = locked(&self.intakes);
+        if intakes.contains_key(&intake.file_job) {
+            return Ok(false);
+        }
+        intakes.insert(intake.file_job.clone(), intake.clone());
+        Ok(true)
+    }
+
+    async fn intake(&self, file_job: &str) -> Result<Option<FileIntake>, BatchError> {
+        Ok(locked(&self.intakes).get(file_job).cloned())
+    }
+}
+
+/// Every batch fake, wired as the one table and the one bucket are: the plans write the
+/// submitted records the completion reads, the statuses read the pending records, plans and
+/// results. Implements the completion's, the pipeline's and the submission's bundles; the
+/// submission's on-demand fallback runs through a gateway over [`crate::testing::TestPorts`].
+#[derive(Debug, Clone)]
+pub struct MemoryPipelinePorts {
+    pub submissions: Arc<MemorySubmissions>,
+    pub results: Arc<MemoryResults>,
+    pub jobs: Arc<MemoryJobs>,
+    pub cache: Arc<crate::testing::InMemoryCacheStore>,
+    pub pending: Arc<MemoryPending>,
+    pub plans: Arc<MemoryPlans>,
+    pub statuses: MemoryStatuses,
+    pub intakes: Arc<MemoryIntakes>,
+    pub remote: Arc<MemoryBatchJobs>,
+    pub files: Arc<MemoryFiles>,
+}
+
+impl Default for MemoryPipelinePorts {
+    fn default() -> Self {
+        let submissions = Arc::new(MemorySubmissions::default());
+        let jobs = Arc::new(MemoryJobs::default());
+        let results = Arc::new(MemoryResults::default());
+        let pending = Arc::new(MemoryPending::default());
+        let plans = Arc::new(MemoryPlans::new(submissions.clone(), jobs.clone()));
+        let statuses = MemoryStatuses { pending: pending.clone(), plans: plans.clone(), results: results.clone() };
+        MemoryPipelinePorts {
+            submissions,
+            results,
+            jobs,
+            cache: Arc::default(),
+            pending,
+            plans,
+            statuses,
+            intakes: Arc::default(),
+            remote: Arc::default(),
+            files: Arc::default(),
+        }
+    }
+}
+
+impl BatchPorts for MemoryPipelinePorts {
+    type Submissions = MemorySubmissions;
+    type Results = MemoryResults;
+    type Jobs = MemoryJobs;
+    type Cache = crate::testing::InMemoryCacheStore;
+
+    fn submissions(&self) -> &MemorySubmissions {
+        &self.submissions
+    }
+
+    fn results(&self) -> &MemoryResults {
+        &self.results
+    }
+
+    fn jobs(&self) -> &MemoryJobs {
+        &self.jobs
+    }
+
+    fn cache(&self) -> &crate::testing::InMemoryCacheStore {
+        &self.cache
+    }
+}
+
+impl PipelinePorts for MemoryPipelinePorts {
+    type Pending = MemoryPending;
+    type Statuses = MemoryStatuses;
+    type Plans = MemoryPlans;
+    type Intakes = MemoryIntakes;
+    type Remote = MemoryBatchJobs;
+    type Files = MemoryFiles;
+
+    fn pending(&self) -> &MemoryPending {
+        &self.pending
+    }
+
+    fn statuses(&self) -> &MemoryStatuses {
+        &self.statuses
+    }
+
+    fn plans(&self) -> &MemoryPlans {
+        &self.plans
+    }
+
+    fn intakes(&self) -> &MemoryIntakes {
+        &self.intakes
+    }
+
+    fn remote(&self) -> &MemoryBatchJobs {
+        &self.remote
+    }
+
+    fn files(&self) -> &MemoryFiles {
+        &self.files
+    }
+}
+
+impl SubmissionPorts for MemoryPipelinePorts {
+    type Pending = MemoryPending;
+    type Plans = MemoryPlans;
+    type Submissions = MemorySubmissions;
+    type Results = MemoryResults;
+    type Intakes = MemoryIntakes;
+    type Remote = MemoryBatchJobs;
+    type Files = MemoryFiles;
+    type Online = crate::testing::TestPorts;
+
+    fn pending(&self) -> &MemoryPending {
+        &self.pending
+    }
+
+    fn plans(&self) -> &MemoryPlans {
+        &self.plans
+    }
+
+    fn submissions(&self) -> &MemorySubmissions {
+        &self.submissions
+    }
+
+    fn results(&self) -> &MemoryResults {
+        &self.results
+    }
+
+    fn intakes(&self) -> &MemoryIntakes {
+        &self.intakes
+    }
+
+    fn remote(&self) -> &MemoryBatchJobs {
+        &self.remote
+    }
+
+    fn files(&self) -> &MemoryFiles {
+        &self.files
     }
 }

@@ -1,10 +1,16 @@
-//! Batch inference, the completion side: a finished Bedrock batch job's output read back
-//! into results the caller can fetch and answers the online cache serves.
+//! Batch inference: deferred requests and dropped JSONL files grouped into Bedrock batch jobs
+//! (or run on demand when too few wait too long), and a finished job's output read back into
+//! results the caller can fetch and answers the online cache serves.
 //!
 //! - [`output`]: the `.jsonl.out` format, streamed one line at a time.
 //! - [`record`]: the record ID scheme and the records as submitted (tenant, model, request).
-//! - [`ports`]: what the completion needs from the outside, one capability each.
+//! - [`ports`]: what the submission and the completion need from the outside, one
+//!   capability each.
 //! - [`complete`]: the completion stage, from the job-state event to the job's summary.
+//! - [`pipeline`]: a job completed end to end (output files listed and streamed, retries
+//!   enqueued, results files written) and the reconciler of jobs whose event never came.
+//! - [`submit`]: dropped files taken in, jobs planned and submitted, the on-demand fallback.
+//! - [`results_file`]: a dropped file's results, one line per input record.
 //! - `memory`: in-memory fakes of the ports (tests, feature `testing`).
 //!
 //! Exactly once, without a lock: the result of a `(job, record)` is written with a
@@ -17,20 +23,30 @@ pub mod complete;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod output;
+pub mod pipeline;
 pub mod ports;
 pub mod record;
+pub mod results_file;
+pub mod submit;
 
+#[cfg(test)]
+mod pipeline_tests;
+#[cfg(test)]
+mod submit_tests;
 #[cfg(test)]
 mod tests;
 
 pub use complete::{BatchCompletion, BatchSettings, Begin, JobOutcome, JobRun, JobSummary};
 pub use output::{AsyncOutputReader, OutputReader, RecordError, RecordOutcome};
+pub use pipeline::{BatchPipeline, PipelinePorts, PipelineSettings, ReconcileReport};
 pub use ports::{
-    BatchFiles, BatchJobs, BatchPorts, CreateJob, FinishOutcome, JobDescription, JobLedger, JobPlan, JobPlans, OpenJob,
-    PendingRecords, PutOnce, RecordFailure, RecordResult, RequestStatus, RequestStatuses, ResultState, ResultStore,
-    SubmittedRecords,
+    BatchFiles, BatchJobs, BatchPorts, CreateJob, FileIntake, FileIntakes, FinishOutcome, JobDescription, JobLedger,
+    JobPlan, JobPlans, OpenJob, PendingRecords, PutOnce, RecordFailure, RecordResult, RequestStatus, RequestStatuses,
+    ResultState, ResultStore, SubmittedRecords,
 };
 pub use record::{RecordId, RecordSource, SubmittedRecord};
+pub use results_file::{ResultsFile, ResultsLayout};
+pub use submit::{BatchSubmission, IntakeReport, SubmissionPorts, SubmissionSettings, SubmitReport};
 
 use crate::label::ErrorLabel;
 

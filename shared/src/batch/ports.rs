@@ -258,3 +258,35 @@ pub trait BatchFiles: Send + Sync {
     /// The object's bytes as a stream, never held whole. `None` when there is no such object.
     fn open(&self, uri: &str) -> impl Future<Output = Result<Option<Self::Reader>, BatchError>> + Send;
 }
+
+// ---- Dropped files: what it takes to write a file's results once every line is final. ----
+
+/// A dropped JSONL file as the intake took it in. Its lines' request IDs are
+/// `<file_job>-<line>`, so the results writer derives every line's request from the file
+/// itself and needs nothing stored per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIntake {
+    /// `file-<16 hex>` of the bucket, key and object version: the pseudo job its bad lines'
+    /// results are stored under, and the prefix of its lines' request IDs.
+    pub file_job: String,
+    pub bucket: String,
+    pub key: String,
+    /// The object's version ID, else its ETag: what the request IDs were derived from.
+    pub version: Option<String>,
+    /// Lines carrying a record (blank lines carry none): a results writer that reads another
+    /// count from the object is reading another object, and writes nothing.
+    pub records: u64,
+    /// Set when the whole file was refused (empty, too large, unreadable): no line of it runs.
+    pub refused: Option<String>,
+    pub tenant: Tenant,
+    pub taken_at: SystemTime,
+}
+
+/// The dropped files taken in, by their `file_job`.
+pub trait FileIntakes: Send + Sync {
+    /// Records the intake unless one for `intake.file_job` is recorded already (a conditional
+    /// write, the intake's commit point): `true` when this call recorded it.
+    fn record_intake(&self, intake: &FileIntake) -> impl Future<Output = Result<bool, BatchError>> + Send;
+
+    fn intake(&self, file_job: &str) -> impl Future<Output = Result<Option<FileIntake>, BatchError>> + Send;
+}
