@@ -29,6 +29,11 @@ pub struct Price {
     pub cache_read: f64,
     #[serde(default)]
     pub cache_write_5m: f64,
+    /// Bedrock batch inference's rates (half the on-demand ones for Claude).
+    #[serde(default)]
+    pub batch_input: f64,
+    #[serde(default)]
+    pub batch_output: f64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
@@ -67,11 +72,21 @@ impl Catalog {
     }
 
     pub fn cost_usd(&self, served_model_id: &str, usage: &Usage) -> Option<f64> {
+        self.priced(served_model_id, usage, false)
+    }
+
+    /// The same call at batch rates.
+    pub fn batch_cost_usd(&self, served_model_id: &str, usage: &Usage) -> Option<f64> {
+        self.priced(served_model_id, usage, true)
+    }
+
+    fn priced(&self, served_model_id: &str, usage: &Usage, batch: bool) -> Option<f64> {
         let (model, global) = self.resolve(served_model_id)?;
         let price = &model.price;
+        let (input, output) = if batch { (price.batch_input, price.batch_output) } else { (price.input, price.output) };
         let tokens = |n: u64| n as f64;
-        let list = (tokens(usage.input_tokens) * price.input
-            + tokens(usage.output_tokens) * price.output
+        let list = (tokens(usage.input_tokens) * input
+            + tokens(usage.output_tokens) * output
             + tokens(usage.cache_read_input_tokens.unwrap_or(0)) * price.cache_read
             + tokens(usage.cache_write_input_tokens.unwrap_or(0)) * price.cache_write_5m)
             / 1e6;
@@ -151,6 +166,16 @@ batch_output = 7.5
         let cost = catalog.cost_usd("global.anthropic.claude-sonnet-4-5-20250929-v1:0", &u).unwrap();
         let expected = (10.0 * 3.0 + 20.0 * 15.0 + 1_000.0 * 0.3 + 2_000.0 * 3.75) / 1e6;
         assert!(costs_match(cost, expected));
+    }
+
+    #[test]
+    fn batch_rates_are_the_batch_columns_with_the_same_premium() {
+        let catalog = Catalog::parse(FIXTURE).unwrap();
+        let u = usage(1_000, 200);
+        let batch = catalog.batch_cost_usd("anthropic.claude-haiku-4-5-20251001-v1:0", &u).unwrap();
+        assert!(costs_match(batch, (1_000.0 * 0.5 + 200.0 * 2.5) / 1e6 * 1.1));
+        let on_demand = catalog.cost_usd("anthropic.claude-haiku-4-5-20251001-v1:0", &u).unwrap();
+        assert!(costs_match(batch * 2.0, on_demand));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod aws;
 mod bench_quota;
 mod catalog;
 mod demo;
+mod demo_batch;
 mod dynamo;
 mod estimate;
 mod eval;

@@ -29,6 +29,8 @@ pub const SUBMISSION_FUNCTION_NAME: &str = "batch-submission";
 pub const COMPLETION_FUNCTION_NAME: &str = "batch-completion";
 pub const EVENT_FUNCTIONS: &[&str] = &[SUBMISSION_FUNCTION_NAME, COMPLETION_FUNCTION_NAME];
 /// The role Bedrock would assume for the local jobs; the emulator checks its shape only.
+/// The tenant dropped files run as locally: their answers are cached for it.
+pub const LOCAL_FILE_TENANT: &str = "batch-files";
 pub const LOCAL_BATCH_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/bedrock-gateway-batch-local";
 pub const EMULATOR_TEST_CONFIG: &str = "tests/emulator-test.toml";
 
@@ -47,6 +49,7 @@ pub fn function_env(moto_url: &str, emulator_url: &str, service_quotas_url: &str
         ("CACHE_TABLE_NAME", LOCAL_TABLE_NAME.to_string()),
         ("BATCH_BUCKET", events::LOCAL_BATCH_BUCKET.to_string()),
         ("BATCH_ROLE_ARN", LOCAL_BATCH_ROLE_ARN.to_string()),
+        ("BATCH_FILE_TENANT", LOCAL_FILE_TENANT.to_string()),
         // Locally a record that cannot fill a job waits seconds, not the deployed 15 minutes,
         // before it runs on demand: the demo shows the whole path.
         ("BATCH_MAX_WAIT_SECONDS", "20".to_string()),

@@ -203,6 +203,9 @@ async fn partial_failures_are_retried_in_later_jobs_then_fail_for_good() {
     assert_eq!(written[2]["error"]["label"], ErrorLabel::Throttled.as_str());
     assert_eq!(written[2]["error"]["code"], 429);
     assert_eq!(written[1]["error"]["code"], 400);
+    let attempts: Vec<_> = written.iter().map(|l| l["attempts"].as_u64().unwrap()).collect();
+    assert_eq!(attempts, [1, 1, 3], "the throttled record was tried in three jobs");
+    assert!(written[0]["onDemandCostUsd"].as_f64().unwrap() > written[0]["costUsd"].as_f64().unwrap());
 }
 
 #[tokio::test]

@@ -177,6 +177,8 @@ struct ResultLine<'a> {
     record_id: Option<&'a str>,
     request_id: &'a str,
     status: &'static str,
+    /// Jobs (or on-demand runs) the record took, the first included: above 1, it was retried.
+    attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     model_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,6 +188,9 @@ struct ResultLine<'a> {
     /// `batch` or `on_demand`: which price the cost is at.
     #[serde(skip_serializing_if = "Option::is_none")]
     pricing: Option<&'static str>,
+    /// What the same answer costs on demand: the saving is this less `cost_usd`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_demand_cost_usd: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorView<'a>>,
 }
@@ -253,10 +258,12 @@ where
             record_id: caller_id.as_deref(),
             request_id: &request_id,
             status: "",
+            attempts: result.record_id.attempt(),
             model_id,
             output: None,
             cost_usd: None,
             pricing: None,
+            on_demand_cost_usd: None,
             error: None,
         };
         let entry = match &result.state {
@@ -266,7 +273,14 @@ where
                     Some(cost) => (Some(*cost), Some("batch")),
                     None => (*on_demand_cost_usd, on_demand_cost_usd.map(|_| "on_demand")),
                 };
-                ResultLine { status: "answered", output: Some(response), cost_usd, pricing, ..base }
+                ResultLine {
+                    status: "answered",
+                    output: Some(response),
+                    cost_usd,
+                    pricing,
+                    on_demand_cost_usd: *on_demand_cost_usd,
+                    ..base
+                }
             }
             ResultState::Failed { failure } => ResultLine {
                 status: "failed",
