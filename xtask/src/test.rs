@@ -349,14 +349,22 @@ fn sam_transform_check(root: &Path) -> Result<StepOutcome> {
     Ok(StepOutcome::check(all_passed))
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One event of `events/manifest.json` and what its function must answer: an HTTP status
+/// (and cache header) for API Gateway events; for other events, fields of the JSON answer
+/// (by JSON pointer) or the `errorType` of the function error.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SmokeCase {
     pub function: String,
     pub event: PathBuf,
-    pub expect_status: u16,
+    #[serde(default)]
+    pub expect_status: Option<u16>,
     #[serde(default)]
     pub expect_cache: Option<String>,
+    #[serde(default)]
+    pub expect_fields: std::collections::BTreeMap<String, Value>,
+    #[serde(default)]
+    pub expect_error_type: Option<String>,
 }
 
 fn events_smoke(root: &Path, lambda_port: Option<u16>) -> Result<StepOutcome> {
@@ -393,6 +401,14 @@ fn invoke_case(root: &Path, port: u16, case: &SmokeCase) -> Result<String> {
         .env("PATH", tools::path_with(&[tools::CARGO_LAMBDA.bin_dir()]));
     let (status, lines) = run_captured(&mut command, false)?;
     let output = lines.join("\n");
+    if let Some(expected) = &case.expect_error_type {
+        // A function error makes `cargo lambda invoke` fail and print the error's type.
+        return if !status.success() && output.contains(expected.as_str()) {
+            Ok(format!("function error {expected}"))
+        } else {
+            Err(format!("expected a function error {expected}; got ({status}): {output}").into())
+        };
+    }
     if !status.success() {
         return Err(format!("cargo lambda invoke exited with {status}: {output}").into());
     }
@@ -408,11 +424,19 @@ pub fn extract_json(output: &str) -> Option<Value> {
 }
 
 pub fn check_response(response: &Value, case: &SmokeCase) -> Result<String> {
+    for (pointer, expected) in &case.expect_fields {
+        let found = response.pointer(pointer);
+        if found != Some(expected) {
+            return Err(format!("{pointer} is {found:?}, expected {expected}; answer {response}").into());
+        }
+    }
+    let Some(expect_status) = case.expect_status else {
+        return Ok(case.expect_fields.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", "));
+    };
     let status = response.get("statusCode").and_then(Value::as_u64);
-    if status != Some(u64::from(case.expect_status)) {
+    if status != Some(u64::from(expect_status)) {
         return Err(format!(
-            "statusCode {status:?}, expected {}; body {}",
-            case.expect_status,
+            "statusCode {status:?}, expected {expect_status}; body {}",
             response.get("body").unwrap_or(&Value::Null)
         )
         .into());
@@ -424,8 +448,8 @@ pub fn check_response(response: &Value, case: &SmokeCase) -> Result<String> {
         return Err(format!("x-cache {cache:?}, expected {expected}").into());
     }
     Ok(match cache {
-        Some(cache) => format!("{}, x-cache {cache}", case.expect_status),
-        None => case.expect_status.to_string(),
+        Some(cache) => format!("{expect_status}, x-cache {cache}"),
+        None => expect_status.to_string(),
     })
 }
 
@@ -588,8 +612,9 @@ mod tests {
         let case = SmokeCase {
             function: "invoke-with-cache".into(),
             event: "events/x.json".into(),
-            expect_status: 200,
+            expect_status: Some(200),
             expect_cache: Some("HIT".into()),
+            ..SmokeCase::default()
         };
         let hit = json!({"statusCode": 200, "headers": {"X-Cache": "HIT"}, "body": "{}"});
         assert!(check_response(&hit, &case).is_ok());
@@ -599,6 +624,19 @@ mod tests {
         assert!(check_response(&multi, &case).is_ok());
         let error = json!({"statusCode": 400, "body": "{\"error\":{}}"});
         assert!(check_response(&error, &case).is_err());
+    }
+
+    #[test]
+    fn event_answers_are_checked_by_their_fields() {
+        let case = SmokeCase {
+            function: "batch-completion".into(),
+            event: "events/x.json".into(),
+            expect_fields: [("/outcome".to_owned(), json!("completed"))].into(),
+            ..SmokeCase::default()
+        };
+        assert!(check_response(&json!({"outcome": "completed", "answered": 3}), &case).is_ok());
+        assert!(check_response(&json!({"outcome": "failed"}), &case).is_err());
+        assert!(check_response(&json!({}), &case).is_err());
     }
 
     #[test]
@@ -630,8 +668,15 @@ mod tests {
         assert!(!cases.is_empty());
         for case in cases {
             let event: Value = serde_json::from_str(&std::fs::read_to_string(root.join(&case.event)).unwrap()).unwrap();
-            assert_eq!(event["version"], "2.0", "{}", case.event.display());
-            assert!(event["requestContext"]["http"]["method"].is_string());
+            let expectations =
+                [case.expect_status.is_some(), !case.expect_fields.is_empty(), case.expect_error_type.is_some()];
+            assert!(expectations.iter().any(|e| *e), "{}: expects nothing", case.event.display());
+            if case.expect_status.is_some() {
+                assert_eq!(event["version"], "2.0", "{}", case.event.display());
+                assert!(event["requestContext"]["http"]["method"].is_string());
+            } else {
+                assert!(event["detail-type"].is_string(), "{}: not an EventBridge event", case.event.display());
+            }
         }
     }
 }
