@@ -5,6 +5,8 @@
 //! - [`record`]: the record ID scheme and the records as submitted (tenant, model, request).
 //! - [`ports`]: what the completion needs from the outside, one capability each.
 //! - [`complete`]: the completion stage, from the job-state event to the job's summary.
+//! - [`defer`]: deferrable HTTP requests, queued for a job unless the cache answers them.
+//! - [`config`]: the pipeline's deployer settings.
 //! - `memory`: in-memory fakes of the ports (tests, feature `testing`).
 //!
 //! Exactly once, without a lock: the result of a `(job, record)` is written with a
@@ -14,6 +16,8 @@
 //! event after it finds the job finished.
 
 pub mod complete;
+pub mod config;
+pub mod defer;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod output;
