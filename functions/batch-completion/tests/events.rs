@@ -17,6 +17,9 @@ const JOB: &str = "gw-20261202141500-3f9a0c7d21be";
 const JOB_ARN: &str = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/k2m4p6r8t0v1";
 const MODEL_ARN: &str = "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0";
 
+/// Builds the failure a fake returns (a `BatchError` cannot be cloned).
+type MakeError = fn() -> BatchError;
+
 /// The completion as the pipeline behaves from outside: a job's first completion decides its
 /// summary, a duplicate gets the same one back.
 #[derive(Debug, Default)]
@@ -25,7 +28,7 @@ struct FakeCompletion {
     finished: Mutex<HashMap<String, JobSummary>>,
     reconciled: Mutex<Vec<SystemTime>>,
     /// The failure the next call returns.
-    failure: Mutex<Option<fn() -> BatchError>>,
+    failure: Mutex<Option<MakeError>>,
 }
 
 #[derive(Debug)]
@@ -42,7 +45,7 @@ impl Summary for Reconciled {
 }
 
 impl FakeCompletion {
-    fn fail_next(&self, failure: fn() -> BatchError) {
+    fn fail_next(&self, failure: MakeError) {
         *self.failure.lock().unwrap() = Some(failure);
     }
 
@@ -197,7 +200,7 @@ async fn the_schedule_runs_the_reconciler_at_the_events_time() {
 #[tokio::test]
 async fn use_case_failures_are_diagnostics_named_by_their_label() {
     let h = handler();
-    let cases: [(fn() -> BatchError, &str); 4] = [
+    let cases: [(MakeError, &str); 4] = [
         (|| BatchError::Throttled("slow down".into()), "throttled"),
         (|| BatchError::Corrupt("bad doc".into()), "corrupt"),
         (|| BatchError::Timeout("no answer".into()), "timeout"),
