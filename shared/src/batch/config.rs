@@ -4,11 +4,11 @@
 //! |---|---|---|
 //! | `BATCH_TABLE_NAME` | required | DynamoDB table of pending records, jobs, results (keys `pk`, `sk`) |
 //! | `BATCH_BUCKET` | required | S3 bucket of dropped files, job inputs and outputs |
-//! | `BATCH_INPUT_PREFIX` | `batch/drop/` | where dropped JSONL files are picked up; ends with `/`, outside `batch/input/` and `batch/output/` |
+//! | `BATCH_INPUT_PREFIX` | `batch/drop/` | where dropped JSONL files are picked up; ends with `/`, outside `batch/input/`, `batch/output/` and `batch/results/` |
 //! | `BATCH_ROLE_ARN` | required to submit | the service role Bedrock assumes to read a job's input and write its output |
 //! | `BATCH_MIN_RECORDS` | 100 | fewest records a job is submitted with (Bedrock's minimum for most models) |
-//! | `BATCH_MAX_RECORDS` | 50000 | most records in one job (Bedrock's per-file limit) |
-//! | `BATCH_MAX_WAIT_SECONDS` | 3600 | longest a record waits for a job to fill before it is answered on demand |
+//! | `BATCH_MAX_RECORDS` | 10000 | most records in one job (at most 50000, Bedrock's per-file limit) |
+//! | `BATCH_MAX_WAIT_SECONDS` | 900 | longest a record waits for a job to fill before it is answered on demand |
 //! | `BATCH_MAX_ATTEMPTS` | 3 | attempts a record gets in all, the first included (1 to 10) |
 //!
 //! invoke-with-cache needs only the table: without `BATCH_TABLE_NAME` it answers deferrable
@@ -21,13 +21,18 @@ use super::complete::BatchSettings;
 use crate::cache::CacheSettings;
 use crate::config::{ConfigError, Env};
 
-/// Where the submission writes job inputs, and Bedrock the outputs. A drop prefix that
-/// overlapped either would take the pipeline's own files for new work.
+/// Where the submission writes job inputs, Bedrock the outputs, the pipeline the results
+/// files. A drop prefix that overlapped one would take the pipeline's own files for new work.
 pub const JOB_INPUT_PREFIX: &str = "batch/input/";
 pub const JOB_OUTPUT_PREFIX: &str = "batch/output/";
+/// Where the results file of a dropped file is written.
+pub const RESULTS_PREFIX: &str = "batch/results/";
 
 /// Bedrock's limit on records per input file, and the most a job here may hold.
 pub const MAX_RECORDS_PER_JOB: u64 = 50_000;
+
+/// Jobs small enough to finish well within Bedrock's 24-hour window, as the submission plans them.
+const DEFAULT_MAX_RECORDS: u64 = 10_000;
 
 const MAX_ATTEMPTS_LIMIT: u32 = 10;
 
@@ -91,7 +96,7 @@ impl BatchConfig {
             ));
         }
         let min_records: u64 = env.parsed("BATCH_MIN_RECORDS", 100)?;
-        let max_records: u64 = env.parsed("BATCH_MAX_RECORDS", MAX_RECORDS_PER_JOB)?;
+        let max_records: u64 = env.parsed("BATCH_MAX_RECORDS", DEFAULT_MAX_RECORDS)?;
         if min_records == 0 {
             return Err(invalid("BATCH_MIN_RECORDS", "0", "must be at least 1"));
         }
@@ -104,7 +109,7 @@ impl BatchConfig {
                 ),
             });
         }
-        let max_wait_seconds: u64 = env.parsed("BATCH_MAX_WAIT_SECONDS", 3_600)?;
+        let max_wait_seconds: u64 = env.parsed("BATCH_MAX_WAIT_SECONDS", 900)?;
         if max_wait_seconds == 0 {
             return Err(invalid("BATCH_MAX_WAIT_SECONDS", "0", "must be at least 1"));
         }
@@ -233,8 +238,8 @@ mod tests {
     fn defaults_need_the_table_and_the_bucket() {
         let c = config(&[]).unwrap();
         assert_eq!(c.input_prefix, "batch/drop/");
-        assert_eq!((c.min_records, c.max_records, c.max_attempts), (100, 50_000, 3));
-        assert_eq!(c.max_wait, Duration::from_secs(3_600));
+        assert_eq!((c.min_records, c.max_records, c.max_attempts), (100, 10_000, 3));
+        assert_eq!(c.max_wait, Duration::from_secs(900));
         assert!(matches!(c.submission_role(), Err(ConfigError::Missing("BATCH_ROLE_ARN"))));
         assert!(matches!(BatchConfig::from_lookup(|_| None), Err(ConfigError::Missing("BATCH_TABLE_NAME"))));
         let only_table = |n: &str| (n == "BATCH_TABLE_NAME").then(|| "t-1".to_owned());
@@ -268,6 +273,7 @@ mod tests {
             ("BATCH_INPUT_PREFIX", "drop"),
             ("BATCH_INPUT_PREFIX", "batch/"),
             ("BATCH_INPUT_PREFIX", "batch/output/x/"),
+            ("BATCH_INPUT_PREFIX", "batch/results/"),
             ("BATCH_ROLE_ARN", "batch-role"),
             ("BATCH_MIN_RECORDS", "0"),
             ("BATCH_MIN_RECORDS", "many"),
