@@ -490,14 +490,15 @@ impl AdmissionConfig {
     }
 }
 
-struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+/// The environment as every configuration reads it: trimmed, empty meaning unset.
+pub(crate) struct Env<'a>(pub(crate) &'a dyn Fn(&str) -> Option<String>);
 
 impl Env<'_> {
-    fn get(&self, name: &str) -> Option<String> {
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
         (self.0)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
 
-    fn parsed<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    pub(crate) fn parsed<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
@@ -511,7 +512,7 @@ impl Env<'_> {
 
     /// A timeout in milliseconds. Zero is refused: it would fail every call rather than
     /// disable the limit.
-    fn millis(&self, name: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
+    pub(crate) fn millis(&self, name: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
         match self.parsed(name, default_ms)? {
             0 => Err(ConfigError::Invalid { name, value: "0".into(), reason: "must be at least 1 ms".into() }),
             ms => Ok(Duration::from_millis(ms)),

@@ -56,8 +56,11 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The headers the gateway reads: a repeat would make "which one wins" an accident of the
 /// proxy in front, so every one of them may appear once.
 fn is_gateway_header(name: &str) -> bool {
-    name == TENANT_HEADER || name.starts_with("x-cache-") || name.starts_with("x-route-")
+    name == TENANT_HEADER || name == DEFER_HEADER || name.starts_with("x-cache-") || name.starts_with("x-route-")
 }
+
+/// `x-defer: true` lets a Converse request wait for a batch job (see invoke-with-cache).
+pub const DEFER_HEADER: &str = "x-defer";
 
 /// Every gateway header appears at most once, and with a visible-ASCII value (`x-tenant-id`
 /// is left to the core's tenant rule, which reports it in its own words).
@@ -114,12 +117,12 @@ pub fn authentication(request: &Request) -> Authentication<'_> {
 /// status once, so that every function answers them alike.
 #[derive(Debug, thiserror::Error)]
 pub enum BoundaryError {
-    /// The path, as the caller sent it.
-    #[error("no route for `{path}`; the API serves POST {route}")]
-    NotFound { path: String, route: &'static str },
+    /// The path, as the caller sent it; `serves` lists the endpoints.
+    #[error("no route for `{path}`; the API serves {serves}")]
+    NotFound { path: String, serves: String },
     /// The method, as the caller sent it.
-    #[error("method {method} is not allowed on {route}; use POST")]
-    MethodNotAllowed { method: String, route: &'static str },
+    #[error("method {method} is not allowed on {route}; use {allow}")]
+    MethodNotAllowed { method: String, route: &'static str, allow: HttpMethod },
     /// A malformed body, or an invalid field or gateway header.
     #[error(transparent)]
     Request(#[from] RequestError),
@@ -175,7 +178,8 @@ impl BoundaryError {
     /// Headers the answer must carry: `allow` on a wrong method.
     pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
         match self {
-            BoundaryError::MethodNotAllowed { .. } => &[("allow", "POST")],
+            BoundaryError::MethodNotAllowed { allow: HttpMethod::Post, .. } => &[("allow", "POST")],
+            BoundaryError::MethodNotAllowed { allow: HttpMethod::Get, .. } => &[("allow", "GET")],
             BoundaryError::NotFound { .. }
             | BoundaryError::Request(_)
             | BoundaryError::Identity(_)
@@ -203,17 +207,95 @@ pub fn route_path(request: &Request) -> &str {
     }
 }
 
-/// The one route guard: `POST` on exactly `route` (after the stage), nothing that merely ends
-/// with it.
-pub fn check_route(request: &Request, route: &'static str) -> Result<(), BoundaryError> {
+/// The methods the gateway's endpoints answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Post,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+        }
+    }
+
+    fn matches(self, method: &lambda_http::http::Method) -> bool {
+        match self {
+            HttpMethod::Get => method == lambda_http::http::Method::GET,
+            HttpMethod::Post => method == lambda_http::http::Method::POST,
+        }
+    }
+}
+
+impl std::fmt::Display for HttpMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One endpoint: a method and a path whose last segment may be a parameter (`/v1/requests/{id}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: HttpMethod,
+    pub path: &'static str,
+}
+
+impl Route {
+    pub const fn post(path: &'static str) -> Route {
+        Route { method: HttpMethod::Post, path }
+    }
+
+    pub const fn get(path: &'static str) -> Route {
+        Route { method: HttpMethod::Get, path }
+    }
+
+    /// For a path of this route, the parameter's value (`None` when the route has none).
+    /// A parameter is one whole, non-empty segment: `/v1/requests/` and `/v1/requests/a/b`
+    /// are not requests' paths.
+    fn parameter<'p>(&self, path: &'p str) -> Option<Option<&'p str>> {
+        let Some(prefix) = self.path.rfind("/{").filter(|_| self.path.ends_with('}')).map(|at| &self.path[..=at])
+        else {
+            return (path == self.path).then_some(None);
+        };
+        let value = path.strip_prefix(prefix)?;
+        (!value.is_empty() && !value.contains('/')).then_some(Some(value))
+    }
+}
+
+/// The route a request was for, and its parameter's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched<'r> {
+    /// The route's position in the list given to [`select_route`].
+    pub index: usize,
+    pub parameter: Option<&'r str>,
+}
+
+/// The one route guard: exactly one of `routes`' paths (after the stage) with its method,
+/// nothing that merely ends with one.
+pub fn select_route<'r>(request: &'r Request, routes: &[Route]) -> Result<Matched<'r>, BoundaryError> {
     let path = route_path(request);
-    if path != route {
-        return Err(BoundaryError::NotFound { path: path.to_owned(), route });
+    let Some((index, route, parameter)) =
+        routes.iter().enumerate().find_map(|(index, route)| route.parameter(path).map(|p| (index, route, p)))
+    else {
+        let serves = routes.iter().map(|r| format!("{} {}", r.method, r.path)).collect::<Vec<_>>().join(", ");
+        return Err(BoundaryError::NotFound { path: path.to_owned(), serves });
+    };
+    if !route.method.matches(request.method()) {
+        return Err(BoundaryError::MethodNotAllowed {
+            method: request.method().to_string(),
+            route: route.path,
+            allow: route.method,
+        });
     }
-    if request.method() != lambda_http::http::Method::POST {
-        return Err(BoundaryError::MethodNotAllowed { method: request.method().to_string(), route });
-    }
-    Ok(())
+    Ok(Matched { index, parameter })
+}
+
+/// `POST` on exactly `route` (after the stage).
+pub fn check_route(request: &Request, route: &'static str) -> Result<(), BoundaryError> {
+    select_route(request, &[Route::post(route)]).map(|_| ())
 }
 
 /// API Gateway's request ID, or empty outside API Gateway.

@@ -1,6 +1,8 @@
 //! The one place where failures become HTTP statuses.
 
 use gateway_core::admission::Limit;
+use gateway_core::batch::BatchError;
+use gateway_core::batch::defer::DeferError;
 use gateway_core::identity::IdentityError;
 use gateway_core::label::ErrorLabel;
 use gateway_core::ports::InvokeError;
@@ -17,6 +19,21 @@ pub enum ApiError {
     Boundary(#[from] BoundaryError),
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// `GET /v1/requests/{id}` for an ID this caller never received (or another tenant's).
+    #[error("no deferred request `{0}` is known for this caller")]
+    UnknownRequest(String),
+    /// The batch table failed to queue a deferred request or to say where one stands.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+impl From<DeferError> for ApiError {
+    fn from(e: DeferError) -> Self {
+        match e {
+            DeferError::Gateway(e) => ApiError::Gateway(e),
+            DeferError::Enqueue(e) => ApiError::Batch(e),
+        }
+    }
 }
 
 impl From<RequestError> for ApiError {
@@ -42,6 +59,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Boundary(e) => e.status(),
+            ApiError::UnknownRequest(_) => StatusCode::NOT_FOUND,
+            // The batch table is AWS's: never the caller's fault.
+            ApiError::Batch(e) => match e {
+                BatchError::Throttled(_) => StatusCode::SERVICE_UNAVAILABLE,
+                BatchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                BatchError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                BatchError::Store(_) | BatchError::Read { .. } | BatchError::Remote { .. } => StatusCode::BAD_GATEWAY,
+            },
             ApiError::Gateway(GatewayError::InvalidRequest(_) | GatewayError::UnknownModel(_)) => {
                 StatusCode::BAD_REQUEST
             }
@@ -73,12 +98,15 @@ impl ApiError {
         match self {
             ApiError::Boundary(e) => e.label(),
             ApiError::Gateway(e) => e.label(),
+            ApiError::UnknownRequest(_) => ErrorLabel::NotFound,
+            ApiError::Batch(e) => e.label(),
         }
     }
 
     fn field(&self) -> Option<&str> {
         match self {
             ApiError::Boundary(e) => e.field(),
+            ApiError::UnknownRequest(_) | ApiError::Batch(_) => None,
             ApiError::Gateway(GatewayError::InvalidRequest(e)) => e.field(),
             ApiError::Gateway(GatewayError::UnknownModel(_)) => Some("modelId"),
             ApiError::Gateway(
@@ -93,8 +121,10 @@ impl ApiError {
     /// Label for the error metric; `None` for requests that never reached the use case.
     pub fn metric_label(&self) -> Option<ErrorLabel> {
         match self {
+            // A status lookup invokes nothing: an unknown ID is no invocation error.
             ApiError::Boundary(e) if !e.reached_endpoint() => None,
-            ApiError::Boundary(_) | ApiError::Gateway(_) => Some(self.label()),
+            ApiError::UnknownRequest(_) => None,
+            ApiError::Boundary(_) | ApiError::Gateway(_) | ApiError::Batch(_) => Some(self.label()),
         }
     }
 
@@ -104,6 +134,7 @@ impl ApiError {
         let mut headers: Vec<(&'static str, &str)> = Vec::new();
         match &self {
             ApiError::Boundary(e) => headers.extend_from_slice(e.headers()),
+            ApiError::UnknownRequest(_) | ApiError::Batch(_) => {}
             ApiError::Gateway(e) => {
                 if let GatewayError::FallbackExhausted { hops, .. }
                 | GatewayError::DeadlineExceeded { hops, .. }

@@ -1,38 +1,70 @@
-//! invoke-with-cache: `POST /v1/converse` over API Gateway HTTP API (payload v2).
+//! invoke-with-cache: `POST /v1/converse` and `GET /v1/requests/{id}` over API Gateway HTTP
+//! API (payload v2).
 //!
-//! This crate only translates: HTTP request → [`ConverseCall`], [`Answer`] or error → HTTP
-//! response. Every rule (tenants, model resolution, cache policy, pricing) lives in
-//! `gateway-core`; the handler only extracts the authorizer's claims and the raw headers.
+//! This crate only translates: HTTP request → [`ConverseCall`], [`Answer`], deferral or
+//! error → HTTP response. Every rule (tenants, model resolution, cache policy, pricing,
+//! what may be deferred) lives in `gateway-core`; the handler only extracts the authorizer's
+//! claims and the raw headers.
+//!
+//! `x-defer: true` on a Converse request lets it wait for a batch job at the batch price:
+//! a cache HIT is still answered at once, anything else is validated as online and answered
+//! `202 Accepted` with the request's status URL, which `GET /v1/requests/{id}` serves.
 
 mod error;
 
-use gateway_core::cache::CacheOptions;
+use std::time::SystemTime;
+
+use gateway_core::batch::defer::{DeferPorts, Deferral, NoBatchTable, StatusReport};
+use gateway_core::batch::{RequestStatuses, SubmittedRecord};
+use gateway_core::cache::{CacheOptions, Tenant};
 use gateway_core::metrics::InvocationMetrics;
 use gateway_core::ports::Ports;
-use gateway_core::request::ConverseRequest;
+use gateway_core::request::{ConverseRequest, RequestError};
 use gateway_core::routing::RouteOverrides;
 use gateway_core::service::{Answer, ConverseCall, Gateway};
-use http_support::{header, json_response, request_id};
-use lambda_http::http::StatusCode;
+use http_support::{DEFER_HEADER, Route, header, json_response, request_id};
+use lambda_http::http::{HeaderMap, StatusCode};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 
 pub use http_support::init_tracing;
 
 pub use error::ApiError;
 
-const ROUTE: &str = "/v1/converse";
+const CONVERSE: Route = Route::post("/v1/converse");
+const REQUEST_STATUS: Route = Route::get("/v1/requests/{id}");
+const ROUTES: [Route; 2] = [CONVERSE, REQUEST_STATUS];
+/// Where a request's status is served, under the stage the caller used.
+const STATUS_PATH: &str = "/v1/requests/";
 const METRICS_NAMESPACE: &str = "BedrockGateway";
 const FUNCTION_NAME: &str = "invoke-with-cache";
 
+/// The handler, generic over the gateway's ports and the batch table's. Without a batch
+/// table (`B` left at [`NoBatchTable`]) a deferrable request is a 400 and every request ID
+/// is unknown.
 #[derive(Debug)]
-pub struct Handler<P> {
+pub struct Handler<P, B = NoBatchTable> {
     gateway: Gateway<P>,
+    batch: Option<B>,
     log_request_bodies: bool,
+}
+
+/// What a served request answers.
+enum Reply {
+    Answer(Box<Answer>),
+    Deferred { record: Box<SubmittedRecord>, status_url: String },
+    Status(Box<StatusReport>),
 }
 
 impl<P: Ports> Handler<P> {
     pub fn new(gateway: Gateway<P>) -> Self {
-        Handler { gateway, log_request_bodies: false }
+        Handler { gateway, batch: None, log_request_bodies: false }
+    }
+}
+
+impl<P: Ports, B: DeferPorts> Handler<P, B> {
+    /// Defers `x-defer: true` requests into `batch` and serves their statuses from it.
+    pub fn with_batch<T: DeferPorts>(self, batch: T) -> Handler<P, T> {
+        Handler { gateway: self.gateway, batch: Some(batch), log_request_bodies: self.log_request_bodies }
     }
 
     /// Logs every request body at debug level (`LOG_REQUEST_BODIES`), and says so now.
@@ -47,10 +79,22 @@ impl<P: Ports> Handler<P> {
     pub async fn handle(&self, request: Request) -> Result<Response<Body>, Error> {
         let request_id = request_id(&request);
         http_support::log_body(self.log_request_bodies, &request, &request_id);
-        let response = match self.converse(&request).await {
-            Ok(answer) => {
+        let response = match self.serve(&request).await {
+            Ok(Reply::Answer(answer)) => {
                 emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()));
                 success(&answer)
+            }
+            Ok(Reply::Deferred { record, status_url }) => {
+                tracing::info!(
+                    request_id,
+                    deferred_id = record.record_id.request_id(),
+                    model = record.model_id.as_str(),
+                    "request deferred to a batch job"
+                );
+                accepted(&record, &status_url)
+            }
+            Ok(Reply::Status(report)) => {
+                json_response(StatusCode::OK, &serde_json::to_value(&*report).unwrap_or_default(), &[])
             }
             Err(error) => {
                 if let Some(label) = error.metric_label() {
@@ -74,8 +118,8 @@ impl<P: Ports> Handler<P> {
         Ok(response)
     }
 
-    async fn converse(&self, request: &Request) -> Result<Answer, ApiError> {
-        http_support::check_route(request, ROUTE)?;
+    async fn serve(&self, request: &Request) -> Result<Reply, ApiError> {
+        let matched = http_support::select_route(request, &ROUTES)?;
         let headers = request.headers();
         http_support::check_gateway_headers(headers)?;
         let tenant = self
@@ -83,6 +127,13 @@ impl<P: Ports> Handler<P> {
             .settings()
             .tenants
             .tenant(http_support::authentication(request), http_support::tenant_header(headers))?;
+        match (ROUTES[matched.index], matched.parameter) {
+            (REQUEST_STATUS, id) => self.status(&tenant, id.unwrap_or_default()).await.map(Reply::Status),
+            _ => self.converse(request, headers, tenant).await,
+        }
+    }
+
+    async fn converse(&self, request: &Request, headers: &HeaderMap, tenant: Tenant) -> Result<Reply, ApiError> {
         let call = ConverseCall {
             request: ConverseRequest::from_json(request.body().as_ref())?,
             tenant,
@@ -94,8 +145,63 @@ impl<P: Ports> Handler<P> {
             routing: RouteOverrides::from_headers(|name| header(headers, name))?,
             deadline: self.gateway.settings().budgets.deadline(request.lambda_context_ref().map(|c| c.deadline())),
         };
-        Ok(self.gateway.converse(call).await?)
+        if !deferrable(headers)? {
+            return Ok(Reply::Answer(Box::new(self.gateway.converse(call).await?)));
+        }
+        let batch = self.batch.as_ref().ok_or_else(|| {
+            RequestError::invalid(
+                DEFER_HEADER,
+                "this deployment has no batch table, so requests cannot be deferred; send it without x-defer",
+            )
+        })?;
+        match self.gateway.defer(call, batch.pending(), SystemTime::now()).await? {
+            Deferral::Answered(answer) => Ok(Reply::Answer(answer)),
+            Deferral::Enqueued(record) => {
+                let status_url = status_url(request, record.record_id.request_id());
+                Ok(Reply::Deferred { record, status_url })
+            }
+        }
     }
+
+    async fn status(&self, tenant: &Tenant, id: &str) -> Result<Box<StatusReport>, ApiError> {
+        let unknown = || ApiError::UnknownRequest(id.to_owned());
+        // Nothing this gateway issued looks otherwise; no need to ask the table.
+        if id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(unknown());
+        }
+        let batch = self.batch.as_ref().ok_or_else(unknown)?;
+        match batch.statuses().status(tenant, id).await? {
+            Some(status) => Ok(Box::new(StatusReport::new(status))),
+            None => Err(unknown()),
+        }
+    }
+}
+
+/// `x-defer`: `true` or `false` (the default).
+fn deferrable(headers: &HeaderMap) -> Result<bool, RequestError> {
+    match header(headers, DEFER_HEADER) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(RequestError::invalid(DEFER_HEADER, "must be true or false")),
+    }
+}
+
+/// `/v1/requests/<id>` under the stage the request came through, so that a caller behind a
+/// named stage can follow it as it is.
+fn status_url(request: &Request, id: &str) -> String {
+    let stage = request.raw_http_path().strip_suffix(http_support::route_path(request)).unwrap_or("");
+    format!("{stage}{STATUS_PATH}{id}")
+}
+
+fn accepted(record: &SubmittedRecord, status_url: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "requestId": record.record_id.request_id(),
+        "status": "pending",
+        "statusUrl": status_url,
+        "modelId": record.model_id,
+        "attempt": record.record_id.attempt(),
+    });
+    json_response(StatusCode::ACCEPTED, &body, &[("location", status_url)])
 }
 
 fn success(answer: &Answer) -> Response<Body> {

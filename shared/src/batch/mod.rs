@@ -11,6 +11,8 @@
 //!   enqueued, results files written) and the reconciler of jobs whose event never came.
 //! - [`submit`]: dropped files taken in, jobs planned and submitted, the on-demand fallback.
 //! - [`results_file`]: a dropped file's results, one line per input record.
+//! - [`defer`]: deferrable HTTP requests, queued for a job unless the cache answers them.
+//! - [`config`]: the pipeline's deployer settings.
 //! - `memory`: in-memory fakes of the ports (tests, feature `testing`).
 //!
 //! Exactly once, without a lock: the result of a `(job, record)` is written with a
@@ -20,6 +22,8 @@
 //! event after it finds the job finished.
 
 pub mod complete;
+pub mod config;
+pub mod defer;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod output;

@@ -165,17 +165,11 @@ impl<P: Ports> Gateway<P> {
     /// `report` and end in a miss: the request is served from Bedrock.
     pub(super) async fn lookup(&self, prepared: &Prepared, report: &mut CacheReport) -> Lookup {
         let (key, decision, deadline) = (&prepared.key, prepared.decision, prepared.deadline);
+        if let Some((entry, read_at)) = self.read(prepared, report).await {
+            return Lookup::Found { entry, read_at };
+        }
         if !decision.read {
             return Lookup::Missed { claim: None };
-        }
-        let now = SystemTime::now();
-        match self.cache_get(key, now, deadline).await {
-            Ok(Some(entry)) => return Lookup::Found { entry: Box::new(entry), read_at: now },
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, kind = %e.label(), "cache read failed; serving from Bedrock");
-                report.error = Some(format!("read failed ({}): {e}", e.label()));
-            }
         }
         // Only a request that will store its answer may make others wait for it.
         let Some(max_wait) = self.settings.claim_wait.filter(|_| decision.write && report.error.is_none()) else {
@@ -223,6 +217,29 @@ impl<P: Ports> Gateway<P> {
                 Ok(None) if waiting.elapsed() >= max_wait => return ClaimWait::GaveUp,
                 Ok(None) => {}
                 Err(e) => return ClaimWait::Failed(e),
+            }
+        }
+    }
+
+    /// The read alone, for a request that may read: a live entry and when it was read. A
+    /// failure is recorded in `report` and ends in a miss. A deferred request stops here: it
+    /// calls no model now, so it must not claim the key others would wait on.
+    pub(crate) async fn read(
+        &self,
+        prepared: &Prepared,
+        report: &mut CacheReport,
+    ) -> Option<(Box<CacheEntry>, SystemTime)> {
+        if !prepared.decision.read {
+            return None;
+        }
+        let now = SystemTime::now();
+        match self.cache_get(&prepared.key, now, prepared.deadline).await {
+            Ok(Some(entry)) => Some((Box::new(entry), now)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, kind = %e.label(), "cache read failed; serving from Bedrock");
+                report.error = Some(format!("read failed ({}): {e}", e.label()));
+                None
             }
         }
     }

@@ -60,7 +60,8 @@ use crate::singleflight::SingleFlight;
 
 use call::Served;
 use lookup::{FlightKey, Lookup};
-use prepare::Prepared;
+// The batch layer's deferral runs the same preparation and read as a request answered now.
+pub(crate) use prepare::Prepared;
 use store::Reply;
 
 /// The `modelId` that asks the gateway to choose the tier.
@@ -407,7 +408,13 @@ impl<P: Ports> Gateway<P> {
 
 impl Prepared {
     /// A hit costs nothing and saves what the stored call cost; its age counts from `now`.
-    fn into_hit(self, entry: CacheEntry, hops: Vec<Hop>, mut report: CacheReport, now: SystemTime) -> Answer {
+    pub(crate) fn into_hit(
+        self,
+        entry: CacheEntry,
+        hops: Vec<Hop>,
+        mut report: CacheReport,
+        now: SystemTime,
+    ) -> Answer {
         report.result = CacheResult::Hit;
         report.saved_usd = Some(entry.cost_usd);
         report.age_seconds = now.duration_since(entry.created_at).ok().map(|d| d.as_secs());

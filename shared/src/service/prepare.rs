@@ -17,13 +17,13 @@ use super::{AUTO_MODEL, CacheReport, CacheResult, ConverseCall, Gateway, Gateway
 
 /// A planned model call.
 #[derive(Debug, Clone)]
-pub(super) struct Attempt {
+pub(crate) struct Attempt {
     pub(super) invoke_id: String,
     /// The model the cache key names: the base model ID, or the prompt router's ARN.
-    pub(super) key_model: String,
+    pub(crate) key_model: String,
     /// The Bedrock quota this call spends; a spill to another profile or tier spends another.
     /// `None` for a prompt router, whose model (and so quota) Bedrock picks during the call.
-    pub(super) quota: Option<QuotaKey>,
+    pub(crate) quota: Option<QuotaKey>,
     pub(super) tier: Option<Tier>,
     pub(super) max_output: Option<(u32, String)>,
 }
@@ -46,19 +46,19 @@ impl Attempt {
 
 /// A request ready for the cache and the models: what it asks, who asks, and the plan.
 #[derive(Debug)]
-pub(super) struct Prepared {
-    pub(super) request: ConverseRequest,
-    pub(super) tenant: Tenant,
+pub(crate) struct Prepared {
+    pub(crate) request: ConverseRequest,
+    pub(crate) tenant: Tenant,
     /// The `modelId` as the caller gave it.
-    pub(super) requested_model: String,
-    pub(super) routing: Option<RouteDecision>,
+    pub(crate) requested_model: String,
+    pub(crate) routing: Option<RouteDecision>,
     /// The fallback chain in order; never empty, the first is what the caller or router chose.
-    pub(super) attempts: Vec<Attempt>,
+    pub(crate) attempts: Vec<Attempt>,
     /// The key of the first attempt's model.
-    pub(super) key: CacheKey,
-    pub(super) decision: CacheDecision,
-    pub(super) started: Instant,
-    pub(super) deadline: Deadline,
+    pub(crate) key: CacheKey,
+    pub(crate) decision: CacheDecision,
+    pub(crate) started: Instant,
+    pub(crate) deadline: Deadline,
 }
 
 impl Prepared {
@@ -75,7 +75,7 @@ impl Prepared {
     }
 
     /// The cache report before any lookup: a miss if the request may read, else a bypass.
-    pub(super) fn cache_report(&self) -> CacheReport {
+    pub(crate) fn cache_report(&self) -> CacheReport {
         CacheReport {
             result: if self.decision.read { CacheResult::Miss } else { CacheResult::Bypass },
             key: Some(self.key.to_hex()),
@@ -102,7 +102,7 @@ impl Prepared {
 impl<P: Ports> Gateway<P> {
     /// Resolution (or routing), the plan, the cache key and the cache decision, in the order
     /// their errors take precedence.
-    pub(super) fn prepare(&self, call: ConverseCall, started: Instant) -> Result<Prepared, GatewayError> {
+    pub(crate) fn prepare(&self, call: ConverseCall, started: Instant) -> Result<Prepared, GatewayError> {
         let ConverseCall { mut request, tenant, cache: options, routing: overrides, deadline } = call;
         let requested_model =
             crate::request::requested_model(request.model_id.take(), self.settings.default_model.as_deref())?;
