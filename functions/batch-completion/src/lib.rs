@@ -14,6 +14,7 @@ use std::future::Future;
 use std::time::SystemTime;
 
 use event_support::{Envelope, EventError, SCHEDULED_EVENT, SCHEDULER_SOURCE};
+use gateway_core::batch::pipeline::{BatchPipeline, PipelinePorts, ReconcileReport};
 use gateway_core::batch::{BatchError, JobEvent, JobOutcome, JobStatus, JobSummary};
 use gateway_core::config::ConfigError;
 use gateway_core::label::ErrorLabel;
@@ -184,8 +185,6 @@ impl From<CompletionError> for Diagnostic {
 pub enum StartupError {
     #[error("batch configuration is invalid: {0}")]
     Config(#[from] ConfigError),
-    #[error("the completion use case is not wired to the batch table `{table}` and AWS yet")]
-    NotWired { table: String },
 }
 
 #[derive(Debug)]
@@ -233,5 +232,23 @@ impl<C: Completion> Handler<C> {
             Trigger::Job(job) => Ok(self.completion.complete(job).await?.summary()),
             Trigger::Reconcile(now) => Ok(self.completion.reconcile(now).await?.summary()),
         }
+    }
+}
+
+impl<P: PipelinePorts> Completion for BatchPipeline<P> {
+    type Reconciled = ReconcileReport;
+
+    async fn complete(&self, event: JobEvent) -> Result<JobSummary, BatchError> {
+        self.complete_job(event).await
+    }
+
+    async fn reconcile(&self, now: SystemTime) -> Result<ReconcileReport, BatchError> {
+        BatchPipeline::reconcile(self, now).await
+    }
+}
+
+impl Summary for ReconcileReport {
+    fn summary(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
     }
 }

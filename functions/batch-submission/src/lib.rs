@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use event_support::{Envelope, EventError, SCHEDULED_EVENT, SCHEDULER_SOURCE};
 use gateway_core::batch::config::{BatchConfig, NotAnInput};
+use gateway_core::batch::submit::{BatchSubmission, IntakeReport, SubmissionPorts, SubmitReport};
 use gateway_core::batch::{BatchError, DroppedFile};
 use gateway_core::config::ConfigError;
 use gateway_core::label::ErrorLabel;
@@ -168,8 +169,6 @@ impl From<SubmissionError> for Diagnostic {
 pub enum StartupError {
     #[error("batch configuration is invalid: {0}")]
     Config(#[from] ConfigError),
-    #[error("the submission use case is not wired to the batch table `{table}` and AWS yet")]
-    NotWired { table: String },
 }
 
 #[derive(Debug)]
@@ -218,5 +217,30 @@ impl<S: Submission> Handler<S> {
             Trigger::Intake(file) => Ok(self.submission.intake_file(file).await?.summary()),
             Trigger::Submit(now) => Ok(self.submission.plan_and_submit(now).await?.summary()),
         }
+    }
+}
+
+impl<P: SubmissionPorts> Submission for BatchSubmission<P> {
+    type Intake = IntakeReport;
+    type Submitted = SubmitReport;
+
+    async fn intake_file(&self, file: DroppedFile) -> Result<IntakeReport, BatchError> {
+        BatchSubmission::intake_file(self, file).await
+    }
+
+    async fn plan_and_submit(&self, now: SystemTime) -> Result<SubmitReport, BatchError> {
+        BatchSubmission::plan_and_submit(self, now).await
+    }
+}
+
+impl Summary for IntakeReport {
+    fn summary(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+impl Summary for SubmitReport {
+    fn summary(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
     }
 }

@@ -1,13 +1,13 @@
-use batch_submission::{StartupError, init_tracing};
+use batch_submission::{Handler, StartupError, init_tracing};
+use gateway_core::adapters::batch::aws_batch_submission;
 use gateway_core::batch::config::BatchConfig;
-use lambda_runtime::Error;
+use gateway_core::config::GatewayConfig;
+use lambda_runtime::{Error, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let config = BatchConfig::from_env().map_err(StartupError::from)?;
-    config.submission_role().map_err(StartupError::from)?;
-    // The submission use case over the batch table, S3 and Bedrock is wired at the merge
-    // (`BatchPipeline` implements `Submission`); until then a cold start stops here, loudly.
-    Err(StartupError::NotWired { table: config.table }.into())
+    let (config, batch) = (GatewayConfig::from_env()?, BatchConfig::from_env().map_err(StartupError::from)?);
+    let handler = Handler::new(aws_batch_submission(&config, &batch).await?, batch);
+    run(service_fn(|event| handler.handle(event))).await
 }

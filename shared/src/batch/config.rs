@@ -10,6 +10,7 @@
 //! | `BATCH_MAX_RECORDS` | 10000 | most records in one job (at most 50000, Bedrock's per-file limit) |
 //! | `BATCH_MAX_WAIT_SECONDS` | 900 | longest a record waits for a job to fill before it is answered on demand |
 //! | `BATCH_MAX_ATTEMPTS` | 3 | attempts a record gets in all, the first included (1 to 10) |
+//! | `BATCH_FILE_TENANT` | `batch-files` | the tenant dropped files run as: their answers are cached for it, as if it had sent them with `x-tenant-id` |
 //!
 //! invoke-with-cache needs only the table: without `BATCH_TABLE_NAME` it answers deferrable
 //! requests with a 400 ([`deferral_table`]).
@@ -18,8 +19,12 @@ use std::time::Duration;
 
 use super::DroppedFile;
 use super::complete::BatchSettings;
-use crate::cache::CacheSettings;
+use super::pipeline::PipelineSettings;
+use super::results_file::ResultsLayout;
+use super::submit::SubmissionSettings;
+use crate::cache::{CacheSettings, Tenant};
 use crate::config::{ConfigError, Env};
+use crate::identity::Identity;
 
 /// Where the submission writes job inputs, Bedrock the outputs, the pipeline the results
 /// files. A drop prefix that overlapped one would take the pipeline's own files for new work.
@@ -36,6 +41,8 @@ const DEFAULT_MAX_RECORDS: u64 = 10_000;
 
 const MAX_ATTEMPTS_LIMIT: u32 = 10;
 
+const DEFAULT_FILE_TENANT: &str = "batch-files";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchConfig {
     pub table: String,
@@ -48,6 +55,8 @@ pub struct BatchConfig {
     pub max_records: u64,
     pub max_wait: Duration,
     pub max_attempts: u32,
+    /// Files carry no caller identity; their records are this tenant's.
+    pub file_tenant: String,
 }
 
 /// Why a dropped object is not work for the pipeline. S3 event rules can be broad (a whole
@@ -121,6 +130,10 @@ impl BatchConfig {
                 reason: format!("must be 1 to {MAX_ATTEMPTS_LIMIT}"),
             });
         }
+        let file_tenant = env.get("BATCH_FILE_TENANT").unwrap_or_else(|| DEFAULT_FILE_TENANT.to_owned());
+        if file_tenant.trim().is_empty() || file_tenant.len() > 128 {
+            return Err(invalid("BATCH_FILE_TENANT", &file_tenant, "must be 1 to 128 characters"));
+        }
         Ok(BatchConfig {
             table,
             bucket,
@@ -130,6 +143,7 @@ impl BatchConfig {
             max_records,
             max_wait: Duration::from_secs(max_wait_seconds),
             max_attempts,
+            file_tenant,
         })
     }
 
@@ -141,6 +155,33 @@ impl BatchConfig {
     /// The completion's settings: the attempts here, the cache policy the online path uses.
     pub fn completion_settings(&self, cache: CacheSettings) -> BatchSettings {
         BatchSettings { max_attempts: self.max_attempts, cache }
+    }
+
+    fn layout(&self) -> ResultsLayout {
+        ResultsLayout { input_prefix: self.input_prefix.clone(), results_prefix: RESULTS_PREFIX.to_owned() }
+    }
+
+    /// The submission's settings: these values over the pipeline's defaults.
+    pub fn submission_settings(&self) -> Result<SubmissionSettings, ConfigError> {
+        let tenant = Tenant::from(Identity::TrustedHeader { tenant: self.file_tenant.clone() });
+        let mut settings = SubmissionSettings::new(self.bucket.clone(), self.submission_role()?, tenant);
+        settings.job_input_prefix = JOB_INPUT_PREFIX.to_owned();
+        settings.job_output_prefix = JOB_OUTPUT_PREFIX.to_owned();
+        settings.layout = self.layout();
+        settings.min_records = usize::try_from(self.min_records).unwrap_or(usize::MAX);
+        settings.max_records = usize::try_from(self.max_records).unwrap_or(usize::MAX);
+        settings.max_wait = self.max_wait;
+        settings.max_attempts = self.max_attempts;
+        Ok(settings)
+    }
+
+    /// The completion's pipeline settings, with the online cache policy.
+    pub fn pipeline_settings(&self, cache: CacheSettings) -> PipelineSettings {
+        PipelineSettings {
+            completion: self.completion_settings(cache),
+            layout: self.layout(),
+            ..PipelineSettings::default()
+        }
     }
 
     /// Whether a dropped object is a file to take in: in the batch bucket, under the input
@@ -261,6 +302,11 @@ mod tests {
         assert_eq!((c.input_prefix.as_str(), c.min_records, c.max_records), ("in/", 10, 10));
         assert_eq!((c.max_wait, c.max_attempts), (Duration::from_secs(60), 1));
         assert_eq!(c.completion_settings(CacheSettings::default()).max_attempts, 1);
+        let submission = c.submission_settings().unwrap();
+        assert_eq!((submission.min_records, submission.max_records, submission.max_attempts), (10, 10, 1));
+        assert_eq!((submission.layout.input_prefix.as_str(), submission.max_wait), ("in/", Duration::from_secs(60)));
+        assert_eq!(submission.file_tenant, Tenant::new("batch-files"), "files run as a trusted-header tenant");
+        assert_eq!(c.pipeline_settings(CacheSettings::default()).layout.input_prefix, "in/");
     }
 
     #[test]
