@@ -319,15 +319,18 @@ impl DynamoBatchStore {
         let mut start = after.map(|sk| key(pk.to_owned(), sk));
         while items.len() < limit {
             let page = (limit - items.len()).min(QUERY_PAGE);
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
+            let query = self.client.query().table_name(&self.table).expression_attribute_names("#pk", PK);
+            // DynamoDB refuses an empty string even as a prefix: no prefix is no sort key condition.
+            let query = if prefix.is_empty() {
+                query.key_condition_expression("#pk = :pk")
+            } else {
+                query
+                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                    .expression_attribute_names("#sk", SK)
+                    .expression_attribute_values(":prefix", s(prefix))
+            };
+            let output = query
                 .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":prefix", s(prefix))
                 .consistent_read(true)
                 .limit(i32::try_from(page).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start.take())
