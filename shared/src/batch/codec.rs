@@ -221,6 +221,10 @@ pub fn decode_record(doc: &str) -> Result<SubmittedRecord, String> {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per result, built and consumed at once; the answer is borrowed when writing"
+)]
 enum StoredState<'a> {
     Answered {
         response: Cow<'a, ConverseResponse>,
