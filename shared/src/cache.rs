@@ -41,6 +41,12 @@ impl Tenant {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A tenant read back from a store that wrote [`Tenant::as_str`]: the encoding is
+    /// already an identity's, so it is taken as it is.
+    pub fn from_stored(encoded: String) -> Self {
+        Tenant(encoded)
+    }
 }
 
 impl From<Identity> for Tenant {

@@ -64,6 +64,11 @@ impl ErrorLabel {
         ErrorLabel::Corrupt,
     ];
 
+    /// The label spelled `text` by [`ErrorLabel::as_str`]; `None` for any other text.
+    pub fn parse(text: &str) -> Option<ErrorLabel> {
+        ErrorLabel::ALL.into_iter().find(|label| label.as_str() == text)
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorLabel::MalformedJson => "malformed_json",
@@ -117,5 +122,14 @@ mod tests {
             );
         }
         assert_eq!(seen.len(), ErrorLabel::ALL.len());
+    }
+
+    #[test]
+    fn every_label_parses_back_from_its_spelling_and_nothing_else_does() {
+        for label in ErrorLabel::ALL {
+            assert_eq!(ErrorLabel::parse(label.as_str()), Some(label));
+            assert_eq!(ErrorLabel::parse(&label.as_str().to_uppercase()), None);
+        }
+        assert_eq!(ErrorLabel::parse(""), None);
     }
 }

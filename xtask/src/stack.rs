@@ -13,6 +13,7 @@ use crate::{dynamo, http, paths, template, tools};
 
 pub const LOCAL_TABLE_NAME: &str = "bedrock-gateway-cache-local";
 pub const LOCAL_BUDGET_TABLE_NAME: &str = "bedrock-gateway-budget-local";
+pub const LOCAL_BATCH_TABLE_NAME: &str = "bedrock-gateway-batch-local";
 pub const FUNCTION_NAME: &str = "invoke-with-cache";
 /// The routing-decision function (`POST /v1/route`); it needs no table and no Bedrock.
 pub const ROUTER_FUNCTION_NAME: &str = "router";
@@ -58,6 +59,7 @@ pub fn function_env(moto_url: &str, emulator_url: &str, service_quotas_url: &str
         // serves the values the emulator enforces.
         ("ADMISSION", "on".to_string()),
         ("ADMISSION_TABLE_NAME", LOCAL_BUDGET_TABLE_NAME.to_string()),
+        ("BATCH_TABLE_NAME", LOCAL_BATCH_TABLE_NAME.to_string()),
         ("QUOTA_SOURCE", "service-quotas".to_string()),
         ("AWS_ENDPOINT_URL_SERVICE_QUOTAS", service_quotas_url.to_string()),
         // The same reason as the cache budget below: moto is slow at moments.
@@ -158,6 +160,7 @@ impl Stack {
         stack.start_moto()?;
         stack.create_cache_table()?;
         stack.create_budget_table()?;
+        stack.create_batch_table()?;
         stack.create_batch_plumbing()?;
         stack.start_emulator()?;
         stack.start_lambda()?;
@@ -256,6 +259,18 @@ impl Stack {
 
     pub fn pump_counts(&self) -> Option<&events::PumpCounts> {
         self.pump.as_ref().map(|p| p.counts.as_ref())
+    }
+
+    /// The batch pipeline's table, with its indexes, from the same template resource.
+    pub fn create_batch_table(&self) -> Result<()> {
+        let moto = self.moto_url.as_deref().ok_or("moto is not running")?;
+        let template = template::load_template(&paths::repo_root().join("template.yaml"))?;
+        let properties = template::table_properties(&template, template::BATCH_TABLE_LOGICAL_ID)?;
+        let create = template::create_table_request(properties, LOCAL_BATCH_TABLE_NAME)?;
+        let ttl = template::update_ttl_request(properties, LOCAL_BATCH_TABLE_NAME)?;
+        dynamo::create_table(moto, &create, ttl.as_ref())?;
+        println!("stack: created table {LOCAL_BATCH_TABLE_NAME} from template.yaml (BatchTable)");
+        Ok(())
     }
 
     pub fn start_emulator(&mut self) -> Result<String> {
@@ -453,6 +468,7 @@ mod tests {
         assert_eq!(get("AWS_ENDPOINT_URL_SERVICE_QUOTAS"), Some("http://127.0.0.1:3"));
         assert_eq!((get("ADMISSION"), get("QUOTA_SOURCE")), (Some("on"), Some("service-quotas")));
         assert_eq!(get("CACHE_TABLE_NAME"), Some(LOCAL_TABLE_NAME));
+        assert_eq!(get("BATCH_TABLE_NAME"), Some(LOCAL_BATCH_TABLE_NAME));
         assert_eq!(get("TRUST_TENANT_HEADER"), Some("true"));
         assert!(env_file_contents(&env).contains("AWS_REGION=us-east-1\n"));
     }

@@ -11,6 +11,8 @@ use crate::Result;
 pub const CACHE_TABLE_LOGICAL_ID: &str = "CacheTable";
 /// The quota leases of admission.
 pub const BUDGET_TABLE_LOGICAL_ID: &str = "BudgetTable";
+/// The batch pipeline's pending requests, jobs and results.
+pub const BATCH_TABLE_LOGICAL_ID: &str = "BatchTable";
 
 /// Parses a CloudFormation YAML document into JSON, turning short-form intrinsics
 /// (`!Ref X`, `!GetAtt A.B`, `!Sub ...`) into their long form, as CloudFormation does.
@@ -113,10 +115,33 @@ pub fn create_table_request(properties: &Map<String, Value>, table_name: &str) -
         request.insert("ProvisionedThroughput".into(), literal("ProvisionedThroughput", throughput)?.clone());
     }
     request.insert("BillingMode".into(), json!(billing_mode));
+    if let Some(indexes) = properties.get("GlobalSecondaryIndexes") {
+        request.insert("GlobalSecondaryIndexes".into(), global_secondary_indexes(indexes, &billing_mode)?);
+    }
     if let Some(sse) = properties.get("SSESpecification") {
         request.insert("SSESpecification".into(), sse_specification(sse)?);
     }
     Ok(Value::Object(request))
+}
+
+/// CloudFormation's index shape is the API's; on a provisioned table each index needs its
+/// own throughput, as the API does.
+fn global_secondary_indexes(indexes: &Value, billing_mode: &str) -> Result<Value> {
+    let indexes =
+        literal("GlobalSecondaryIndexes", indexes)?.as_array().ok_or("GlobalSecondaryIndexes is not a list")?;
+    for index in indexes {
+        let index = index.as_object().ok_or("a GlobalSecondaryIndexes entry is not a mapping")?;
+        let name = index.get("IndexName").and_then(Value::as_str).ok_or("a global secondary index has no IndexName")?;
+        for key in ["KeySchema", "Projection"] {
+            if !index.contains_key(key) {
+                return Err(format!("global secondary index {name} has no {key}").into());
+            }
+        }
+        if billing_mode == "PROVISIONED" && !index.contains_key("ProvisionedThroughput") {
+            return Err(format!("global secondary index {name} needs ProvisionedThroughput").into());
+        }
+    }
+    Ok(Value::Array(indexes.clone()))
 }
 
 fn sse_specification(sse: &Value) -> Result<Value> {
@@ -276,6 +301,54 @@ Resources:
         });
         let error = create_table_request(with_ref.as_object().unwrap(), "t").unwrap_err();
         assert!(error.to_string().contains("intrinsic"));
+    }
+
+    #[test]
+    fn global_secondary_indexes_pass_through_and_need_their_keys() {
+        let properties = json!({
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+            "BillingMode": "PAY_PER_REQUEST",
+            "GlobalSecondaryIndexes": [{
+                "IndexName": "by-x",
+                "KeySchema": [{"AttributeName": "x", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }],
+        });
+        let request = create_table_request(properties.as_object().unwrap(), "t").unwrap();
+        assert_eq!(request["GlobalSecondaryIndexes"], properties["GlobalSecondaryIndexes"]);
+
+        let mut without_projection = properties.clone();
+        without_projection["GlobalSecondaryIndexes"][0].as_object_mut().unwrap().remove("Projection");
+        let error = create_table_request(without_projection.as_object().unwrap(), "t").unwrap_err();
+        assert!(error.to_string().contains("by-x has no Projection"), "{error}");
+    }
+
+    #[test]
+    fn repository_template_defines_the_batch_table_and_its_indexes() {
+        let template = load_template(&crate::paths::repo_root().join("template.yaml")).unwrap();
+        let properties = table_properties(&template, BATCH_TABLE_LOGICAL_ID).unwrap();
+        let request = create_table_request(properties, "t").unwrap();
+        let keys: Vec<&str> =
+            request["KeySchema"].as_array().unwrap().iter().map(|k| k["AttributeName"].as_str().unwrap()).collect();
+        assert_eq!(keys, ["pk", "sk"]);
+        let index = |name: &str| {
+            request["GlobalSecondaryIndexes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["IndexName"] == json!(name))
+                .unwrap_or_else(|| panic!("no index {name}"))
+                .clone()
+        };
+        for (name, hash, range) in [("by-request", "request_id", "stage"), ("open-jobs", "open", "planned_at")] {
+            let index = index(name);
+            assert_eq!(index["KeySchema"][0]["AttributeName"], json!(hash));
+            assert_eq!(index["KeySchema"][1]["AttributeName"], json!(range));
+            assert_eq!(index["Projection"]["ProjectionType"], json!("ALL"));
+        }
+        let ttl = update_ttl_request(properties, "t").unwrap().unwrap();
+        assert_eq!(ttl["TimeToLiveSpecification"]["AttributeName"], json!("expires_at"));
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! summary from what is stored; the job's summary is itself a conditional put, so a duplicate
 //! event after it finds the job finished.
 
+pub mod codec;
 pub mod complete;
 pub mod config;
 pub mod defer;
