@@ -10,6 +10,7 @@
 //! | submitted record | `JOB#<job_name>`     | `REC#<recId>`               | `request_id`, `stage=…#2`, `job_name`, `tenant`  |
 //! | result           | `JOB#<job_name>`     | `RES#<recId>`               | `request_id`, `stage=…#3`, `tenant`, `state`     |
 //! | summary          | `JOB#<job_name>`     | `SUMMARY`                   |                                                  |
+//! | file intake      | `FILE#<file_job>`    | `META`                      |                                                  |
 //!
 //! GSI `by-request` (`request_id`, `stage`) finds a request's most advanced item; GSI
 //! `open-jobs` (`open`, `planned_at`) is sparse: only META items of unfinished jobs carry
@@ -40,7 +41,7 @@ use aws_sdk_dynamodb::types::{
 
 use crate::batch::codec;
 use crate::batch::{
-    BatchError, FinishOutcome, JobLedger, JobPlan, JobPlans, JobSummary, OpenJob, PendingRecords, PutOnce, RecordId,
+    BatchError, FileIntake, FileIntakes, FinishOutcome, JobLedger, JobPlan, JobPlans, JobSummary, OpenJob, PendingRecords, PutOnce, RecordId,
     RecordResult, RequestStatus, RequestStatuses, ResultStore, SubmittedRecord, SubmittedRecords,
 };
 use crate::cache::Tenant;
@@ -824,6 +825,37 @@ impl RequestStatuses for DynamoBatchStore {
             _ => return Err(corrupt(&item, "attribute `stage` names no stage")),
         };
         Ok(Some(status))
+    }
+}
+
+
+impl FileIntakes for DynamoBatchStore {
+    async fn record_intake(&self, intake: &FileIntake) -> Result<bool, BatchError> {
+        let item = item([
+            (PK, s(format!("FILE#{}", intake.file_job))),
+            (SK, s(META)),
+            (DOC, s(codec::encode_intake(intake)?)),
+        ]);
+        check_size(&item)?;
+        let outcome = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn intake(&self, file_job: &str) -> Result<Option<FileIntake>, BatchError> {
+        let found = self.get(format!("FILE#{file_job}"), META.to_owned()).await?;
+        found.map(|item| decode(&item, codec::decode_intake)).transpose()
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::complete::{FailedRecord, JobOutcome, JobSummary, MalformedLine};
-use super::ports::{JobPlan, RecordFailure, RecordResult, ResultState};
+use super::ports::{FileIntake, JobPlan, RecordFailure, RecordResult, ResultState};
 use super::record::{RecordId, RecordSource, SubmittedRecord};
 use super::{BatchError, JobStatus};
 use crate::cache::{CacheMode, CacheOptions, Tenant};
@@ -363,6 +363,10 @@ pub fn encode_summary(summary: &JobSummary) -> Result<String, BatchError> {
         JobOutcome::Completed => StoredOutcome::Completed,
         JobOutcome::PartiallyCompleted => StoredOutcome::PartiallyCompleted,
         JobOutcome::Failed { reason } => StoredOutcome::Failed { reason: Cow::Borrowed(reason) },
+        // Only a finished job's summary is stored; a running one is a caller's bug.
+        JobOutcome::Running => {
+            return Err(BatchError::Corrupt(format!("job {} is still running: no summary to store", summary.job_id)));
+        }
     };
     let stored = StoredSummary {
         v: VERSION,
@@ -486,6 +490,52 @@ pub fn decode_plan(doc: &str) -> Result<JobPlan, String> {
         output_uri: stored.output_uri.into_owned(),
         records: stored.records,
         planned_at: stored.planned_at.decode()?,
+    })
+}
+
+// ---- Dropped files taken in. ----
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StoredIntake<'a> {
+    v: u32,
+    file_job: Cow<'a, str>,
+    bucket: Cow<'a, str>,
+    key: Cow<'a, str>,
+    version: Option<Cow<'a, str>>,
+    records: u64,
+    refused: Option<Cow<'a, str>>,
+    tenant: Cow<'a, str>,
+    taken_at: StoredTime,
+}
+
+pub fn encode_intake(intake: &FileIntake) -> Result<String, BatchError> {
+    let stored = StoredIntake {
+        v: VERSION,
+        file_job: Cow::Borrowed(&intake.file_job),
+        bucket: Cow::Borrowed(&intake.bucket),
+        key: Cow::Borrowed(&intake.key),
+        version: intake.version.as_deref().map(Cow::Borrowed),
+        records: intake.records,
+        refused: intake.refused.as_deref().map(Cow::Borrowed),
+        tenant: Cow::Borrowed(intake.tenant.as_str()),
+        taken_at: StoredTime::encode("the intake's taken_at", intake.taken_at)?,
+    };
+    to_json("file intake", &stored)
+}
+
+pub fn decode_intake(doc: &str) -> Result<FileIntake, String> {
+    let stored: StoredIntake<'_> = from_json(doc)?;
+    check_version(stored.v)?;
+    Ok(FileIntake {
+        file_job: stored.file_job.into_owned(),
+        bucket: stored.bucket.into_owned(),
+        key: stored.key.into_owned(),
+        version: stored.version.map(Cow::into_owned),
+        records: stored.records,
+        refused: stored.refused.map(Cow::into_owned),
+        tenant: Tenant::from_stored(stored.tenant.into_owned()),
+        taken_at: stored.taken_at.decode()?,
     })
 }
 
@@ -692,6 +742,25 @@ mod tests {
             let original = plan(&mut rng);
             let doc = encode_plan(&original).unwrap();
             assert_eq!(decode_plan(&doc).unwrap(), original, "{doc}");
+        }
+    }
+
+    #[test]
+    fn intakes_round_trip() {
+        let mut rng = SplitMix64::new(6);
+        for _ in 0..CASES {
+            let original = FileIntake {
+                file_job: non_empty(&mut rng),
+                bucket: non_empty(&mut rng),
+                key: text(&mut rng),
+                version: (rng.below(2) == 0).then(|| text(&mut rng)),
+                records: rng.below(1_000_000),
+                refused: (rng.below(3) == 0).then(|| text(&mut rng)),
+                tenant: Tenant::new(non_empty(&mut rng)),
+                taken_at: instant(&mut rng),
+            };
+            let doc = encode_intake(&original).unwrap();
+            assert_eq!(decode_intake(&doc).unwrap(), original, "{doc}");
         }
     }
 
