@@ -1,5 +1,6 @@
 //! The ports implemented over the AWS SDK, and the wiring of a gateway from configuration.
 
+pub mod batch_remote;
 pub mod bedrock;
 pub mod budget;
 pub mod dynamo;
