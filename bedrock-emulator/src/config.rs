@@ -85,6 +85,10 @@ pub struct BatchConfig {
     pub max_file_bytes: u64,
     pub max_job_bytes: u64,
     pub max_jobs_per_model: u64,
+    /// Bytes of `.jsonl.out` held before they go up as one part of a multipart upload (an
+    /// output smaller than a part is one PutObject). S3 refuses parts under 5 MiB but the
+    /// last; moto too, unless started with `S3_UPLOAD_PART_MIN_SIZE`.
+    pub output_part_bytes: u64,
     /// Share of records (0..=1) answered with an injected model error instead of an output.
     pub record_failure_rate: f64,
     /// Share of events (0..=1) delivered twice.
@@ -113,6 +117,7 @@ impl Default for BatchConfig {
             max_file_bytes: 1 << 30,
             max_job_bytes: 5 << 30,
             max_jobs_per_model: 20,
+            output_part_bytes: 8 << 20,
             record_failure_rate: 0.0,
             event_duplicate_rate: 0.0,
             event_reorder_rate: 0.0,
@@ -149,6 +154,9 @@ impl BatchConfig {
                 "batch: min_records_per_job = {} is above max_records_per_job = {}",
                 self.min_records_per_job, self.max_records_per_job
             )));
+        }
+        if self.output_part_bytes == 0 {
+            return Err(ConfigError::Invalid("batch.output_part_bytes must be at least 1".to_owned()));
         }
         if self.max_jobs_per_model == 0 {
             return Err(ConfigError::Invalid("batch.max_jobs_per_model must be at least 1".to_owned()));

@@ -41,6 +41,8 @@ mod quota;
 mod routes;
 mod service_quotas;
 mod stats;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use std::future::Future;
 use std::io;

@@ -53,7 +53,7 @@ pub fn router(state: Arc<AppState>, batch: Arc<crate::batch::BatchService>) -> R
         .route("/model/{*rest}", post(model_operation))
         .route("/_emulator/health", get(health))
         .route("/_emulator/stats", get(stats))
-        .route("/_emulator/reset", post(reset))
+        .route("/_emulator/reset", post(reset).layer(axum::Extension(Arc::clone(&batch))))
         .route("/_emulator/quotas", get(list_quotas))
         .route("/_emulator/quotas/{*model_id}", put(set_quota).delete(clear_quota))
         .route("/_emulator/faults/{*model_id}", put(set_faults).delete(clear_faults))
@@ -614,10 +614,11 @@ struct ResetParams {
     model: Option<String>,
 }
 
-/// Without `model`: everything back to the state at startup. With it: that bucket's window,
-/// runtime quota override, fault counter and statistics.
+/// Without `model`: everything back to the state at startup, batch jobs included. With it:
+/// that bucket's window, runtime quota override, fault counter and statistics.
 async fn reset(
     State(state): State<Arc<AppState>>,
+    axum::Extension(batch): axum::Extension<Arc<crate::batch::BatchService>>,
     params: Result<Query<ResetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let params = match params {
@@ -627,6 +628,7 @@ async fn reset(
     match params.model {
         None => {
             state.reset_all();
+            batch.reset();
             json_response(StatusCode::OK, &json!({"reset": "all"}))
         }
         Some(id) => match bucket_of(&state.catalog, &id) {

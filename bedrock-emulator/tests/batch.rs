@@ -3,9 +3,6 @@
 
 #![cfg(test)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -15,46 +12,12 @@ use aws_sdk_bedrock::types::{
     ModelInvocationJobInputDataConfig, ModelInvocationJobOutputDataConfig, ModelInvocationJobS3InputDataConfig,
     ModelInvocationJobS3OutputDataConfig, ModelInvocationJobStatus, ModelInvocationType,
 };
+use bedrock_emulator::testing::{MotoServer, fast_batch_config};
 use bedrock_emulator::{EmulatorConfig, RunningEmulator};
 use serde_json::{Value, json};
 
 const HAIKU: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
 const ROLE: &str = "arn:aws:iam::123456789012:role/BedrockBatch";
-
-/// A moto_server of the test's own, killed on drop.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let bin = std::env::var_os("MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv-moto/bin/moto_server"));
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e} (set MOTO_SERVER)", bin.display()));
-        let moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        moto
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn sdk_config(url: &str) -> SdkConfig {
     SdkConfig::builder()
@@ -68,28 +31,16 @@ fn sdk_config(url: &str) -> SdkConfig {
 /// Everything a test needs: moto with an input and an output bucket, an SQS queue that a
 /// rule on the default bus fills with Bedrock's batch events, and the emulator pointed at it.
 struct Stack {
-    moto: Moto,
+    moto: MotoServer,
     emulator: RunningEmulator,
     bedrock: aws_sdk_bedrock::Client,
     s3: aws_sdk_s3::Client,
     queue_url: String,
 }
 
-fn fast(moto: &Moto) -> EmulatorConfig {
-    let mut config = EmulatorConfig::instant();
-    config.batch.s3_endpoint_url = Some(moto.url.clone());
-    config.batch.eventbridge_endpoint_url = Some(moto.url.clone());
-    config.batch.submitted_seconds = 0.05;
-    config.batch.validating_seconds = 0.05;
-    config.batch.scheduled_seconds = 0.05;
-    config.batch.record_seconds = 0.0;
-    config.batch.min_records_per_job = 3;
-    config
-}
-
 /// moto's SQS over its JSON protocol (no SQS client is built for the emulator).
-fn sqs(moto: &Moto, action: &str, body: Value) -> Value {
-    let mut response = ureq::post(&moto.url)
+fn sqs(moto: &MotoServer, action: &str, body: Value) -> Value {
+    let mut response = ureq::post(moto.url())
         .header("X-Amz-Target", &format!("AmazonSQS.{action}"))
         .header("Content-Type", "application/x-amz-json-1.0")
         .header(
@@ -103,19 +54,22 @@ fn sqs(moto: &Moto, action: &str, body: Value) -> Value {
 }
 
 async fn stack(configure: impl FnOnce(&mut EmulatorConfig)) -> Stack {
-    let moto = Moto::start();
-    let mut config = fast(&moto);
+    stack_on(MotoServer::start().unwrap(), configure).await
+}
+
+async fn stack_on(moto: MotoServer, configure: impl FnOnce(&mut EmulatorConfig)) -> Stack {
+    let mut config = fast_batch_config(&moto);
     configure(&mut config);
     let emulator = bedrock_emulator::spawn(config).await.unwrap();
     let bedrock = aws_sdk_bedrock::Client::new(&sdk_config(&emulator.url()));
-    let s3_config = aws_sdk_s3::config::Builder::from(&sdk_config(&moto.url)).force_path_style(true).build();
+    let s3_config = aws_sdk_s3::config::Builder::from(&sdk_config(moto.url())).force_path_style(true).build();
     let s3 = aws_sdk_s3::Client::from_conf(s3_config);
     for bucket in ["batch-in", "batch-out"] {
         s3.create_bucket().bucket(bucket).send().await.unwrap();
     }
     let queue = sqs(&moto, "CreateQueue", json!({"QueueName": "bedrock-events"}));
     let queue_url = queue["QueueUrl"].as_str().unwrap().to_owned();
-    let events = aws_sdk_eventbridge::Client::new(&sdk_config(&moto.url));
+    let events = aws_sdk_eventbridge::Client::new(&sdk_config(moto.url()));
     events
         .put_rule()
         .name("bedrock-batch")
@@ -576,4 +530,135 @@ async fn a_file_over_the_size_limit_or_a_missing_input_fails_validation() {
     let (_, job) = stack.wait_end(&arn).await;
     assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Failed));
     assert!(job.message().unwrap().contains("No .jsonl input files"), "{:?}", job.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_job_name_is_a_conflict_unless_the_call_retries_the_first_token() {
+    let stack = stack(|c| c.batch.submitted_seconds = 30.0).await;
+    stack.put("a.jsonl", &[invoke_record("r0", "x")]).await;
+    let first = stack
+        .create_request("nightly", "a.jsonl", ModelInvocationType::InvokeModel)
+        .client_request_token("token-1")
+        .send()
+        .await
+        .unwrap();
+    let retried = stack
+        .create_request("nightly", "a.jsonl", ModelInvocationType::InvokeModel)
+        .client_request_token("token-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.job_arn(), first.job_arn());
+
+    let other_token = stack
+        .create_request("nightly", "a.jsonl", ModelInvocationType::InvokeModel)
+        .client_request_token("token-2")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(other_token.code(), Some("ConflictException"), "{other_token:?}");
+    assert!(other_token.message().unwrap().contains("nightly"), "{other_token:?}");
+    // Without a token of the caller's the SDK sends a fresh one: a new request, refused too.
+    let no_token =
+        stack.create_request("nightly", "a.jsonl", ModelInvocationType::InvokeModel).send().await.unwrap_err();
+    assert_eq!(no_token.code(), Some("ConflictException"), "{no_token:?}");
+
+    // An ended job keeps its name.
+    stack.bedrock.stop_model_invocation_job().job_identifier(first.job_arn()).send().await.unwrap();
+    stack.wait_end(first.job_arn()).await;
+    let after_end =
+        stack.create_request("nightly", "a.jsonl", ModelInvocationType::InvokeModel).send().await.unwrap_err();
+    assert_eq!(after_end.code(), Some("ConflictException"), "{after_end:?}");
+
+    let all = stack.bedrock.list_model_invocation_jobs().send().await.unwrap();
+    assert_eq!(all.invocation_job_summaries().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_request_token_outside_bedrock_s_pattern_is_a_validation_error() {
+    let stack = stack(|c| c.batch.submitted_seconds = 30.0).await;
+    for token in ["has.dot", "-leading", "trailing-", &"a".repeat(257)] {
+        let err = stack
+            .create_request("tokens", "a.jsonl", ModelInvocationType::InvokeModel)
+            .client_request_token(token)
+            .send()
+            .await
+            .unwrap_err();
+        assert!(err.as_service_error().unwrap().is_validation_exception(), "{token}: {err:?}");
+    }
+    let all = stack.bedrock.list_model_invocation_jobs().send().await.unwrap();
+    assert!(all.invocation_job_summaries().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_forgets_every_batch_job_and_frees_their_names() {
+    let stack = stack(|c| c.batch.submitted_seconds = 30.0).await;
+    stack.put("a.jsonl", &[invoke_record("r0", "x")]).await;
+    let arn = stack.create("before-reset", "a.jsonl", ModelInvocationType::InvokeModel).await;
+
+    let url = format!("{}/_emulator/reset", stack.emulator.url());
+    let status =
+        tokio::task::spawn_blocking(move || ureq::post(&url).send_empty().unwrap().status().as_u16()).await.unwrap();
+    assert_eq!(status, 200);
+
+    let err = stack.bedrock.get_model_invocation_job().job_identifier(&arn).send().await.unwrap_err();
+    assert!(err.as_service_error().unwrap().is_resource_not_found_exception(), "{err:?}");
+    let all = stack.bedrock.list_model_invocation_jobs().send().await.unwrap();
+    assert!(all.invocation_job_summaries().is_empty());
+    let again = stack.create("before-reset", "a.jsonl", ModelInvocationType::InvokeModel).await;
+    assert_ne!(again, arn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_ids_are_any_string_and_come_back_untouched() {
+    let stack = stack(|_| {}).await;
+    let ids = ["req-7f3a9c-1", "a.b/c d", "zürich#2", "11CHARSXXXX"];
+    let mut records: Vec<Value> = ids.iter().map(|id| converse_record(id, "hello")).collect();
+    records.push(json!({"modelInput": converse_record("", "no id")["modelInput"]}));
+    stack.put("ids.jsonl", &records).await;
+    let arn = stack.create("record-ids", "ids.jsonl", ModelInvocationType::Converse).await;
+    let (_, job) = stack.wait_end(&arn).await;
+    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Completed), "{:?}", job.message());
+    let out = lines(&stack.read(&format!("results/{}/ids.jsonl.out", job_id(&arn))).await);
+    let returned: Vec<&str> = out.iter().map(|l| l["recordId"].as_str().unwrap()).collect();
+    assert_eq!(&returned[..4], ids);
+    // Bedrock names a record that came without an ID.
+    let added = returned[4];
+    assert!(!added.is_empty() && added.chars().all(|c| c.is_ascii_alphanumeric()), "{added}");
+    assert!(out.iter().all(|l| l.get("modelOutput").is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_object_without_the_jsonl_extension_fails_validation() {
+    let stack = stack(|_| {}).await;
+    let records: Vec<Value> = (0..3).map(|i| invoke_record(&format!("r{i}"), "x")).collect();
+    stack.put("prompts.json", &records).await;
+    let arn = stack.create("wrong-extension", "prompts.json", ModelInvocationType::InvokeModel).await;
+    let (_, job) = stack.wait_end(&arn).await;
+    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Failed));
+    assert!(job.message().unwrap().contains(".jsonl extension"), "{:?}", job.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_larger_than_a_part_goes_up_in_parts_and_reads_back_whole() {
+    // moto accepts small parts when told to; S3 wants 5 MiB.
+    let moto = MotoServer::start_with_env(&[("S3_UPLOAD_PART_MIN_SIZE", "256")]).unwrap();
+    let stack = stack_on(moto, |c| c.batch.output_part_bytes = 1024).await;
+    let records: Vec<Value> = (0..12).map(|i| converse_record(&format!("r{i}"), &format!("part {i}"))).collect();
+    stack.put("parts.jsonl", &records).await;
+    let arn = stack.create("in-parts", "parts.jsonl", ModelInvocationType::Converse).await;
+    let (_, job) = stack.wait_end(&arn).await;
+    assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Completed), "{:?}", job.message());
+
+    let key = format!("results/{}/parts.jsonl.out", job_id(&arn));
+    let head = stack.s3.head_object().bucket("batch-out").key(&key).send().await.unwrap();
+    // A multipart object's ETag ends in `-<parts>`.
+    let etag = head.e_tag().unwrap().trim_matches('"');
+    let parts: u32 = etag.rsplit_once('-').map(|(_, n)| n.parse().unwrap()).unwrap_or(1);
+    assert!(parts > 1, "{etag}");
+    let out = lines(&stack.read(&key).await);
+    let ids: Vec<&str> = out.iter().map(|l| l["recordId"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
+    assert_eq!(ids, expected);
+    assert!(out.iter().all(|l| l.get("modelOutput").is_some()));
 }

@@ -97,6 +97,15 @@ fn valid_job_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
+/// `[a-zA-Z0-9]{1,256}(-*[a-zA-Z0-9]){0,256}`, 1 to 256 characters: alphanumeric runs
+/// joined by hyphens, neither first nor last a hyphen.
+fn valid_client_request_token(token: &str) -> bool {
+    (1..=256).contains(&token.len())
+        && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !token.starts_with('-')
+        && !token.ends_with('-')
+}
+
 /// `arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+`
 fn valid_role_arn(arn: &str) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
@@ -128,6 +137,13 @@ fn parse_create(service: &BatchService, body: &[u8]) -> Result<JobSpec, BatchErr
     if !valid_job_name(&job_name) {
         return Err(invalid(format!(
             "1 validation error detected: Value '{job_name}' at 'jobName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9]{{1,63}}(-*[a-zA-Z0-9\\+\\-\\.]){{0,63}}"
+        )));
+    }
+    if let Some(token) = &body.client_request_token
+        && !valid_client_request_token(token)
+    {
+        return Err(invalid(format!(
+            "1 validation error detected: Value '{token}' at 'clientRequestToken' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9]{{1,256}}(-*[a-zA-Z0-9]){{0,256}}"
         )));
     }
     let role_arn = required(body.role_arn, "roleArn")?;
@@ -297,6 +313,13 @@ mod tests {
         assert!(valid_role_arn("arn:aws-us-gov:iam:::role/x"));
         assert!(!valid_role_arn("arn:aws:iam::1234:role/x"));
         assert!(!valid_role_arn("arn:aws:s3:::bucket"));
+        assert!(valid_client_request_token("gw-20261202141500-0123456789ab"));
+        assert!(valid_client_request_token("3f1c2a9e-8b7d-4c6e-9f0a-1b2c3d4e5f60"));
+        assert!(!valid_client_request_token("has.dot"));
+        assert!(!valid_client_request_token("-leading"));
+        assert!(!valid_client_request_token("trailing-"));
+        assert!(!valid_client_request_token(""));
+        assert!(!valid_client_request_token(&"a".repeat(257)));
     }
 
     #[test]

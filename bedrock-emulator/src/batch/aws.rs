@@ -6,6 +6,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use crate::config::BatchConfig;
 
@@ -177,6 +178,18 @@ impl Storage {
         Ok(())
     }
 
+    /// A writer of the object `bucket/key` that holds at most about `part_bytes` of it.
+    pub fn writer(&self, bucket: &str, key: &str, part_bytes: u64) -> ObjectWriter<'_> {
+        ObjectWriter {
+            storage: self,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            part_bytes: usize::try_from(part_bytes).unwrap_or(usize::MAX),
+            buffer: Vec::new(),
+            upload: None,
+        }
+    }
+
     /// Sends one event to the configured bus, as Bedrock does on each state change.
     pub async fn publish(&self, event: &Event) -> Result<(), StorageError> {
         let entry = PutEventsRequestEntry::builder()
@@ -198,6 +211,117 @@ impl Storage {
             return Err(StorageError::Events(reason));
         }
         Ok(())
+    }
+}
+
+/// An object written as it is produced: each time `part_bytes` have accumulated they go up
+/// as the next part of a multipart upload, so a job's output is never held whole. An object
+/// that never fills a part is written with one PutObject at [`ObjectWriter::finish`].
+#[derive(Debug)]
+pub struct ObjectWriter<'a> {
+    storage: &'a Storage,
+    bucket: String,
+    key: String,
+    part_bytes: usize,
+    buffer: Vec<u8>,
+    upload: Option<Upload>,
+}
+
+#[derive(Debug)]
+struct Upload {
+    id: String,
+    parts: Vec<CompletedPart>,
+}
+
+impl ObjectWriter<'_> {
+    fn failed(&self, operation: &'static str, message: String) -> StorageError {
+        StorageError::S3 { operation, bucket: self.bucket.clone(), key: self.key.clone(), message }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= self.part_bytes {
+            self.upload_part().await?;
+        }
+        Ok(())
+    }
+
+    async fn upload_part(&mut self) -> Result<(), StorageError> {
+        let s3 = &self.storage.s3;
+        if self.upload.is_none() {
+            let created =
+                s3.create_multipart_upload().bucket(&self.bucket).key(&self.key).send().await.map_err(|e| {
+                    self.failed("CreateMultipartUpload", aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+                })?;
+            let id = created
+                .upload_id()
+                .ok_or_else(|| self.failed("CreateMultipartUpload", "no upload ID in the answer".to_owned()))?;
+            self.upload = Some(Upload { id: id.to_owned(), parts: Vec::new() });
+        }
+        let Some(upload) = &self.upload else { return Ok(()) };
+        let number = i32::try_from(upload.parts.len() + 1)
+            .map_err(|_| self.failed("UploadPart", "too many parts".to_owned()))?;
+        let body = std::mem::take(&mut self.buffer);
+        let sent = s3
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&upload.id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.failed("UploadPart", aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        let part = CompletedPart::builder().part_number(number).set_e_tag(sent.e_tag().map(str::to_owned)).build();
+        if let Some(upload) = &mut self.upload {
+            upload.parts.push(part);
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and makes the object visible.
+    pub async fn finish(&mut self) -> Result<(), StorageError> {
+        if self.upload.is_none() {
+            let body = std::mem::take(&mut self.buffer);
+            return self.storage.put(&self.bucket, &self.key, body).await;
+        }
+        if !self.buffer.is_empty() {
+            self.upload_part().await?;
+        }
+        let Some(upload) = self.upload.take() else { return Ok(()) };
+        let done = CompletedMultipartUpload::builder().set_parts(Some(upload.parts)).build();
+        self.storage
+            .s3
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&upload.id)
+            .multipart_upload(done)
+            .send()
+            .await
+            .map_err(|e| {
+                self.failed("CompleteMultipartUpload", aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+            })?;
+        Ok(())
+    }
+
+    /// Gives up the object: the parts sent so far are deleted, nothing becomes visible.
+    pub async fn abort(&mut self) {
+        self.buffer.clear();
+        let Some(upload) = self.upload.take() else { return };
+        let aborted = self
+            .storage
+            .s3
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&upload.id)
+            .send()
+            .await;
+        // An upload left behind only costs storage until the bucket's lifecycle removes it.
+        if let Err(e) = aborted {
+            tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(e), key = %self.key, "multipart upload not aborted");
+        }
     }
 }
 

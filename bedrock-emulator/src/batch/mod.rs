@@ -169,6 +169,14 @@ impl BatchService {
             {
                 return Ok(self.arn(existing));
             }
+            // Names are unique among the account's jobs, ended ones included: only a retry
+            // carrying the first call's token gets the job back.
+            if let Some(taken) = book.jobs.values().find(|job| job.spec.job_name == spec.job_name) {
+                return Err(BatchError::Conflict(format!(
+                    "A batch inference job named {} already exists ({}).",
+                    spec.job_name, taken.arn
+                )));
+            }
             let active = book
                 .jobs
                 .values()
@@ -217,6 +225,16 @@ impl BatchService {
         self.book().jobs.get(id).cloned().ok_or_else(|| {
             BatchError::NotFound(format!("The specified batch inference job {identifier} could not be found."))
         })
+    }
+
+    /// Forgets every job, as `/_emulator/reset` does: a running job's task is told to stop
+    /// and its later updates find nothing to update.
+    pub fn reset(&self) {
+        let mut book = self.book();
+        for stop in book.stops.values() {
+            stop.send_replace(true);
+        }
+        *book = Book::default();
     }
 
     pub fn list(&self) -> Vec<Job> {
@@ -376,6 +394,13 @@ impl BatchService {
         }
         let mut files = Vec::new();
         for object in objects {
+            // A prefix only ever lists `.jsonl` objects; a URI naming one object may not.
+            if !object.key.ends_with(".jsonl") {
+                return Err(format!(
+                    "The input file s3://{}/{} does not have the .jsonl extension.",
+                    at.bucket, object.key
+                ));
+            }
             if object.size > config.max_file_bytes {
                 return Err(format!(
                     "The input file s3://{}/{} is {} bytes, more than the maximum of {} bytes per file.",
@@ -414,8 +439,8 @@ impl BatchService {
     }
 
     /// Answers every record and writes each file's `.jsonl.out` and the manifest under
-    /// `<output>/<jobId>/`. A stop ends the work after the current record; what was done is
-    /// still written.
+    /// `<output>/<jobId>/`, the output going up part by part as it is produced. A stop ends
+    /// the work after the current record; what was done is still written.
     async fn process(
         &self,
         job: &Job,
@@ -429,7 +454,8 @@ impl BatchService {
         let mut stopped = false;
         for (key, records) in &files {
             let name = key.rsplit('/').next().unwrap_or(key);
-            let mut lines = String::new();
+            let out_key = output.child(&format!("{}/{name}.out", job.id));
+            let mut out = self.storage.writer(&output.bucket, &out_key, self.config.output_part_bytes);
             for (index, record) in records.iter().enumerate() {
                 if self.wait(self.config.record_seconds, stop).await {
                     stopped = true;
@@ -444,13 +470,24 @@ impl BatchService {
                 );
                 let result = records::run(&self.engine, &job.spec.model_id, kind, record, fail);
                 totals.add(&result);
-                lines.push_str(&result.line.to_string());
-                lines.push('\n');
+                let mut line = result.line.to_string();
+                line.push('\n');
+                if let Err(e) = out.write(line.as_bytes()).await {
+                    out.abort().await;
+                    return Err(e.to_string());
+                }
                 let progress = totals;
                 self.update(&job.id, |job| job.totals = Some(progress));
             }
-            let out_key = output.child(&format!("{}/{name}.out", job.id));
-            self.storage.put(&output.bucket, &out_key, lines.into_bytes()).await.map_err(|e| e.to_string())?;
+            if self.get(&job.id).is_err() {
+                // Reset while running: a forgotten job leaves nothing behind.
+                out.abort().await;
+                return Err("The job was removed by a reset.".to_owned());
+            }
+            if let Err(e) = out.finish().await {
+                out.abort().await;
+                return Err(e.to_string());
+            }
             if stopped {
                 break;
             }

@@ -1,5 +1,7 @@
 //! The ports implemented over the AWS SDK, and the wiring of a gateway from configuration.
 
+pub mod batch;
+pub mod batch_remote;
 pub mod batch_store;
 pub mod bedrock;
 pub mod budget;
