@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::process::{interrupted, run_captured, run_status};
 use crate::stack::{self, Stack, StackOptions, cargo};
-use crate::{Result, fuzz, paths, tools};
+use crate::{Result, demo_batch, fuzz, paths, tools};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -202,6 +202,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps.run("start cargo lambda watch", || stack.start_lambda().map(|_| StepOutcome::check(true)));
     steps.run("start event pump", || stack.start_pump(None).map(|()| StepOutcome::check(true)));
     steps.run("events smoke check", || events_smoke(&root, stack.lambda_port));
+    steps.run("batch pipeline end to end", || batch_end_to_end(&root, &mut stack));
     steps.run("fuzz http", || {
         let port = stack.lambda_port.ok_or("cargo lambda watch is not running")?;
         fuzz_step(&[fuzz::HTTP_TARGET], (args.fuzz_seconds / 2).max(1), fuzz_seed, Some(port))
@@ -213,6 +214,16 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     let all_passed = steps.records.iter().all(|r| r.status != Status::Failed) && !interrupted() && totals.failed == 0;
     println!("{} passed, {} failed", totals.passed, totals.failed);
     Ok(all_passed)
+}
+
+/// A dropped file through EventBridge, SQS, both batch functions and the emulator's jobs
+/// (with its failures, duplicate and reordered events on), then its prompts online.
+fn batch_end_to_end(root: &Path, stack: &mut Stack) -> Result<StepOutcome> {
+    stack.start_pump(Some(Duration::from_secs(3)))?;
+    let catalog = crate::catalog::Catalog::load(&root.join("shared").join("catalog.toml")).map_err(|e| e.to_string());
+    let report = demo_batch::run(stack, catalog.as_ref().map_err(String::as_str), stack::LOCAL_FILE_TENANT, 7);
+    print!("{}", report.render());
+    Ok(StepOutcome::check(report.passed()))
 }
 
 /// Each fuzz target counts as one test: passed when it tried its inputs without a failure.

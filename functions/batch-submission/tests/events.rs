@@ -73,7 +73,7 @@ impl Submission for FakeSubmission {
 }
 
 fn config() -> BatchConfig {
-    let vars = [("BATCH_TABLE_NAME", "gateway-batch"), ("BATCH_BUCKET", "gateway-batch-bucket")];
+    let vars = [("BATCH_TABLE_NAME", "gateway-batch"), ("BATCH_BUCKET", "bedrock-gateway-batch-local")];
     BatchConfig::from_lookup(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())).unwrap()
 }
 
@@ -98,7 +98,7 @@ async fn a_dropped_file_is_taken_in_as_s3_described_it() {
     assert_eq!(
         files,
         vec![DroppedFile {
-            bucket: "gateway-batch-bucket".into(),
+            bucket: "bedrock-gateway-batch-local".into(),
             key: "batch/drop/eval-2026-12-02.jsonl".into(),
             size: Some(48_213),
             etag: Some("9b2cf535f27731c974343645a3985328".into()),
@@ -116,7 +116,8 @@ async fn an_object_outside_the_input_prefix_is_ignored_with_the_reason() {
     assert_eq!(report["outcome"], "ignored");
     assert_eq!(report["key"], "reports/2026-12/summary.jsonl");
     assert!(report["reason"].as_str().unwrap().contains("batch/drop/"), "{report}");
-    for (bucket, key) in [("gateway-batch-bucket", "batch/drop/notes.txt"), ("elsewhere", "batch/drop/a.jsonl")] {
+    for (bucket, key) in [("bedrock-gateway-batch-local", "batch/drop/notes.txt"), ("elsewhere", "batch/drop/a.jsonl")]
+    {
         let mut other = event("object-created.json");
         other["detail"]["bucket"]["name"] = bucket.into();
         other["detail"]["object"]["key"] = key.into();

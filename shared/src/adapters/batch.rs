@@ -9,10 +9,10 @@ use aws_config::SdkConfig;
 use super::batch_remote::{self, BedrockBatchJobs, S3BatchFiles};
 use super::batch_store::DynamoBatchStore;
 use super::{AwsPorts, DynamoCacheStore, InitError, aws_gateway, dynamodb_client};
+use crate::batch::BatchPorts;
 use crate::batch::config::BatchConfig;
 use crate::batch::pipeline::{BatchPipeline, PipelinePorts};
 use crate::batch::submit::{BatchSubmission, SubmissionPorts};
-use crate::batch::BatchPorts;
 use crate::catalog::Catalog;
 use crate::config::GatewayConfig;
 

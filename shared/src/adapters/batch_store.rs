@@ -41,8 +41,9 @@ use aws_sdk_dynamodb::types::{
 
 use crate::batch::codec;
 use crate::batch::{
-    BatchError, FileIntake, FileIntakes, FinishOutcome, JobLedger, JobPlan, JobPlans, JobSummary, OpenJob, PendingRecords, PutOnce, RecordId,
-    RecordResult, RequestStatus, RequestStatuses, ResultStore, SubmittedRecord, SubmittedRecords,
+    BatchError, FileIntake, FileIntakes, FinishOutcome, JobLedger, JobPlan, JobPlans, JobSummary, OpenJob,
+    PendingRecords, PutOnce, RecordId, RecordResult, RequestStatus, RequestStatuses, ResultStore, SubmittedRecord,
+    SubmittedRecords,
 };
 use crate::cache::Tenant;
 
@@ -827,7 +828,6 @@ impl RequestStatuses for DynamoBatchStore {
         Ok(Some(status))
     }
 }
-
 
 impl FileIntakes for DynamoBatchStore {
     async fn record_intake(&self, intake: &FileIntake) -> Result<bool, BatchError> {
