@@ -1,3 +1,7 @@
+// The use case's future nests every stage of a batch run (store, S3 and Bedrock calls),
+// and its layout needs more query depth than the default 128.
+#![recursion_limit = "256"]
+
 use batch_completion::{Handler, StartupError, init_tracing};
 use gateway_core::adapters::batch::aws_batch_pipeline;
 use gateway_core::batch::config::BatchConfig;
