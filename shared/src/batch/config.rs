@@ -248,9 +248,9 @@ fn check_input_prefix(prefix: &str) -> Result<(), &'static str> {
         return Err("must be a key prefix like `batch/drop/`: no leading `/`, one trailing `/`");
     }
     let overlaps = |own: &str| own.starts_with(prefix) || prefix.starts_with(own);
-    if overlaps(JOB_INPUT_PREFIX) || overlaps(JOB_OUTPUT_PREFIX) {
+    if overlaps(JOB_INPUT_PREFIX) || overlaps(JOB_OUTPUT_PREFIX) || overlaps(RESULTS_PREFIX) {
         return Err(
-            "must not contain or lie inside `batch/input/` or `batch/output/`: the pipeline's own files would be taken for new work",
+            "must not contain or lie inside `batch/input/`, `batch/output/` or `batch/results/`: the pipeline's own files would be taken for new work",
         );
     }
     Ok(())
