@@ -74,6 +74,7 @@ async fn planned(remote: &Remote, job_name: &str, records: usize) -> CreateJob {
             records: records as u64,
             planned_at: SystemTime::now(),
         },
+        model_id: HAIKU.to_owned(),
         role_arn: ROLE.to_owned(),
         invocation_type: Some("Converse".to_owned()),
         timeout_hours: Some(24),

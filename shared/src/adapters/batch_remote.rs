@@ -147,7 +147,7 @@ impl BatchJobs for BedrockBatchJobs {
             // a redelivered event) is the same request, and Bedrock returns the same job.
             .client_request_token(&plan.job_name)
             .role_arn(&job.role_arn)
-            .model_id(&plan.model_id)
+            .model_id(&job.model_id)
             .input_data_config(ModelInvocationJobInputDataConfig::S3InputDataConfig(input))
             .output_data_config(ModelInvocationJobOutputDataConfig::S3OutputDataConfig(output));
         if let Some(kind) = &job.invocation_type {

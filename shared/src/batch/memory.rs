@@ -488,7 +488,7 @@ impl BatchJobs for MemoryBatchJobs {
                 job_name: name.clone(),
                 job_arn: job_arn.clone(),
                 status: JobStatus::Submitted,
-                model_id: job.plan.model_id.clone(),
+                model_id: job.model_id.clone(),
                 output_uri: job.plan.output_uri.clone(),
                 failure_message: None,
             },

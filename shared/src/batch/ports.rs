@@ -217,6 +217,9 @@ pub trait RequestStatuses: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateJob {
     pub plan: JobPlan,
+    /// What the job invokes: the base model where it runs in-region, else its first inference
+    /// profile (Bedrock refuses a base ID that needs a profile, as on demand).
+    pub model_id: String,
     /// The service role Bedrock assumes to read the input and write the output.
     pub role_arn: String,
     /// `modelInvocationType`: `Converse` for Converse-shaped records.

@@ -590,8 +590,13 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
             job_arn: None,
             deferred: false,
         };
+        let model_id = match self.catalog.resolve_served(&plan.model_id) {
+            Ok((spec, _)) => invoke_id_of(spec),
+            Err(_) => plan.model_id.clone(),
+        };
         let create = CreateJob {
             plan: plan.clone(),
+            model_id,
             role_arn: self.settings.role_arn.clone(),
             invocation_type: Some("Converse".to_owned()),
             timeout_hours: self.settings.timeout_hours,
@@ -643,8 +648,7 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
     ) -> Result<(), BatchError> {
         let job_id = format!("ondemand-{}", utc_stamp(now, false));
         let run_id = format!("ondemand-{}", crate::ports::ClaimToken::unique().as_str());
-        let invoke_id =
-            spec.scopes().first().map(|scope| spec.invoke_id(scope)).unwrap_or_else(|| spec.model_id.clone());
+        let invoke_id = invoke_id_of(spec);
         for record in records {
             let mut request = record.request.clone();
             request.model_id = Some(invoke_id.clone());
@@ -782,6 +786,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
+}
+
+/// The ID a call (or a job) for the model is sent with: in-region where the model runs there,
+/// else its first inference profile.
+fn invoke_id_of(spec: &ModelSpec) -> String {
+    spec.scopes().first().map(|scope| spec.invoke_id(scope)).unwrap_or_else(|| spec.model_id.clone())
 }
 
 #[cfg(test)]
