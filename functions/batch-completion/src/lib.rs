@@ -155,21 +155,7 @@ impl CompletionError {
     pub fn is_transient(&self) -> bool {
         match self {
             CompletionError::Event(_) => false,
-            CompletionError::Batch(e) => match e {
-                BatchError::Read { .. } | BatchError::Store(_) | BatchError::Throttled(_) | BatchError::Timeout(_) => {
-                    true
-                }
-                BatchError::Corrupt(_) => false,
-                BatchError::Remote { label, .. } => matches!(
-                    label,
-                    ErrorLabel::Throttled
-                        | ErrorLabel::QuotaExhausted
-                        | ErrorLabel::Unavailable
-                        | ErrorLabel::Internal
-                        | ErrorLabel::Timeout
-                        | ErrorLabel::Transport
-                ),
-            },
+            CompletionError::Batch(e) => e.is_transient(),
         }
     }
 }

@@ -139,21 +139,7 @@ impl SubmissionError {
     pub fn is_transient(&self) -> bool {
         match self {
             SubmissionError::Event(_) => false,
-            SubmissionError::Batch(e) => match e {
-                BatchError::Read { .. } | BatchError::Store(_) | BatchError::Throttled(_) | BatchError::Timeout(_) => {
-                    true
-                }
-                BatchError::Corrupt(_) => false,
-                BatchError::Remote { label, .. } => matches!(
-                    label,
-                    ErrorLabel::Throttled
-                        | ErrorLabel::QuotaExhausted
-                        | ErrorLabel::Unavailable
-                        | ErrorLabel::Internal
-                        | ErrorLabel::Timeout
-                        | ErrorLabel::Transport
-                ),
-            },
+            SubmissionError::Batch(e) => e.is_transient(),
         }
     }
 }

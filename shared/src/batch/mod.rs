@@ -199,4 +199,23 @@ impl BatchError {
             BatchError::Remote { label, .. } => *label,
         }
     }
+
+    /// Whether running the same work again may succeed: a store or service that failed for
+    /// now, as opposed to data that will fail the same way. A full job quota is transient:
+    /// the records keep waiting and a later pass submits them.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BatchError::Read { .. } | BatchError::Store(_) | BatchError::Throttled(_) | BatchError::Timeout(_) => true,
+            BatchError::Corrupt(_) => false,
+            BatchError::Remote { label, .. } => matches!(
+                label,
+                ErrorLabel::Throttled
+                    | ErrorLabel::QuotaExhausted
+                    | ErrorLabel::Unavailable
+                    | ErrorLabel::Internal
+                    | ErrorLabel::Timeout
+                    | ErrorLabel::Transport
+            ),
+        }
+    }
 }
