@@ -105,6 +105,26 @@ pub struct JobSummary {
 }
 
 impl JobSummary {
+    /// A job with nothing counted yet.
+    pub fn empty(job_id: &str, status: JobStatus, outcome: JobOutcome) -> JobSummary {
+        JobSummary {
+            job_id: job_id.to_owned(),
+            status,
+            outcome,
+            answered: 0,
+            failed: 0,
+            retrying: 0,
+            malformed_lines: 0,
+            batch_cost_usd: 0.0,
+            on_demand_cost_usd: 0.0,
+            cache_writes: 0,
+            cache_write_failures: 0,
+            failures: Vec::new(),
+            malformed: Vec::new(),
+            retries: Vec::new(),
+        }
+    }
+
     /// The money the batch price saved against on demand.
     pub fn saved_usd(&self) -> f64 {
         self.on_demand_cost_usd - self.batch_cost_usd
@@ -182,22 +202,7 @@ impl<P: BatchPorts> BatchCompletion<P> {
         if let Some(summary) = self.ports.jobs().finished(&event.job_id).await? {
             return Ok(Begin::AlreadyFinished(Box::new(summary)));
         }
-        let summary = JobSummary {
-            job_id: event.job_id.clone(),
-            status: event.status,
-            outcome: JobOutcome::Failed { reason: String::new() },
-            answered: 0,
-            failed: 0,
-            retrying: 0,
-            malformed_lines: 0,
-            batch_cost_usd: 0.0,
-            on_demand_cost_usd: 0.0,
-            cache_writes: 0,
-            cache_write_failures: 0,
-            failures: Vec::new(),
-            malformed: Vec::new(),
-            retries: Vec::new(),
-        };
+        let summary = JobSummary::empty(&event.job_id, event.status, JobOutcome::Failed { reason: String::new() });
         Ok(Begin::Run(JobRun {
             event,
             run_id: unique_run_id(),

@@ -300,20 +300,5 @@ fn reached(status: &RequestStatus, retry: &RecordId) -> bool {
 }
 
 fn running(job_id: &str, status: JobStatus) -> JobSummary {
-    JobSummary {
-        job_id: job_id.to_owned(),
-        status,
-        outcome: JobOutcome::Running,
-        answered: 0,
-        failed: 0,
-        retrying: 0,
-        malformed_lines: 0,
-        batch_cost_usd: 0.0,
-        on_demand_cost_usd: 0.0,
-        cache_writes: 0,
-        cache_write_failures: 0,
-        failures: Vec::new(),
-        malformed: Vec::new(),
-        retries: Vec::new(),
-    }
+    JobSummary::empty(job_id, status, JobOutcome::Running)
 }
