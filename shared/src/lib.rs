@@ -26,6 +26,7 @@ pub mod service;
 pub mod singleflight;
 pub mod splitmix;
 pub mod tokens;
+pub mod usage;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
