@@ -10,6 +10,7 @@ mod dynamo;
 mod estimate;
 mod eval;
 mod events;
+mod features;
 mod fuzz;
 mod http;
 mod paths;
@@ -65,6 +66,9 @@ enum Command {
     TrainRouter(train::TrainArgs),
     /// Evaluate routers (random, heuristic, length, learned) on a CSV of per-prompt outcomes.
     EvalRouter(eval::EvalArgs),
+    /// Check that every separately built package resolves each dependency's features as the
+    /// workspace does (else the SDK is compiled again); names what workspace-hack lacks.
+    Features,
     /// Measure the local token estimate against the emulator and the shipped data's lengths.
     EstimateTokens(estimate::EstimateArgs),
 }
@@ -89,6 +93,10 @@ fn main() -> ExitCode {
         Command::TrainRouter(args) => train::run(&args),
         Command::EvalRouter(args) => eval::run(&args),
         Command::EstimateTokens(args) => estimate::run(&args),
+        Command::Features => features::check().map(|divergences| {
+            print!("{}", features::render(&divergences));
+            divergences.is_empty()
+        }),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

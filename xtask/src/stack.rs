@@ -21,6 +21,8 @@ pub const EMULATOR_BINARY: &str = "bedrock-emulator";
 /// Built in the same cargo invocation as the servers: a `cargo run -p gateway-fuzz` of its own
 /// would resolve the SDK's features differently and compile it a second time.
 pub const FUZZ_BINARY: &str = "gateway-fuzz";
+/// The package of `bench_quota::QUOTA_LOAD_BINARY`, built with the servers.
+pub const LOADGEN_PACKAGE: &str = "gateway-loadgen";
 /// Every Lambda binary `cargo lambda watch` may be asked to run; built up front so that
 /// the first invocation does not wait for a compile.
 pub const FUNCTION_BINARIES: &[&str] =

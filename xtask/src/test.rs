@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::process::{interrupted, run_captured, run_status};
 use crate::stack::{self, Stack, StackOptions, cargo};
-use crate::{Result, demo_batch, fuzz, paths, tools};
+use crate::{Result, demo_batch, features, fuzz, paths, tools};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -167,6 +167,11 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     });
     steps.run("cargo fmt --check", || {
         Ok(StepOutcome::check(run_status(cargo().args(["fmt", "--all", "--check"]).current_dir(&root))?.success()))
+    });
+    steps.run("one feature set per dependency", || {
+        let divergences = features::check()?;
+        print!("{}", features::render(&divergences));
+        Ok(StepOutcome::check(divergences.is_empty()))
     });
     steps.run("cargo clippy", || {
         let mut command = cargo();
