@@ -5,13 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed set-up should stop the test loudly.
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bedrock_emulator::FaultOverride;
+use bedrock_emulator::testing::MotoServer;
 use gateway_core::adapters::{AwsGateway, AwsPorts, BedrockInvoker, DynamoCacheStore, bedrock_client, dynamodb_client};
 use gateway_core::catalog::{Catalog, Tier};
 use gateway_core::config::GatewayConfig;
@@ -20,48 +18,6 @@ use gateway_core::service::{CacheResult, ConverseCall, Gateway, GatewayError};
 use integration_tests::{cache_table, converse_call, dynamodb_endpoint, emulator, sdk_defaults};
 
 const HAIKU_BASE: &str = "anthropic.claude-haiku-4-5-20251001-v1:0";
-
-/// A moto_server process of the test's own. Dropping it resumes and kills it, so a failing
-/// test never leaves a stopped moto behind.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let bin = std::env::var_os("MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv-moto/bin/moto_server"));
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e} (set MOTO_SERVER)", bin.display()));
-        let moto = Moto { child, url: format!("http://127.0.0.1:{port}") };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        moto
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill {signal} {}", self.child.id());
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(vars: &[(&str, &str)]) -> GatewayConfig {
     let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -96,17 +52,17 @@ async fn table_on(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_dynamodb_delays_no_request_beyond_the_cache_budget() {
     // Finding 1: with moto stopped, every request (hits included) waited as long as it stayed stopped.
-    let moto = Moto::start();
+    let moto = MotoServer::start().unwrap();
     let emu = emulator(|_| {}).await;
-    let table = table_on(&moto.url).await;
+    let table = table_on(moto.url()).await;
     let cache_ms = 200;
     let config = config(&[("CACHE_TABLE_NAME", &table), ("CACHE_TIMEOUT_MS", &cache_ms.to_string())]);
-    let g = Arc::new(gateway(&config, &moto.url, &emu.url()).await);
+    let g = Arc::new(gateway(&config, moto.url(), &emu.url()).await);
     g.converse(call(&g, "haiku", "cached before the stall", RouteOverrides::default())).await.unwrap();
     let hit = g.converse(call(&g, "haiku", "cached before the stall", RouteOverrides::default())).await.unwrap();
     assert_eq!(hit.cache.result, CacheResult::Hit);
 
-    moto.signal("-STOP");
+    moto.signal("-STOP").unwrap();
     let texts = ["cached before the stall", "new 1", "new 2", "new 3", "new 4", "new 5"];
     let requests = texts.map(|text| {
         let g = g.clone();
@@ -130,7 +86,7 @@ async fn a_stalled_dynamodb_delays_no_request_beyond_the_cache_budget() {
     let bound = Duration::from_millis(2 * cache_ms + 600);
     println!("deadline: stalled moto, worst {} ms against a bound of {} ms", worst.as_millis(), bound.as_millis());
     assert!(worst <= bound, "worst {worst:?} over {bound:?}");
-    moto.signal("-CONT");
+    moto.signal("-CONT").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

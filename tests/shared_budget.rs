@@ -10,11 +10,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed set-up should stop the test loudly.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bedrock_emulator::testing::MotoServer;
 use bedrock_emulator::{AnswerLength, QuotaOverride, RunningEmulator};
 use integration_tests::{cache_table, emulator, emulator_stats, sdk_defaults};
 use serde_json::Value;
@@ -32,46 +32,6 @@ const THROTTLE_TOLERANCE: f64 = 0.01;
 /// Whether the emulator's throttles are within the tolerance of its calls.
 fn throttles_within_tolerance(stats: &Value) -> bool {
     throttled(stats) as f64 <= THROTTLE_TOLERANCE * stats["totals"]["requests"].as_u64().unwrap() as f64
-}
-
-/// A moto_server of the test's own, resumed and killed on drop.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let bin = std::env::var_os("MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv-moto/bin/moto_server"));
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e} (set MOTO_SERVER)", bin.display()));
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Moto { child, url: format!("http://127.0.0.1:{port}") }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill {signal} {}", self.child.id());
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn quota_load() -> PathBuf {
@@ -169,8 +129,8 @@ async fn scaled_emulator() -> RunningEmulator {
     .await
 }
 
-async fn budget_table(moto: &Moto) -> String {
-    let config = sdk_defaults().endpoint_url(&moto.url).load().await;
+async fn budget_table(moto: &MotoServer) -> String {
+    let config = sdk_defaults().endpoint_url(moto.url()).load().await;
     cache_table(&aws_sdk_dynamodb::Client::new(&config)).await
 }
 
@@ -183,10 +143,10 @@ const OVERLOAD_RATE: f64 = 10.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_instances_share_one_budget_and_every_request_is_answered() {
-    let moto = Moto::start();
+    let moto = MotoServer::start().unwrap();
     let table = budget_table(&moto).await;
     let emulator = scaled_emulator().await;
-    let summaries = Fleet::start("share", &emulator, &moto.url, &table, 3, OVERLOAD_RATE, 6.0).finish();
+    let summaries = Fleet::start("share", &emulator, moto.url(), &table, 3, OVERLOAD_RATE, 6.0).finish();
     let stats = emulator_stats(&emulator).await;
     let mut requests = 0;
     for summary in summaries {
@@ -202,10 +162,10 @@ async fn several_instances_share_one_budget_and_every_request_is_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_loses_nothing_of_the_others_and_its_lease_returns() {
-    let moto = Moto::start();
+    let moto = MotoServer::start().unwrap();
     let table = budget_table(&moto).await;
     let emulator = scaled_emulator().await;
-    let mut fleet = Fleet::start("kill", &emulator, &moto.url, &table, 3, OVERLOAD_RATE, 12.0);
+    let mut fleet = Fleet::start("kill", &emulator, moto.url(), &table, 3, OVERLOAD_RATE, 12.0);
     tokio::time::sleep(Duration::from_millis(1_500 + 3_000)).await;
     let killed_at = unix_ms();
     fleet.children[0].kill().unwrap();
@@ -236,15 +196,15 @@ async fn a_killed_instance_loses_nothing_of_the_others_and_its_lease_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_dynamodb_degrades_admission_and_loses_nothing() {
-    let moto = Moto::start();
+    let moto = MotoServer::start().unwrap();
     let table = budget_table(&moto).await;
     let emulator = scaled_emulator().await;
-    let fleet = Fleet::start("stop", &emulator, &moto.url, &table, 2, OVERLOAD_RATE, 10.0);
+    let fleet = Fleet::start("stop", &emulator, moto.url(), &table, 2, OVERLOAD_RATE, 10.0);
     tokio::time::sleep(Duration::from_millis(1_500 + 2_000)).await;
     let stopped_at = unix_ms();
-    moto.signal("-STOP");
+    moto.signal("-STOP").unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    moto.signal("-CONT");
+    moto.signal("-CONT").unwrap();
     let resumed_at = unix_ms();
     let dir = fleet.dir.clone();
     let summaries = fleet.finish();

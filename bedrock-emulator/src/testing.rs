@@ -61,6 +61,12 @@ impl MotoServer {
         self.child.id()
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`, ...) to moto: how a test stalls every call to it.
+    pub fn signal(&self, signal: &str) -> io::Result<()> {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status()?;
+        if status.success() { Ok(()) } else { Err(io::Error::other(format!("kill {signal} {}: {status}", self.pid()))) }
+    }
+
     /// The endpoint for every service moto serves, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> &str {
         &self.url

@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::time::SystemTime;
 
-use event_support::{Envelope, EventError, SCHEDULED_EVENT, SCHEDULER_SOURCE};
+use event_support::{Envelope, EventError, HandlerError, SCHEDULED_EVENT, SCHEDULER_SOURCE};
 use gateway_core::batch::pipeline::{BatchPipeline, PipelinePorts, ReconcileReport};
 use gateway_core::batch::{BatchError, JobEvent, JobOutcome, JobStatus, JobSummary};
 use gateway_core::config::ConfigError;
@@ -142,8 +142,8 @@ pub enum CompletionError {
     Batch(#[from] BatchError),
 }
 
-impl CompletionError {
-    pub fn label(&self) -> ErrorLabel {
+impl event_support::HandlerError for CompletionError {
+    fn label(&self) -> ErrorLabel {
         match self {
             CompletionError::Event(e) => e.label(),
             CompletionError::Batch(e) => e.label(),
@@ -152,7 +152,7 @@ impl CompletionError {
 
     /// Whether a retry may succeed. Either way Lambda retries and then dead-letters the event;
     /// this only decides how loudly the log says it.
-    pub fn is_transient(&self) -> bool {
+    fn is_transient(&self) -> bool {
         match self {
             CompletionError::Event(_) => false,
             CompletionError::Batch(e) => e.is_transient(),
@@ -195,15 +195,7 @@ impl<C: Completion> Handler<C> {
     /// One event: its summary, or the failure the runtime reports.
     pub async fn handle_event(&self, event: Value) -> Result<Value, CompletionError> {
         let outcome = self.run(event).await;
-        match &outcome {
-            Ok(summary) => tracing::info!(summary = %summary, "event handled"),
-            Err(error) if error.is_transient() => {
-                tracing::warn!(error = %event_support::with_sources(error), kind = error.label().as_str(), "event failed; Lambda retries it")
-            }
-            Err(error) => {
-                tracing::error!(error = %event_support::with_sources(error), kind = error.label().as_str(), "event cannot be handled; it goes to the dead-letter queue after its retries")
-            }
-        }
+        event_support::log_outcome(&outcome);
         outcome
     }
 

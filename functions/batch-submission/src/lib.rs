@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::time::SystemTime;
 
-use event_support::{Envelope, EventError, SCHEDULED_EVENT, SCHEDULER_SOURCE};
+use event_support::{Envelope, EventError, HandlerError, SCHEDULED_EVENT, SCHEDULER_SOURCE};
 use gateway_core::batch::config::{BatchConfig, NotAnInput};
 use gateway_core::batch::submit::{BatchSubmission, IntakeReport, SubmissionPorts, SubmitReport};
 use gateway_core::batch::{BatchError, DroppedFile};
@@ -125,8 +125,8 @@ pub enum SubmissionError {
     Batch(#[from] BatchError),
 }
 
-impl SubmissionError {
-    pub fn label(&self) -> ErrorLabel {
+impl event_support::HandlerError for SubmissionError {
+    fn label(&self) -> ErrorLabel {
         match self {
             SubmissionError::Event(e) => e.label(),
             SubmissionError::Batch(e) => e.label(),
@@ -136,7 +136,7 @@ impl SubmissionError {
     /// Whether a retry may succeed. Either way Lambda retries and then dead-letters the event;
     /// this only decides how loudly the log says it. A full job quota is transient: the
     /// records keep waiting and the next pass submits them.
-    pub fn is_transient(&self) -> bool {
+    fn is_transient(&self) -> bool {
         match self {
             SubmissionError::Event(_) => false,
             SubmissionError::Batch(e) => e.is_transient(),
@@ -180,15 +180,7 @@ impl<S: Submission> Handler<S> {
     /// One event: its report, or the failure the runtime reports.
     pub async fn handle_event(&self, event: Value) -> Result<Value, SubmissionError> {
         let outcome = self.run(event).await;
-        match &outcome {
-            Ok(summary) => tracing::info!(summary = %summary, "event handled"),
-            Err(error) if error.is_transient() => {
-                tracing::warn!(error = %event_support::with_sources(error), kind = error.label().as_str(), "event failed; Lambda retries it")
-            }
-            Err(error) => {
-                tracing::error!(error = %event_support::with_sources(error), kind = error.label().as_str(), "event cannot be handled; it goes to the dead-letter queue after its retries")
-            }
-        }
+        event_support::log_outcome(&outcome);
         outcome
     }
 

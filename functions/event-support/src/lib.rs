@@ -173,6 +173,29 @@ pub fn diagnostic(label: ErrorLabel, error: &dyn std::error::Error) -> Diagnosti
     Diagnostic { error_type: label.as_str().to_owned(), error_message: with_sources(error) }
 }
 
+/// What an event handler's error tells its log line: its label, and whether Lambda's retry
+/// can succeed (a throttle, a store down) or the event is bound for the dead-letter queue.
+pub trait HandlerError: std::error::Error {
+    fn label(&self) -> ErrorLabel;
+    fn is_transient(&self) -> bool;
+}
+
+/// The one log line per event every event-driven function writes: its summary, or its failure
+/// at the level its fate calls for.
+pub fn log_outcome<E: HandlerError>(outcome: &Result<Value, E>) {
+    match outcome {
+        Ok(summary) => tracing::info!(summary = %summary, "event handled"),
+        Err(error) if error.is_transient() => {
+            tracing::warn!(error = %with_sources(error), kind = error.label().as_str(), "event failed; Lambda retries it")
+        }
+        Err(error) => tracing::error!(
+            error = %with_sources(error),
+            kind = error.label().as_str(),
+            "event cannot be handled; it goes to the dead-letter queue after its retries"
+        ),
+    }
+}
+
 /// An error and its causes on one line.
 pub fn with_sources(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

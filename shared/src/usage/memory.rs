@@ -5,9 +5,12 @@ use std::sync::Mutex;
 
 use super::{Minute, MinuteUsage, UsageError, UsageLedger, UsageRecord, UsageSource};
 
+/// A minute's records under the store's key.
+type MinuteRecords = BTreeMap<(UsageSource, String), UsageRecord>;
+
 #[derive(Debug, Default)]
 pub struct MemoryUsageLedger {
-    minutes: Mutex<BTreeMap<Minute, BTreeMap<(UsageSource, String), UsageRecord>>>,
+    minutes: Mutex<BTreeMap<Minute, MinuteRecords>>,
     unreadable: Mutex<BTreeMap<Minute, u64>>,
 }
 
