@@ -35,7 +35,6 @@ const REQUEST_STATUS: Route = Route::get("/v1/requests/{id}");
 const ROUTES: [Route; 2] = [CONVERSE, REQUEST_STATUS];
 /// Where a request's status is served, under the stage the caller used.
 const STATUS_PATH: &str = "/v1/requests/";
-const METRICS_NAMESPACE: &str = "BedrockGateway";
 const FUNCTION_NAME: &str = "invoke-with-cache";
 
 /// The handler, generic over the gateway's ports and the batch table's. Without a batch
@@ -243,5 +242,5 @@ fn success(answer: &Answer) -> Response<Body> {
 /// into metrics without a PutMetricData call on the request path.
 fn emit_metrics(metrics: &InvocationMetrics) {
     let now_ms = http_support::now_ms();
-    println!("{}", metrics.to_emf(METRICS_NAMESPACE, FUNCTION_NAME, now_ms));
+    println!("{}", metrics.to_emf(gateway_core::metrics::NAMESPACE, FUNCTION_NAME, now_ms));
 }

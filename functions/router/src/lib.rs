@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use gateway_core::catalog::{Catalog, Target, Tier};
 use gateway_core::config::RoutingConfig;
+use gateway_core::metrics::{self, EmfDocument, Unit};
 use gateway_core::request::{self, ConverseRequest};
 use gateway_core::routing::{RouteDecision, RouteOverrides, Router};
 use gateway_core::service::AUTO_MODEL;
@@ -20,12 +21,11 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 
 pub use http_support::init_tracing;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use error::{ApiError, StartupError};
 
 const ROUTE: &str = "/v1/route";
-const METRICS_NAMESPACE: &str = "BedrockGateway";
 const FUNCTION_NAME: &str = "router";
 
 #[derive(Debug)]
@@ -166,44 +166,28 @@ fn emit_metrics(routed: &Routed) {
 /// invoke-with-cache's metrics are). Expected costs are left out when the tier's target has no
 /// list price (a prompt router).
 pub fn decision_emf(decision: &RouteDecision, decision_time: Duration, forced: bool, timestamp_ms: u64) -> Value {
-    let mut metrics: Vec<(&str, &str, f64)> = vec![("RoutedRequests", "Count", 1.0)];
+    let mut doc = EmfDocument::new(metrics::NAMESPACE, timestamp_ms);
+    doc.property("Function", FUNCTION_NAME).property("Tier", decision.tier.as_str());
+    doc.dimension_set(&["Function"]).dimension_set(&["Function", "Tier"]);
+    // Searchable in Logs Insights, but not dimensions.
+    doc.property("ModelId", decision.model_id.clone()).property("ModelVersion", decision.model_version.clone());
+    doc.property("Reason", serde_json::to_value(decision.reason).unwrap_or_default()).property("Forced", forced);
+    doc.metric("RoutedRequests", Unit::Count, 1.0);
     if let Some(cost) = decision.expected_cost_usd {
-        metrics.push(("ExpectedCostUsd", "None", cost));
+        doc.metric("ExpectedCostUsd", Unit::None, cost);
     }
     if let Some(cost) = decision.strongest_expected_cost_usd {
-        metrics.push(("StrongestExpectedCostUsd", "None", cost));
+        doc.metric("StrongestExpectedCostUsd", Unit::None, cost);
     }
-    metrics.push(("DecisionMicros", "Microseconds", micros(decision_time) as f64));
-    let mut root = serde_json::Map::new();
-    root.insert("Function".into(), FUNCTION_NAME.into());
-    root.insert("Tier".into(), decision.tier.as_str().into());
-    // Searchable in Logs Insights, but not dimensions.
-    root.insert("ModelId".into(), decision.model_id.clone().into());
-    root.insert("ModelVersion".into(), decision.model_version.clone().into());
-    root.insert("Reason".into(), serde_json::to_value(decision.reason).unwrap_or_default());
-    root.insert("Forced".into(), forced.into());
-    for (name, _, value) in &metrics {
-        root.insert((*name).into(), json!(value));
-    }
-    let definitions: Vec<Value> = metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect();
-    root.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": METRICS_NAMESPACE,
-                "Dimensions": [["Function"], ["Function", "Tier"]],
-                "Metrics": definitions,
-            }]
-        }),
-    );
-    Value::Object(root)
+    doc.metric("DecisionMicros", Unit::Microseconds, micros(decision_time) as f64);
+    doc.to_value()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use gateway_core::routing::RouteReason;
+    use serde_json::json;
 
     fn decision(expected: Option<f64>) -> RouteDecision {
         RouteDecision {

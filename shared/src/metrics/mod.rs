@@ -4,13 +4,20 @@
 //! request path makes no PutMetricData call. Dimensions are kept to the function and the
 //! tier: a model-ID or tenant dimension would multiply custom-metric cost.
 
-use serde_json::{Map, Value, json};
+mod emf;
+
+pub use emf::{EmfDocument, Unit};
+use serde_json::Value;
 
 use crate::admission::AdmissionMode;
 use crate::catalog::Catalog;
 use crate::cost::Usage;
 use crate::label::ErrorLabel;
 use crate::service::{AdmissionSummary, Answer, CacheResult, WriteReport};
+
+/// The namespace of every figure the gateway writes, per request (EMF) or per minute (the
+/// metrics publisher).
+pub const NAMESPACE: &str = "BedrockGateway";
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InvocationMetrics {
@@ -63,76 +70,56 @@ impl InvocationMetrics {
     /// The EMF document, one JSON object ready to print on its own line.
     pub fn to_emf(&self, namespace: &str, function: &str, timestamp_ms: u64) -> Value {
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        let mut metrics: Vec<(&str, &str, f64)> = vec![("Requests", "Count", 1.0)];
-        match self.error {
-            Some(_) => {
-                metrics.push(("Errors", "Count", 1.0));
-                metrics.push(("Throttles", "Count", flag(self.error == Some("throttled"))));
-                // Refused by admission before Bedrock was called: the 429s Bedrock did not send.
-                let refused = self.error == Some(ErrorLabel::QuotaExhausted.as_str());
-                metrics.push(("QuotaRefusals", "Count", flag(refused)));
-            }
-            None => {
-                metrics.extend([
-                    ("Errors", "Count", 0.0),
-                    ("CacheHits", "Count", flag(self.cache_result == Some(CacheResult::Hit))),
-                    ("CacheMisses", "Count", flag(self.cache_result == Some(CacheResult::Miss))),
-                    ("CacheBypasses", "Count", flag(self.cache_result == Some(CacheResult::Bypass))),
-                    ("CacheTooLarge", "Count", flag(self.cache_too_large)),
-                    ("CacheErrors", "Count", flag(self.cache_error)),
-                    ("CostUsd", "None", self.cost_usd),
-                    ("SavedUsd", "None", self.saved_usd),
-                    ("Latency", "Milliseconds", self.latency_ms),
-                    ("InputTokens", "Count", self.input_tokens as f64),
-                    ("OutputTokens", "Count", self.output_tokens as f64),
-                    ("RoutedRequests", "Count", flag(self.routed)),
-                    ("FallbackHops", "Count", self.fallback_hops as f64),
-                ]);
-                if let Some(admission) = &self.admission {
-                    metrics.extend([
-                        ("QuotaWaitMs", "Milliseconds", admission.waited_ms as f64),
-                        ("QuotaWaited", "Count", flag(admission.waited_ms > 0)),
-                        ("QuotaSpills", "Count", flag(admission.spilled)),
-                        ("QuotaDegraded", "Count", flag(admission.mode == AdmissionMode::Degraded)),
-                        ("QuotaReservedTokens", "Count", admission.reserved_tokens as f64),
-                        ("QuotaSettledTokens", "Count", admission.settled_tokens as f64),
-                    ]);
-                }
-            }
-        }
-        let mut dimensions = vec![json!(["Function"])];
-        let mut root = Map::new();
-        root.insert("Function".into(), function.into());
+        let mut doc = EmfDocument::new(namespace, timestamp_ms);
+        doc.property("Function", function).dimension_set(&["Function"]).dimension_set(&["Function", "Tier"]);
         if let Some(tier) = &self.tier {
-            dimensions.push(json!(["Function", "Tier"]));
-            root.insert("Tier".into(), tier.clone().into());
+            doc.property("Tier", tier.clone());
         }
         // Searchable in Logs Insights, but not a dimension.
         if let Some(model) = &self.model_id {
-            root.insert("ModelId".into(), model.clone().into());
+            doc.property("ModelId", model.clone());
         }
-        if let Some(label) = self.error {
-            root.insert("ErrorType".into(), label.into());
+        doc.metric("Requests", Unit::Count, 1.0);
+        match self.error {
+            Some(label) => {
+                doc.property("ErrorType", label);
+                doc.metric("Errors", Unit::Count, 1.0);
+                doc.metric("Throttles", Unit::Count, flag(label == "throttled"));
+                // Refused by admission before Bedrock was called: the 429s Bedrock did not send.
+                doc.metric("QuotaRefusals", Unit::Count, flag(label == ErrorLabel::QuotaExhausted.as_str()));
+            }
+            None => {
+                doc.metric("Errors", Unit::Count, 0.0)
+                    .metric("CacheHits", Unit::Count, flag(self.cache_result == Some(CacheResult::Hit)))
+                    .metric("CacheMisses", Unit::Count, flag(self.cache_result == Some(CacheResult::Miss)))
+                    .metric("CacheBypasses", Unit::Count, flag(self.cache_result == Some(CacheResult::Bypass)))
+                    .metric("CacheTooLarge", Unit::Count, flag(self.cache_too_large))
+                    .metric("CacheErrors", Unit::Count, flag(self.cache_error))
+                    .metric("CostUsd", Unit::None, self.cost_usd)
+                    .metric("SavedUsd", Unit::None, self.saved_usd)
+                    .metric("Latency", Unit::Milliseconds, self.latency_ms)
+                    .metric("InputTokens", Unit::Count, self.input_tokens as f64)
+                    .metric("OutputTokens", Unit::Count, self.output_tokens as f64)
+                    .metric("RoutedRequests", Unit::Count, flag(self.routed))
+                    .metric("FallbackHops", Unit::Count, self.fallback_hops as f64);
+                if let Some(admission) = &self.admission {
+                    doc.metric("QuotaWaitMs", Unit::Milliseconds, admission.waited_ms as f64)
+                        .metric("QuotaWaited", Unit::Count, flag(admission.waited_ms > 0))
+                        .metric("QuotaSpills", Unit::Count, flag(admission.spilled))
+                        .metric("QuotaDegraded", Unit::Count, flag(admission.mode == AdmissionMode::Degraded))
+                        .metric("QuotaReservedTokens", Unit::Count, admission.reserved_tokens as f64)
+                        .metric("QuotaSettledTokens", Unit::Count, admission.settled_tokens as f64);
+                }
+            }
         }
-        let definitions: Vec<Value> =
-            metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect();
-        for (name, _, value) in &metrics {
-            root.insert((*name).into(), json!(value));
-        }
-        root.insert(
-            "_aws".into(),
-            json!({
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": dimensions, "Metrics": definitions}]
-            }),
-        );
-        Value::Object(root)
+        doc.to_value()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn emf_declares_every_metric_it_sets() {
