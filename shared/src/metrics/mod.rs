@@ -5,6 +5,7 @@
 //! tier: a model-ID or tenant dimension would multiply custom-metric cost.
 
 mod emf;
+pub mod publish;
 
 pub use emf::{EmfDocument, Unit};
 use serde_json::Value;
