@@ -7,6 +7,7 @@ pub mod bedrock;
 pub mod budget;
 pub mod dynamo;
 pub mod service_quotas;
+pub mod usage_store;
 
 use std::sync::Arc;
 

@@ -115,9 +115,9 @@ pub struct MemoryPublishLog {
 }
 
 impl PublishLog for MemoryPublishLog {
-    async fn progress(&self, from: Minute) -> Result<BTreeMap<Minute, MinuteProgress>, PublishLogError> {
+    async fn progress(&self, wanted: &[Minute]) -> Result<BTreeMap<Minute, MinuteProgress>, PublishLogError> {
         let minutes = self.minutes.lock().map_err(|_| PublishLogError::Store("poisoned".into()))?;
-        Ok(minutes.range(from..).map(|(m, p)| (*m, p.clone())).collect())
+        Ok(wanted.iter().filter_map(|m| minutes.get(m).map(|p| (*m, p.clone()))).collect())
     }
 
     async fn mark_call(&self, minute: Minute, call: u32) -> Result<(), PublishLogError> {

@@ -118,10 +118,10 @@ pub struct MinuteProgress {
 }
 
 pub trait PublishLog: Send + Sync {
-    /// Every minute from `from` on with any progress recorded.
+    /// The progress recorded for each of `minutes` that has any.
     fn progress(
         &self,
-        from: Minute,
+        minutes: &[Minute],
     ) -> impl Future<Output = Result<BTreeMap<Minute, MinuteProgress>, PublishLogError>> + Send;
     fn mark_call(&self, minute: Minute, call: u32) -> impl Future<Output = Result<(), PublishLogError>> + Send;
     fn mark_done(&self, minute: Minute) -> impl Future<Output = Result<(), PublishLogError>> + Send;
@@ -193,8 +193,10 @@ impl<P: PublisherPorts> Publisher<P> {
     pub async fn run(&self, now_ms: u64, deadline: Deadline) -> Result<PublishReport, PublishLogError> {
         let closed = self.closed_minutes(now_ms);
         let mut report = PublishReport::default();
-        let Some(first) = closed.first().copied() else { return Ok(report) };
-        let progress = self.ports.log().progress(first).await?;
+        if closed.is_empty() {
+            return Ok(report);
+        }
+        let progress = self.ports.log().progress(&closed).await?;
         let mut pending = closed.into_iter().filter(|m| !progress.get(m).is_some_and(|p| p.done));
         while let Some(minute) = pending.next() {
             if deadline.remaining() < self.config.reserve {
