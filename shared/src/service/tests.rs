@@ -873,3 +873,61 @@ mod admission {
         assert_eq!(gateway.ports().models.calls(), 1, "the refused request never reached Bedrock");
     }
 }
+
+mod usage_records {
+    use super::*;
+    use crate::cost::PricingMode;
+    use crate::usage::build::{Served, answered, failed};
+    use crate::usage::{UsageOutcome, UsageSource};
+
+    fn served<'a>(tenant: &'a Tenant, id: &'a str) -> Served<'a> {
+        Served { source: UsageSource::Online, request_id: id, tenant, finished_at_ms: 1_740_000_000_000 }
+    }
+
+    #[tokio::test]
+    async fn a_miss_is_priced_and_counted_against_its_quota_and_a_hit_records_what_it_saved() {
+        let g = gateway();
+        let tenant = Tenant::new("a");
+        let miss = g.converse(call("a", body("haiku", "hello"))).await.unwrap();
+        let record = answered(served(&tenant, "r1"), &miss, g.catalog(), PricingMode::OnDemand);
+        let usage = Usage::from(&miss.response.usage);
+        assert_eq!((record.input_tokens, record.output_tokens), (usage.input_tokens, usage.output_tokens));
+        assert_eq!(record.quota.as_deref(), Some("us.anthropic.claude-haiku-4-5-20251001-v1:0"));
+        assert_eq!(record.quota_tokens, usage.input_tokens + 5 * usage.output_tokens, "haiku 4.5 burns output at 5x");
+        assert_eq!((record.tier, record.model_calls, record.cost_usd), (Some(Tier::Haiku), 1, miss.cost_usd.unwrap()));
+        assert_eq!(record.tenant, tenant.as_str());
+
+        let hit = g.converse(call("a", body("haiku", "hello"))).await.unwrap();
+        let record = answered(served(&tenant, "r2"), &hit, g.catalog(), PricingMode::OnDemand);
+        assert_eq!((record.cache, record.quota.clone(), record.quota_tokens), (Some(CacheResult::Hit), None, 0));
+        assert_eq!((record.cost_usd, record.saved.cache_usd), (0.0, miss.cost_usd.unwrap()));
+        assert_eq!((record.input_tokens, record.model_calls), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_routed_answer_saves_what_the_strongest_allowed_tier_would_have_cost() {
+        let g = routed_gateway(RoutingPolicy::default());
+        let tenant = Tenant::new("a");
+        let answer = g.converse(auto_haiku_with_sonnet_fallback()).await.unwrap();
+        let record = answered(served(&tenant, "r1"), &answer, g.catalog(), PricingMode::OnDemand);
+        let usage = Usage::from(&answer.response.usage);
+        let sonnet =
+            g.catalog().cost_of("us.anthropic.claude-sonnet-4-5-20250929-v1:0", &usage, PricingMode::OnDemand).unwrap();
+        assert!((record.saved.routing_usd - (sonnet - record.cost_usd)).abs() < 1e-12, "{record:?}");
+        assert!(record.saved.routing_usd > 0.0);
+        let batch = answered(served(&tenant, "r1"), &answer, g.catalog(), PricingMode::Batch);
+        assert_eq!(batch.saved.batch_usd, 0.0, "the answer was priced on demand; only a batch-priced one saves");
+    }
+
+    #[tokio::test]
+    async fn a_throttled_chain_records_its_calls_and_throttles() {
+        let g = gateway();
+        throttle_haiku(&g.ports.models);
+        let tenant = Tenant::new("a");
+        let error = g.converse(call("a", body("haiku", "hi"))).await.unwrap_err();
+        let record = failed(served(&tenant, "r1"), &error, g.catalog(), Duration::from_millis(40));
+        assert_eq!(record.outcome, UsageOutcome::Failed(ErrorLabel::Throttled));
+        assert_eq!((record.model_calls, record.throttles_received, record.latency_ms), (2, 2, 40));
+        assert_eq!((record.tier, record.cost_usd, record.quota_refused), (Some(Tier::Haiku), 0.0, false));
+    }
+}

@@ -7,6 +7,8 @@
 
 use std::future::Future;
 
+pub mod build;
+
 use crate::catalog::Tier;
 use crate::label::ErrorLabel;
 use crate::service::CacheResult;
