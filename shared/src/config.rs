@@ -3,6 +3,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `CACHE_TABLE_NAME` | required | DynamoDB table of cached answers |
+//! | `USAGE_TABLE_NAME` | unset (off) | DynamoDB table (string keys `pk`, `sk`) each request's usage record is written to, for the metrics publisher |
 //! | `CACHE_ENABLED` | `true` | `false` turns the cache off for every request |
 //! | `CACHE_DEFAULT_TTL_SECONDS` | 86400 | TTL when the request gives none |
 //! | `CACHE_MAX_TTL_SECONDS` | 604800 | the largest TTL a request may ask for |
@@ -280,6 +281,8 @@ pub struct DynamoSettings {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub cache_table: String,
+    /// `USAGE_TABLE_NAME`: where usage records go; `None` records nothing.
+    pub usage_table: Option<String>,
     pub catalog_path: Option<PathBuf>,
     pub trust_tenant_header: bool,
     pub cache: CacheSettings,
@@ -339,6 +342,7 @@ impl GatewayConfig {
         }
         Ok(GatewayConfig {
             cache_table: env.get("CACHE_TABLE_NAME").ok_or(ConfigError::Missing("CACHE_TABLE_NAME"))?,
+            usage_table: env.get("USAGE_TABLE_NAME").filter(|t| !t.trim().is_empty()),
             catalog_path: env.get("CATALOG_PATH").map(PathBuf::from),
             trust_tenant_header: env.parsed("TRUST_TENANT_HEADER", false)?,
             cache,

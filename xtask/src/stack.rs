@@ -14,6 +14,7 @@ use crate::{dynamo, http, paths, template, tools};
 pub const LOCAL_TABLE_NAME: &str = "bedrock-gateway-cache-local";
 pub const LOCAL_BUDGET_TABLE_NAME: &str = "bedrock-gateway-budget-local";
 pub const LOCAL_BATCH_TABLE_NAME: &str = "bedrock-gateway-batch-local";
+pub const LOCAL_USAGE_TABLE_NAME: &str = "bedrock-gateway-usage-local";
 pub const FUNCTION_NAME: &str = "invoke-with-cache";
 /// The routing-decision function (`POST /v1/route`); it needs no table and no Bedrock.
 pub const ROUTER_FUNCTION_NAME: &str = "router";
@@ -61,6 +62,7 @@ pub fn function_env(moto_url: &str, emulator_url: &str, service_quotas_url: &str
         // serves the values the emulator enforces.
         ("ADMISSION", "on".to_string()),
         ("ADMISSION_TABLE_NAME", LOCAL_BUDGET_TABLE_NAME.to_string()),
+        ("USAGE_TABLE_NAME", LOCAL_USAGE_TABLE_NAME.to_string()),
         ("BATCH_TABLE_NAME", LOCAL_BATCH_TABLE_NAME.to_string()),
         ("QUOTA_SOURCE", "service-quotas".to_string()),
         ("AWS_ENDPOINT_URL_SERVICE_QUOTAS", service_quotas_url.to_string()),
@@ -163,6 +165,7 @@ impl Stack {
         stack.create_cache_table()?;
         stack.create_budget_table()?;
         stack.create_batch_table()?;
+        stack.create_usage_table()?;
         stack.create_batch_plumbing()?;
         stack.start_emulator()?;
         stack.start_lambda()?;
@@ -221,6 +224,18 @@ impl Stack {
         let ttl = template::update_ttl_request(properties, LOCAL_BUDGET_TABLE_NAME)?;
         dynamo::create_table(moto, &create, ttl.as_ref())?;
         println!("stack: created table {LOCAL_BUDGET_TABLE_NAME} from template.yaml (BudgetTable)");
+        Ok(())
+    }
+
+    /// The usage records and the metrics publisher's progress, from template.yaml.
+    pub fn create_usage_table(&self) -> Result<()> {
+        let moto = self.moto_url.as_deref().ok_or("moto is not running")?;
+        let template = template::load_template(&paths::repo_root().join("template.yaml"))?;
+        let properties = template::table_properties(&template, template::USAGE_TABLE_LOGICAL_ID)?;
+        let create = template::create_table_request(properties, LOCAL_USAGE_TABLE_NAME)?;
+        let ttl = template::update_ttl_request(properties, LOCAL_USAGE_TABLE_NAME)?;
+        dynamo::create_table(moto, &create, ttl.as_ref())?;
+        println!("stack: created table {LOCAL_USAGE_TABLE_NAME} from template.yaml (UsageTable)");
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use crate::Result;
 pub const CACHE_TABLE_LOGICAL_ID: &str = "CacheTable";
 /// The quota leases of admission.
 pub const BUDGET_TABLE_LOGICAL_ID: &str = "BudgetTable";
+pub const USAGE_TABLE_LOGICAL_ID: &str = "UsageTable";
 /// The batch pipeline's pending requests, jobs and results.
 pub const BATCH_TABLE_LOGICAL_ID: &str = "BatchTable";
 

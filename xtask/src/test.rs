@@ -189,6 +189,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps.run("create cache table", || stack.create_cache_table().map(|()| StepOutcome::check(true)));
     steps.run("create budget table", || stack.create_budget_table().map(|()| StepOutcome::check(true)));
     steps.run("create batch table", || stack.create_batch_table().map(|()| StepOutcome::check(true)));
+    steps.run("create usage table", || stack.create_usage_table().map(|()| StepOutcome::check(true)));
     steps
         .run("create batch bucket, queues, rules", || stack.create_batch_plumbing().map(|()| StepOutcome::check(true)));
     steps.run("start bedrock-emulator", || stack.start_emulator().map(|_| StepOutcome::check(true)));

@@ -21,7 +21,8 @@ use gateway_core::metrics::InvocationMetrics;
 use gateway_core::ports::Ports;
 use gateway_core::request::{ConverseRequest, RequestError};
 use gateway_core::routing::RouteOverrides;
-use gateway_core::service::{Answer, ConverseCall, Gateway};
+use gateway_core::service::{Answer, ConverseCall, Gateway, Origin};
+use gateway_core::usage::UsageSource;
 use http_support::{DEFER_HEADER, Route, header, json_response, request_id};
 use lambda_http::http::{HeaderMap, StatusCode};
 use lambda_http::{Body, Error, Request, RequestExt, Response};
@@ -78,7 +79,7 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
     pub async fn handle(&self, request: Request) -> Result<Response<Body>, Error> {
         let request_id = request_id(&request);
         http_support::log_body(self.log_request_bodies, &request, &request_id);
-        let response = match self.serve(&request).await {
+        let response = match self.serve(&request, &request_id).await {
             Ok(Reply::Answer(answer)) => {
                 emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()));
                 success(&answer)
@@ -117,7 +118,7 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
         Ok(response)
     }
 
-    async fn serve(&self, request: &Request) -> Result<Reply, ApiError> {
+    async fn serve(&self, request: &Request, request_id: &str) -> Result<Reply, ApiError> {
         let matched = http_support::select_route(request, &ROUTES)?;
         let headers = request.headers();
         http_support::check_gateway_headers(headers)?;
@@ -128,11 +129,17 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
             .tenant(http_support::authentication(request), http_support::tenant_header(headers))?;
         match (ROUTES[matched.index], matched.parameter) {
             (REQUEST_STATUS, id) => self.status(&tenant, id.unwrap_or_default()).await.map(Reply::Status),
-            _ => self.converse(request, headers, tenant).await,
+            _ => self.converse(request, headers, tenant, request_id).await,
         }
     }
 
-    async fn converse(&self, request: &Request, headers: &HeaderMap, tenant: Tenant) -> Result<Reply, ApiError> {
+    async fn converse(
+        &self,
+        request: &Request,
+        headers: &HeaderMap,
+        tenant: Tenant,
+        request_id: &str,
+    ) -> Result<Reply, ApiError> {
         let call = ConverseCall {
             request: ConverseRequest::from_json(request.body().as_ref())?,
             tenant,
@@ -145,7 +152,8 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
             deadline: self.gateway.settings().budgets.deadline(request.lambda_context_ref().map(|c| c.deadline())),
         };
         if !deferrable(headers)? {
-            return Ok(Reply::Answer(Box::new(self.gateway.converse(call).await?)));
+            let origin = Origin { source: UsageSource::Online, request_id: request_id.to_string() };
+            return Ok(Reply::Answer(Box::new(self.gateway.converse_and_record(call, &origin).await?)));
         }
         let batch = self.batch.as_ref().ok_or_else(|| {
             RequestError::invalid(

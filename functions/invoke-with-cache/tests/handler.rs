@@ -297,3 +297,38 @@ async fn auto_without_routing_configured_is_a_400_on_model_id() {
     assert_eq!(reply.status, 400);
     assert_eq!(reply.body["error"]["field"], "modelId");
 }
+
+#[tokio::test]
+async fn every_served_request_leaves_one_usage_record_under_its_request_id() {
+    use gateway_core::service::CacheResult;
+    use gateway_core::usage::memory::MemoryUsageLedger;
+    use gateway_core::usage::{Recorder, UsageOutcome, UsageSource};
+
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let settings = GatewaySettings::from_catalog(&catalog);
+    let ports = TestPorts::fakes();
+    let invoker = ports.models.clone();
+    let ledger = Arc::new(MemoryUsageLedger::default());
+    let gateway = Gateway::new(catalog, settings, ports).with_usage(ledger.clone() as Arc<dyn Recorder>);
+    let handler = Handler::new(gateway);
+    let send = |request| handler.handle(request);
+    let first = http_support::testing::Reply::from(send(event("valid-request.json")).await.unwrap());
+    let repeat = http_support::testing::Reply::from(send(event("repeat-request.json")).await.unwrap());
+    invoker.fail_with(|| InvokeError::Throttled { message: "slow down".into(), retry_after: None });
+    let throttled = http_support::testing::Reply::from(
+        send(with_body(
+            event("valid-request.json"),
+            r#"{"modelId":"haiku","messages":[{"role":"user","content":[{"text":"new"}]}]}"#,
+        ))
+        .await
+        .unwrap(),
+    );
+    assert_eq!((first.status, repeat.status, throttled.status), (200, 200, 429));
+
+    let records = ledger.all();
+    assert_eq!(records.len(), 2, "the repeat and the throttled retry share the events' request ID: {records:?}");
+    let hit = records.iter().find(|r| r.cache == Some(CacheResult::Hit)).unwrap();
+    assert!(hit.saved.cache_usd > 0.0 && hit.source == UsageSource::Online);
+    assert!(records.iter().any(|r| r.cache == Some(CacheResult::Miss) && r.cost_usd > 0.0));
+    assert!(!records.iter().any(|r| matches!(r.outcome, UsageOutcome::Failed(_))), "keyed by request ID, stored once");
+}

@@ -80,11 +80,15 @@ pub async fn aws_gateway(config: &GatewayConfig) -> Result<AwsGateway, InitError
         }
         _ => None,
     };
-    let gateway = Gateway::new(Arc::new(catalog), settings, ports).with_router(router);
-    Ok(match admission {
-        Some(admission) => gateway.with_admission(admission),
-        None => gateway,
-    })
+    let mut gateway = Gateway::new(Arc::new(catalog), settings, ports).with_router(router);
+    if let Some(admission) = admission {
+        gateway = gateway.with_admission(admission);
+    }
+    if let Some(table) = &config.usage_table {
+        let store = usage_store::DynamoUsageStore::new(dynamodb_client(&sdk, config), table.clone());
+        gateway = gateway.with_usage(Arc::new(store));
+    }
+    Ok(gateway)
 }
 
 /// A name for this instance's leases: Lambda's log stream names one execution environment.

@@ -49,6 +49,7 @@ use serde::Serialize;
 use crate::admission::{AdmissionMode, Admit, Refusal};
 use crate::cache::{BypassReason, CacheEntry, CacheOptions, CacheSettings, Tenant};
 use crate::catalog::{Catalog, ResolveError, Tier};
+use crate::cost::PricingMode;
 use crate::deadline::{Budgets, Deadline};
 use crate::identity::TenantRules;
 use crate::label::ErrorLabel;
@@ -57,6 +58,7 @@ use crate::ports::{CacheError, InvokeError, Ports};
 use crate::request::{ConverseRequest, ConverseResponse, RequestError};
 use crate::routing::{RouteDecision, RouteOverrides, Router};
 use crate::singleflight::SingleFlight;
+use crate::usage::{Recorder, UsageSource, build};
 
 use call::Served;
 use lookup::{FlightKey, Lookup};
@@ -318,17 +320,44 @@ pub struct Gateway<P> {
     admission: Option<Arc<dyn Admit>>,
     /// Answer lengths seen, for the `maxTokens` of requests that give none.
     outputs: OutputLengths,
+    /// Where [`Gateway::converse_and_record`] writes each request's usage.
+    usage: Option<Arc<dyn Recorder>>,
 }
+
+/// Which request a call is, for its usage record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub source: UsageSource,
+    pub request_id: String,
+}
+
+/// How long a usage write may add to a request: the answer is ready, the caller waits.
+pub const USAGE_WRITE_BUDGET: Duration = Duration::from_millis(250);
 
 impl<P: Ports> Gateway<P> {
     pub fn new(catalog: Arc<Catalog>, settings: GatewaySettings, ports: P) -> Self {
         let outputs = OutputLengths::new(settings.output_lengths);
-        Gateway { catalog, settings, ports, router: None, flights: SingleFlight::default(), admission: None, outputs }
+        Gateway {
+            catalog,
+            settings,
+            ports,
+            router: None,
+            flights: SingleFlight::default(),
+            admission: None,
+            outputs,
+            usage: None,
+        }
     }
 
     /// Admits every model call against its Bedrock quota first.
     pub fn with_admission(mut self, admission: Arc<dyn Admit>) -> Self {
         self.admission = Some(admission);
+        self
+    }
+
+    /// Records every request served through [`Gateway::converse_and_record`].
+    pub fn with_usage(mut self, usage: Arc<dyn Recorder>) -> Self {
+        self.usage = Some(usage);
         self
     }
 
@@ -362,6 +391,32 @@ impl<P: Ports> Gateway<P> {
         } else {
             self.serve(prepared).await
         }
+    }
+
+    /// [`Gateway::converse`], then the record stage: the request's [`UsageRecord`](crate::usage::UsageRecord),
+    /// answered or failed, goes to the usage ledger within [`USAGE_WRITE_BUDGET`]. A failed
+    /// write is logged and never changes the answer.
+    pub async fn converse_and_record(&self, call: ConverseCall, origin: &Origin) -> Result<Answer, GatewayError> {
+        let started = Instant::now();
+        let tenant = call.tenant.clone();
+        let outcome = self.converse(call).await;
+        if let Some(usage) = &self.usage {
+            let finished_at_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let served = build::Served {
+                source: origin.source,
+                request_id: &origin.request_id,
+                tenant: &tenant,
+                finished_at_ms,
+            };
+            let record = match &outcome {
+                Ok(answer) => build::answered(served, answer, &self.catalog, PricingMode::OnDemand),
+                Err(error) => build::failed(served, error, &self.catalog, started.elapsed()),
+            };
+            let _ = build::write(usage.as_ref(), &record, USAGE_WRITE_BUDGET).await;
+        }
+        outcome
     }
 
     /// The stages after preparation, for one request or for a flight of identical ones.

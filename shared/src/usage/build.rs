@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Savings, UsageError, UsageLedger, UsageOutcome, UsageRecord, UsageSource};
+use super::{Recorder, Savings, UsageError, UsageLedger, UsageOutcome, UsageRecord, UsageSource};
 use crate::cache::Tenant;
 use crate::catalog::Catalog;
 use crate::cost::{PricingMode, Usage};
@@ -124,7 +124,7 @@ pub fn failed(served: Served<'_>, error: &GatewayError, catalog: &Catalog, laten
 /// Writes `record` within `budget`. A request is never failed for its record: a write that
 /// fails or takes too long is logged with the record's key and counted by the caller's
 /// metrics, and the publisher's figures miss that one request.
-pub async fn write<L: UsageLedger>(ledger: &L, record: &UsageRecord, budget: Duration) -> Result<(), UsageError> {
+pub async fn write<R: Recorder + ?Sized>(ledger: &R, record: &UsageRecord, budget: Duration) -> Result<(), UsageError> {
     let outcome = match tokio::time::timeout(budget, ledger.record(record)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(UsageError::Store(format!("no answer within {} ms", budget.as_millis()))),

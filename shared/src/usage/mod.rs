@@ -139,6 +139,24 @@ impl UsageError {
     }
 }
 
+/// The write half of a ledger as a shareable object, so the gateway holds one without a
+/// type parameter, as it holds admission.
+pub trait Recorder: Send + Sync + std::fmt::Debug {
+    fn record<'a>(
+        &'a self,
+        record: &'a UsageRecord,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), UsageError>> + Send + 'a>>;
+}
+
+impl<L: UsageLedger + std::fmt::Debug> Recorder for L {
+    fn record<'a>(
+        &'a self,
+        record: &'a UsageRecord,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), UsageError>> + Send + 'a>> {
+        Box::pin(UsageLedger::record(self, record))
+    }
+}
+
 /// Where usage records are kept.
 pub trait UsageLedger: Send + Sync {
     /// Stores `record`; storing the same `(source, request_id)` again changes nothing.
