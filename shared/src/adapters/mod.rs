@@ -5,7 +5,9 @@ pub mod batch_remote;
 pub mod batch_store;
 pub mod bedrock;
 pub mod budget;
+pub mod cloudwatch;
 pub mod dynamo;
+pub mod publisher;
 pub mod service_quotas;
 pub mod usage_store;
 

@@ -11,6 +11,7 @@
 //! `catch_up` minutes back.
 
 mod aggregate;
+pub mod config;
 mod datum;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
@@ -93,6 +94,15 @@ pub enum PublishLogError {
     Throttled(String),
     #[error("publish log failed: {0}")]
     Store(String),
+}
+
+impl PublishLogError {
+    pub fn label(&self) -> ErrorLabel {
+        match self {
+            PublishLogError::Throttled(_) => ErrorLabel::Throttled,
+            PublishLogError::Store(_) => ErrorLabel::Store,
+        }
+    }
 }
 
 /// PutMetricData.
