@@ -26,8 +26,15 @@ pub const FUZZ_BINARY: &str = "gateway-fuzz";
 pub const LOADGEN_PACKAGE: &str = "gateway-loadgen";
 /// Every Lambda binary `cargo lambda watch` may be asked to run; built up front so that
 /// the first invocation does not wait for a compile.
-pub const FUNCTION_BINARIES: &[&str] =
-    &[FUNCTION_NAME, ROUTER_FUNCTION_NAME, SUBMISSION_FUNCTION_NAME, COMPLETION_FUNCTION_NAME];
+pub const FUNCTION_BINARIES: &[&str] = &[
+    FUNCTION_NAME,
+    ROUTER_FUNCTION_NAME,
+    SUBMISSION_FUNCTION_NAME,
+    COMPLETION_FUNCTION_NAME,
+    METRICS_PUBLISHER_FUNCTION_NAME,
+];
+/// The schedule's publisher of per-minute figures to CloudWatch.
+pub const METRICS_PUBLISHER_FUNCTION_NAME: &str = "metrics-publisher";
 /// The batch pipeline's functions, fed by EventBridge (moto) through SQS queues.
 pub const SUBMISSION_FUNCTION_NAME: &str = "batch-submission";
 pub const COMPLETION_FUNCTION_NAME: &str = "batch-completion";
