@@ -1,12 +1,15 @@
-//! CloudWatch metrics (PutMetricData, GetMetricData, ListMetrics) on a port of its own, over
-//! Smithy RPCv2-CBOR: `POST /service/GraniteServiceVersion20100801/operation/<Operation>`,
-//! the protocol both `aws-sdk-cloudwatch` and current boto3 speak. Errors carry `__type` in
-//! the body and the awsQuery code in `x-amzn-query-error`, which is what the SDKs match.
+//! CloudWatch metrics (PutMetricData, GetMetricData, ListMetrics) on a port of its own, in
+//! the two protocols its clients pick: Smithy RPCv2-CBOR (`POST
+//! /service/GraniteServiceVersion20100801/operation/<Operation>`, `aws-sdk-cloudwatch`) and
+//! awsJson1_0 (`POST /` with `X-Amz-Target: GraniteServiceVersion20100801.<Operation>`,
+//! boto3). Errors carry `__type` in the body and the awsQuery code in `x-amzn-query-error`,
+//! which is what the SDKs match.
 //!
 //! Beside it, `/_emulator/cloudwatch/` injects faults per operation, counts calls and resets.
 //! Data lives in memory: 15 days, and at most [`store::MAX_STORED_VALUES`] values.
 
 mod cbor;
+mod json;
 mod operations;
 mod store;
 
@@ -31,10 +34,45 @@ use store::Store;
 
 const SERVICE_PATH: &str = "/service/GraniteServiceVersion20100801/operation/";
 const CBOR_CONTENT_TYPE: &str = "application/cbor";
+const TARGET_PREFIX: &str = "GraniteServiceVersion20100801.";
+const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 /// The namespace of CloudWatch's Smithy model, which qualifies `__type`.
 const SHAPE_NAMESPACE: &str = "com.amazonaws.cloudwatch";
 /// A gzip body inflating past this is refused rather than held in memory.
 const MAX_INFLATED_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Cbor,
+    Json,
+}
+
+impl Codec {
+    fn decode(self, body: &[u8]) -> Result<Cbor, CwError> {
+        let decoded = match self {
+            Codec::Cbor => cbor::decode(body).map_err(|e| e.to_string()),
+            Codec::Json => json::decode(body).map_err(|e| e.to_string()),
+        };
+        decoded.map_err(|e| CwError::Serialization(format!("The request body: {e}")))
+    }
+
+    fn response(self, status: StatusCode, value: &Cbor) -> Response {
+        let (content_type, bytes) = match self {
+            Codec::Cbor => match cbor::encode(value) {
+                Ok(bytes) => (CBOR_CONTENT_TYPE, bytes),
+                Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            },
+            Codec::Json => (JSON_CONTENT_TYPE, json::encode(value).to_string().into_bytes()),
+        };
+        let mut response = (status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if self == Codec::Cbor {
+            headers.insert("smithy-protocol", HeaderValue::from_static("rpc-v2-cbor"));
+        }
+        response
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,7 +118,7 @@ impl CloudWatch {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn call(&self, operation: &str, body: &[u8], now_ms: i64) -> Result<Cbor, CwError> {
+    fn call(&self, operation: &str, codec: Codec, body: &[u8], now_ms: i64) -> Result<Cbor, CwError> {
         let mut inner = self.lock();
         *inner.calls.entry(operation.to_owned()).or_default() += 1;
         if let Some((kind, remaining)) = inner.faults.get_mut(operation) {
@@ -94,9 +132,9 @@ impl CloudWatch {
                 FaultKind::Internal => CwError::InternalServiceFault("Injected by the emulator's fault API.".into()),
             });
         }
-        let input = cbor::decode(body).map_err(|e| CwError::Serialization(format!("The request body: {e}")))?;
+        let input = codec.decode(body)?;
         if !matches!(input, Cbor::Map(_)) {
-            return Err(CwError::Serialization("The request body must be a CBOR map.".into()));
+            return Err(CwError::Serialization("The request body must be a structure.".into()));
         }
         inner.store.expire(now_ms);
         match operation {
@@ -116,7 +154,8 @@ impl Default for CloudWatch {
 
 pub fn router(state: Arc<CloudWatch>) -> Router {
     Router::new()
-        .route(&format!("{SERVICE_PATH}{{operation}}"), post(rpc))
+        .route(&format!("{SERVICE_PATH}{{operation}}"), post(rpc_cbor))
+        .route("/", post(rpc_json))
         .route("/_emulator/cloudwatch/faults/{operation}", put(set_fault))
         .route("/_emulator/cloudwatch/calls", get(calls))
         .route("/_emulator/cloudwatch/reset", post(reset))
@@ -129,26 +168,39 @@ fn now_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
-async fn rpc(
+async fn rpc_cbor(
     State(state): State<Arc<CloudWatch>>,
     Path(operation): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    serve(&state, &operation, Codec::Cbor, &headers, &body)
+}
+
+async fn rpc_json(State(state): State<Arc<CloudWatch>>, headers: HeaderMap, body: Bytes) -> Response {
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    match target.strip_prefix(TARGET_PREFIX) {
+        Some(operation) => serve(&state, operation, Codec::Json, &headers, &body),
+        None => error_response(
+            Codec::Json,
+            &CwError::UnknownOperation(format!(
+                "awsJson1_0 requests need X-Amz-Target: {TARGET_PREFIX}<Operation>, not `{target}`."
+            )),
+        ),
+    }
+}
+
+fn serve(state: &CloudWatch, operation: &str, codec: Codec, headers: &HeaderMap, body: &Bytes) -> Response {
     let request_id = format!("cw-{:012}", state.requests.fetch_add(1, Ordering::Relaxed));
-    let result = inflate(&headers, &body).and_then(|body| state.call(&operation, &body, now_ms()));
-    let mut response = match result.and_then(|output| encoded(&output)) {
-        Ok(bytes) => cbor_response(StatusCode::OK, bytes),
-        Err(error) => error_response(&error),
+    let result = inflate(headers, body).and_then(|body| state.call(operation, codec, &body, now_ms()));
+    let mut response = match result {
+        Ok(output) => codec.response(StatusCode::OK, &output),
+        Err(error) => error_response(codec, &error),
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-amzn-requestid", value);
     }
     response
-}
-
-fn encoded(value: &Cbor) -> Result<Vec<u8>, CwError> {
-    cbor::encode(value).map_err(|e| CwError::InternalServiceFault(format!("Encoding the response: {e}")))
 }
 
 /// The SDKs gzip PutMetricData bodies from 10 KiB on (its `@requestCompression` trait).
@@ -171,15 +223,7 @@ fn inflate(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, CwError> {
     }
 }
 
-fn cbor_response(status: StatusCode, bytes: Vec<u8>) -> Response {
-    let mut response = (status, bytes).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CBOR_CONTENT_TYPE));
-    headers.insert("smithy-protocol", HeaderValue::from_static("rpc-v2-cbor"));
-    response
-}
-
-fn error_response(error: &CwError) -> Response {
+fn error_response(codec: Codec, error: &CwError) -> Response {
     let (status, fault) = match error {
         CwError::InternalServiceFault(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Receiver"),
         CwError::UnknownOperation(_) => (StatusCode::NOT_FOUND, "Sender"),
@@ -189,10 +233,7 @@ fn error_response(error: &CwError) -> Response {
         ("__type", Cbor::text(format!("{SHAPE_NAMESPACE}#{}", error.shape()))),
         ("message", Cbor::text(error.message())),
     ]);
-    let mut response = match cbor::encode(&body) {
-        Ok(bytes) => cbor_response(status, bytes),
-        Err(_) => status.into_response(),
-    };
+    let mut response = codec.response(status, &body);
     if let Ok(value) = HeaderValue::from_str(&format!("{};{fault}", error.code())) {
         response.headers_mut().insert("x-amzn-query-error", value);
     }
@@ -236,7 +277,10 @@ async fn reset(State(state): State<Arc<CloudWatch>>) -> Response {
 }
 
 async fn unknown_path() -> Response {
-    error_response(&CwError::UnknownOperation(format!(
-        "CloudWatch is served at POST {SERVICE_PATH}<Operation> (Smithy RPCv2-CBOR)."
-    )))
+    error_response(
+        Codec::Cbor,
+        &CwError::UnknownOperation(format!(
+            "CloudWatch is served at POST {SERVICE_PATH}<Operation> (Smithy RPCv2-CBOR) and POST / (awsJson1_0)."
+        )),
+    )
 }

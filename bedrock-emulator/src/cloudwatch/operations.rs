@@ -153,11 +153,12 @@ fn list<'a>(value: &'a Cbor, path: &str) -> Result<&'a [Cbor]> {
     }
 }
 
-/// Epoch milliseconds of a tag-1 timestamp (integer or fractional seconds).
+/// Epoch milliseconds of a timestamp: tagged in CBOR, a bare number of seconds in awsJson.
 fn timestamp_ms(value: &Cbor, path: &str) -> Result<i64> {
     let seconds = match value {
         Cbor::Tagged(TIMESTAMP_TAG, inner) => number(inner, path)?,
-        _ => return Err(CwError::Serialization(format!("{path} must be a timestamp (CBOR tag 1)."))),
+        Cbor::Int(_) | Cbor::Float(_) => number(value, path)?,
+        _ => return Err(CwError::Serialization(format!("{path} must be a timestamp."))),
     };
     if !seconds.is_finite() || seconds.abs() > 1e13 {
         return Err(invalid(format!("The value {seconds} for parameter {path} is not a valid timestamp.")));
