@@ -1,5 +1,5 @@
 //! The command line: `bedrock-emulator --addr 127.0.0.1:4010 [--service-quotas-addr
-//! 127.0.0.1:4011] [--config FILE]`.
+//! 127.0.0.1:4011] [--cloudwatch-addr 127.0.0.1:4012] [--config FILE]`.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -20,6 +20,9 @@ pub struct Args {
     /// Also serve Service Quotas (for service code `bedrock`) on this address.
     #[arg(long)]
     pub service_quotas_addr: Option<SocketAddr>,
+    /// Also serve CloudWatch metrics (RPCv2-CBOR) on this address.
+    #[arg(long)]
+    pub cloudwatch_addr: Option<SocketAddr>,
     /// TOML configuration file (see the README); defaults apply without one.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -37,7 +40,7 @@ pub async fn run(args: Args) -> io::Result<()> {
     }
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, crate::error_chain(&e)))?;
     // Built before binding, so that a bad file never looks like a started server.
-    let crate::Routers { bedrock, service_quotas } =
+    let crate::Routers { bedrock, service_quotas, cloudwatch } =
         crate::routers(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, crate::error_chain(&e)))?;
     let listener = TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;
@@ -45,22 +48,34 @@ pub async fn run(args: Args) -> io::Result<()> {
         Some(quotas_addr) => Some(TcpListener::bind(quotas_addr).await?),
         None => None,
     };
+    let cloudwatch_listener = match args.cloudwatch_addr {
+        Some(cloudwatch_addr) => Some(TcpListener::bind(cloudwatch_addr).await?),
+        None => None,
+    };
     let mut stdout = io::stdout();
-    // The first line is the readiness signal scripts wait for; both ports are bound by then.
+    // The first line is the readiness signal scripts wait for; every port is bound by then.
     writeln!(stdout, "bedrock-emulator listening on http://{addr}")?;
     if let Some(quotas_listener) = &quotas_listener {
         writeln!(stdout, "bedrock-emulator serving Service Quotas on http://{}", quotas_listener.local_addr()?)?;
     }
+    if let Some(cloudwatch_listener) = &cloudwatch_listener {
+        writeln!(stdout, "bedrock-emulator serving CloudWatch on http://{}", cloudwatch_listener.local_addr()?)?;
+    }
     stdout.flush()?;
-    let quotas = async move {
-        match quotas_listener {
-            Some(listener) => crate::serve_router(listener, service_quotas, crate::shutdown_signal()).await,
+    let optional = |listener: Option<TcpListener>, router: axum::Router| async move {
+        match listener {
+            Some(listener) => crate::serve_router(listener, router, crate::shutdown_signal()).await,
             None => Ok(()),
         }
     };
-    let (bedrock, quotas) = tokio::join!(crate::serve_router(listener, bedrock, crate::shutdown_signal()), quotas);
+    let (bedrock, quotas, cloudwatch) = tokio::join!(
+        crate::serve_router(listener, bedrock, crate::shutdown_signal()),
+        optional(quotas_listener, service_quotas),
+        optional(cloudwatch_listener, cloudwatch),
+    );
     bedrock?;
     quotas?;
+    cloudwatch?;
     tracing::info!("bedrock-emulator stopped");
     Ok(())
 }

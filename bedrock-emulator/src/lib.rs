@@ -15,8 +15,13 @@
 //! `bedrock`) on a port of its own, with the limits it enforces, for clients pointed at it
 //! through `AWS_ENDPOINT_URL_SERVICE_QUOTAS`.
 //!
+//! And CloudWatch metrics (`PutMetricData`, `GetMetricData` with its statistics and
+//! percentiles, `ListMetrics`) over Smithy RPCv2-CBOR on another port, in memory, for clients
+//! pointed at it through `AWS_ENDPOINT_URL_CLOUDWATCH`.
+//!
 //! Run it as a binary (`bedrock-emulator --addr 127.0.0.1:4010 [--service-quotas-addr
-//! 127.0.0.1:4011] --config FILE`) or in-process with [`spawn`]:
+//! 127.0.0.1:4011] [--cloudwatch-addr 127.0.0.1:4012] --config FILE`) or in-process with
+//! [`spawn`]:
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -30,6 +35,7 @@ mod anthropic;
 mod batch;
 mod cache;
 pub mod cli;
+mod cloudwatch;
 mod config;
 mod engine;
 mod errors;
@@ -63,18 +69,23 @@ pub fn router(config: &EmulatorConfig) -> Result<axum::Router, ConfigError> {
     Ok(routers(config)?.bedrock)
 }
 
-/// The two servers of one emulator, over one state: what Service Quotas reports is what
-/// Bedrock Runtime enforces.
+/// The servers of one emulator: what Service Quotas reports is what Bedrock Runtime enforces;
+/// CloudWatch keeps the metrics its clients publish.
 #[derive(Debug)]
 pub struct Routers {
     pub bedrock: axum::Router,
     pub service_quotas: axum::Router,
+    pub cloudwatch: axum::Router,
 }
 
 pub fn routers(config: &EmulatorConfig) -> Result<Routers, ConfigError> {
     let state = Arc::new(engine::AppState::new(config)?);
     let batch = Arc::new(batch::BatchService::new(Arc::clone(&state), &config.batch, config.seed));
-    Ok(Routers { bedrock: routes::router(Arc::clone(&state), batch), service_quotas: service_quotas::router(state) })
+    Ok(Routers {
+        bedrock: routes::router(Arc::clone(&state), batch),
+        service_quotas: service_quotas::router(state),
+        cloudwatch: cloudwatch::router(Arc::new(cloudwatch::CloudWatch::new())),
+    })
 }
 
 /// Serves on `listener` until SIGINT or SIGTERM, then finishes the requests in flight.
@@ -134,30 +145,34 @@ pub async fn shutdown_signal() {
 pub struct RunningEmulator {
     addr: SocketAddr,
     service_quotas_addr: SocketAddr,
+    cloudwatch_addr: SocketAddr,
     stop: Option<watch::Sender<()>>,
     task: Option<JoinHandle<io::Result<()>>>,
 }
 
-/// Starts an emulator on two free ports of 127.0.0.1, Bedrock Runtime and Service Quotas; it
-/// is accepting connections on both when this returns.
+/// Starts an emulator on three free ports of 127.0.0.1, Bedrock Runtime, Service Quotas and
+/// CloudWatch; it is accepting connections on all of them when this returns.
 pub async fn spawn(config: EmulatorConfig) -> io::Result<RunningEmulator> {
     let apps = routers(&config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, error_chain(&e)))?;
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let quotas_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let service_quotas_addr = quotas_listener.local_addr()?;
+    let cloudwatch_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let cloudwatch_addr = cloudwatch_listener.local_addr()?;
     let (stop, stopped) = watch::channel(());
     // A dropped sender means the handle is gone: stop too.
     let until_stopped = |mut stopped: watch::Receiver<()>| async move {
         let _ = stopped.changed().await;
     };
     let bedrock = serve_router(listener, apps.bedrock, until_stopped(stopped.clone()));
-    let quotas = serve_router(quotas_listener, apps.service_quotas, until_stopped(stopped));
+    let quotas = serve_router(quotas_listener, apps.service_quotas, until_stopped(stopped.clone()));
+    let cloudwatch = serve_router(cloudwatch_listener, apps.cloudwatch, until_stopped(stopped));
     let task = tokio::spawn(async move {
-        let (bedrock, quotas) = tokio::join!(bedrock, quotas);
-        bedrock.and(quotas)
+        let (bedrock, quotas, cloudwatch) = tokio::join!(bedrock, quotas, cloudwatch);
+        bedrock.and(quotas).and(cloudwatch)
     });
-    Ok(RunningEmulator { addr, service_quotas_addr, stop: Some(stop), task: Some(task) })
+    Ok(RunningEmulator { addr, service_quotas_addr, cloudwatch_addr, stop: Some(stop), task: Some(task) })
 }
 
 impl RunningEmulator {
@@ -173,6 +188,11 @@ impl RunningEmulator {
     /// The endpoint of the emulator's Service Quotas, for `AWS_ENDPOINT_URL_SERVICE_QUOTAS`.
     pub fn service_quotas_url(&self) -> String {
         format!("http://{}", self.service_quotas_addr)
+    }
+
+    /// The endpoint of the emulator's CloudWatch, for `AWS_ENDPOINT_URL_CLOUDWATCH`.
+    pub fn cloudwatch_url(&self) -> String {
+        format!("http://{}", self.cloudwatch_addr)
     }
 
     /// Stops accepting connections and waits for the requests in flight to finish.

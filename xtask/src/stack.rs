@@ -47,7 +47,12 @@ pub const EMULATOR_TEST_CONFIG: &str = "tests/emulator-test.toml";
 
 /// The single list of environment variables the functions get locally. Deployed
 /// functions get theirs from template.yaml.
-pub fn function_env(moto_url: &str, emulator_url: &str, service_quotas_url: &str) -> Vec<(&'static str, String)> {
+pub fn function_env(
+    moto_url: &str,
+    emulator_url: &str,
+    service_quotas_url: &str,
+    cloudwatch_url: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("AWS_REGION", dynamo::REGION.to_string()),
         ("AWS_ACCESS_KEY_ID", "test".to_string()),
@@ -73,6 +78,8 @@ pub fn function_env(moto_url: &str, emulator_url: &str, service_quotas_url: &str
         ("BATCH_TABLE_NAME", LOCAL_BATCH_TABLE_NAME.to_string()),
         ("QUOTA_SOURCE", "service-quotas".to_string()),
         ("AWS_ENDPOINT_URL_SERVICE_QUOTAS", service_quotas_url.to_string()),
+        // The metrics publisher's PutMetricData calls land in the emulator's CloudWatch.
+        ("AWS_ENDPOINT_URL_CLOUDWATCH", cloudwatch_url.to_string()),
         // The same reason as the cache budget below: moto is slow at moments.
         ("ADMISSION_STORE_TIMEOUT_MS", "500".to_string()),
         // Locally there is no authorizer to put a JWT subject in the event, so the tenant
@@ -108,6 +115,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
     "AWS_ENDPOINT_URL_SERVICE_QUOTAS",
+    "AWS_ENDPOINT_URL_CLOUDWATCH",
     "AWS_ENDPOINT_URL_S3",
     "AWS_ENDPOINT_URL_EVENTBRIDGE",
     "AWS_ENDPOINT_URL_BEDROCK",
@@ -144,6 +152,8 @@ pub struct Stack {
     pub emulator_url: Option<String>,
     /// The emulator's Service Quotas endpoint.
     pub service_quotas_url: Option<String>,
+    /// The emulator's CloudWatch endpoint.
+    pub cloudwatch_url: Option<String>,
     pub lambda_port: Option<u16>,
     /// The batch functions' queues, installed by [`Stack::create_batch_plumbing`].
     pub batch_routes: Vec<events::Route>,
@@ -158,6 +168,7 @@ impl Stack {
             moto_url: None,
             emulator_url: None,
             service_quotas_url: None,
+            cloudwatch_url: None,
             lambda_port: None,
             batch_routes: Vec::new(),
             pump: None,
@@ -300,10 +311,12 @@ impl Stack {
     pub fn start_emulator(&mut self) -> Result<String> {
         let port = http::free_port()?;
         let quotas_port = http::free_port()?;
+        let cloudwatch_port = http::free_port()?;
         let binary = paths::target_dir().join("debug").join(EMULATOR_BINARY);
         let mut command = Command::new(&binary);
         command.args(["--addr", &format!("127.0.0.1:{port}")]);
         command.args(["--service-quotas-addr", &format!("127.0.0.1:{quotas_port}")]);
+        command.args(["--cloudwatch-addr", &format!("127.0.0.1:{cloudwatch_port}")]);
         if let Some(config) = &self.options.emulator_config {
             command.arg("--config").arg(config);
         }
@@ -324,9 +337,12 @@ impl Stack {
             Duration::from_secs(30),
             |status| status == 200,
         )?;
-        println!("stack: bedrock-emulator listening on {url}, Service Quotas on port {quotas_port}");
+        println!(
+            "stack: bedrock-emulator listening on {url}, Service Quotas on port {quotas_port}, CloudWatch on port {cloudwatch_port}"
+        );
         self.emulator_url = Some(url.clone());
         self.service_quotas_url = Some(format!("http://127.0.0.1:{quotas_port}"));
+        self.cloudwatch_url = Some(format!("http://127.0.0.1:{cloudwatch_port}"));
         Ok(url)
     }
 
@@ -334,7 +350,8 @@ impl Stack {
         let moto = self.moto_url.clone().ok_or("moto is not running")?;
         let emulator = self.emulator_url.clone().ok_or("the Bedrock emulator is not running")?;
         let quotas = self.service_quotas_url.clone().ok_or("the Bedrock emulator is not running")?;
-        let env_file = write_env_file(&function_env(&moto, &emulator, &quotas))?;
+        let cloudwatch = self.cloudwatch_url.clone().ok_or("the Bedrock emulator is not running")?;
+        let env_file = write_env_file(&function_env(&moto, &emulator, &quotas, &cloudwatch))?;
         let port = http::free_port()?;
         let mut command = cargo();
         command
@@ -485,11 +502,12 @@ mod tests {
 
     #[test]
     fn functions_are_pointed_at_the_local_servers() {
-        let env = function_env("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3");
+        let env = function_env("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3", "http://127.0.0.1:4");
         let get = |key: &str| env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str());
         assert_eq!(get("AWS_ENDPOINT_URL_DYNAMODB"), Some("http://127.0.0.1:1"));
         assert_eq!(get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"), Some("http://127.0.0.1:2"));
         assert_eq!(get("AWS_ENDPOINT_URL_SERVICE_QUOTAS"), Some("http://127.0.0.1:3"));
+        assert_eq!(get("AWS_ENDPOINT_URL_CLOUDWATCH"), Some("http://127.0.0.1:4"));
         assert_eq!((get("ADMISSION"), get("QUOTA_SOURCE")), (Some("on"), Some("service-quotas")));
         assert_eq!(get("CACHE_TABLE_NAME"), Some(LOCAL_TABLE_NAME));
         assert_eq!(get("BATCH_TABLE_NAME"), Some(LOCAL_BATCH_TABLE_NAME));

@@ -200,6 +200,9 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     if let Some(quotas) = &stack.service_quotas_url {
         env.push(("SERVICE_QUOTAS_EMULATOR_URL", quotas.clone()));
     }
+    if let Some(cloudwatch) = &stack.cloudwatch_url {
+        env.push(("CLOUDWATCH_EMULATOR_URL", cloudwatch.clone()));
+    }
     steps.run("cargo nextest", || rust_tests(&root, &env));
     steps.run("pytest tests/python", || python_tests(&root, &env));
     let fuzz_seed = args.fuzz_seed.unwrap_or_else(fuzz::clock_seed);
