@@ -81,10 +81,13 @@ pub struct Routers {
 pub fn routers(config: &EmulatorConfig) -> Result<Routers, ConfigError> {
     let state = Arc::new(engine::AppState::new(config)?);
     let batch = Arc::new(batch::BatchService::new(Arc::clone(&state), &config.batch, config.seed));
+    let cloudwatch = Arc::new(cloudwatch::CloudWatch::new());
+    // Bedrock Runtime's own metrics land in this CloudWatch, as they do in AWS.
+    state.stats.publish_to(Arc::clone(&cloudwatch));
     Ok(Routers {
         bedrock: routes::router(Arc::clone(&state), batch),
         service_quotas: service_quotas::router(state),
-        cloudwatch: cloudwatch::router(Arc::new(cloudwatch::CloudWatch::new())),
+        cloudwatch: cloudwatch::router(cloudwatch),
     })
 }
 

@@ -1,12 +1,19 @@
-//! Counters behind `GET /_emulator/stats`, per quota bucket and in total.
+//! Counters behind `GET /_emulator/stats`, per quota bucket and in total, and the same
+//! events as Bedrock's own CloudWatch metrics (`AWS/Bedrock`, dimension `ModelId`) in the
+//! emulator's CloudWatch, so a client reading them (the gateway's metrics publisher) sees
+//! what it would see deployed.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use gateway_core::quota::QuotaKey;
 use serde::Serialize;
 
+use crate::cloudwatch::CloudWatch;
 use crate::errors::ApiError;
+
+const BEDROCK_NAMESPACE: &str = "AWS/Bedrock";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -103,6 +110,7 @@ pub enum Ending {
 #[derive(Debug, Default)]
 pub struct Stats {
     inner: Mutex<Inner>,
+    cloudwatch: OnceLock<Arc<CloudWatch>>,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +135,24 @@ impl Stats {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// From now on every model call's outcome is also a set of `AWS/Bedrock` datums there.
+    pub fn publish_to(&self, cloudwatch: Arc<CloudWatch>) {
+        let _ = self.cloudwatch.set(cloudwatch);
+    }
+
+    fn publish(&self, bucket: &QuotaKey, figures: &[(&str, &str, f64)]) {
+        let Some(cloudwatch) = self.cloudwatch.get() else {
+            return;
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let model_id = bucket.to_string();
+        for (name, unit, value) in figures {
+            cloudwatch.record_service_datum(BEDROCK_NAMESPACE, name, &[("ModelId", &model_id)], unit, *value, now_ms);
+        }
+    }
+
     pub fn request(&self, bucket: Option<&QuotaKey>, op: Operation) {
         self.lock().each(bucket, |c| {
             c.requests += 1;
@@ -142,6 +168,19 @@ impl Stats {
     }
 
     pub fn rejected(&self, bucket: Option<&QuotaKey>, error: &ApiError) {
+        if let Some(bucket) = bucket {
+            // Throttled requests count as neither Invocations nor errors, as Bedrock documents.
+            let metric = match error {
+                ApiError::TooManyRequests | ApiError::TooManyTokens | ApiError::InjectedThrottling => {
+                    "InvocationThrottles"
+                }
+                ApiError::Validation(_) | ApiError::UnknownOperation(_) => "InvocationClientErrors",
+                ApiError::InternalServer | ApiError::ServiceUnavailable | ApiError::ModelTimeout => {
+                    "InvocationServerErrors"
+                }
+            };
+            self.publish(bucket, &[(metric, "Count", 1.0)]);
+        }
         self.lock().each(bucket, |c| match error {
             ApiError::Validation(_) | ApiError::UnknownOperation(_) => {
                 c.validation_errors += 1;
@@ -160,6 +199,21 @@ impl Stats {
     }
 
     pub fn ended(&self, bucket: &QuotaKey, ending: Ending, billed: Billed) {
+        let outcome = match ending {
+            Ending::Completed | Ending::Disconnected => "Invocations",
+            Ending::StreamError => "InvocationServerErrors",
+        };
+        self.publish(
+            bucket,
+            &[
+                (outcome, "Count", 1.0),
+                ("InputTokenCount", "Count", billed.input as f64),
+                ("OutputTokenCount", "Count", billed.output as f64),
+                ("CacheReadInputTokens", "Count", billed.cache_read as f64),
+                ("CacheWriteInputTokens", "Count", billed.cache_write as f64),
+                ("EstimatedTPMQuotaUsage", "Count", billed.quota as f64),
+            ],
+        );
         self.lock().each(Some(bucket), |c| {
             match ending {
                 Ending::Completed => c.succeeded += 1,

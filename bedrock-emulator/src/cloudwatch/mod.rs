@@ -146,6 +146,29 @@ impl CloudWatch {
     }
 }
 
+impl CloudWatch {
+    /// A datum a service of this emulator publishes under its own `AWS/` namespace, which
+    /// PutMetricData refuses to clients as CloudWatch does. Each call is one sample, as
+    /// a service's per-request figures are before CloudWatch aggregates them.
+    pub fn record_service_datum(
+        &self,
+        namespace: &str,
+        name: &str,
+        dimensions: &[(&str, &str)],
+        unit: &str,
+        value: f64,
+        timestamp_ms: i64,
+    ) {
+        let key = store::MetricKey::new(
+            namespace.to_owned(),
+            name.to_owned(),
+            dimensions.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+        );
+        let datum = store::Datum { unit: unit.to_owned(), sample: store::Sample::Values(vec![(value, 1.0)]) };
+        self.lock().store.insert(key, timestamp_ms, datum);
+    }
+}
+
 impl Default for CloudWatch {
     fn default() -> Self {
         CloudWatch::new()
