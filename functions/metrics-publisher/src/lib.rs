@@ -49,6 +49,16 @@ impl From<PublishError> for Diagnostic {
     }
 }
 
+/// The run's time when the runtime gives no usable deadline: the template's timeout less a
+/// margin for the reply.
+pub const UNSTATED_DEADLINE: Duration = Duration::from_secs(110);
+
+/// Lambda's deadline is always ahead of an invocation's start; `cargo lambda watch` sends a
+/// fixed one in 1970, which would leave every minute for a run that never comes.
+pub fn invocation_deadline(stated: SystemTime, now: SystemTime) -> Deadline {
+    if stated > now { Deadline::from_wall_clock(stated, Duration::ZERO) } else { Deadline::after(UNSTATED_DEADLINE) }
+}
+
 #[derive(Debug)]
 pub struct Handler<P> {
     publisher: Publisher<P>,
@@ -83,8 +93,9 @@ impl<P: PublisherPorts> Handler<P> {
 
     /// The Lambda entry point.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
-        let deadline = Deadline::from_wall_clock(event.context.deadline(), Duration::ZERO);
-        self.handle_event(event.payload, SystemTime::now(), deadline).await.map_err(Diagnostic::from)
+        let now = SystemTime::now();
+        let deadline = invocation_deadline(event.context.deadline(), now);
+        self.handle_event(event.payload, now, deadline).await.map_err(Diagnostic::from)
     }
 
     pub async fn handle_event(&self, event: Value, now: SystemTime, deadline: Deadline) -> Result<Value, PublishError> {
@@ -99,7 +110,10 @@ impl<P: PublisherPorts> Handler<P> {
             return Err(envelope.unexpected().into());
         }
         let report = self.publisher.run(epoch_ms(now), deadline).await?;
-        match report.stopped_by {
+        // Out of time counts as a failure too: the alarm on Errors should see a publisher
+        // that keeps falling behind.
+        let stopped_by = report.stopped_by.or((!report.minutes_deferred.is_empty()).then_some(ErrorLabel::Timeout));
+        match stopped_by {
             Some(label) => Err(PublishError::Deferred {
                 label,
                 deferred: report.minutes_deferred.len(),

@@ -13,7 +13,7 @@ use gateway_core::metrics::publish::memory::{MemoryPublisherPorts, SinkFault};
 use gateway_core::metrics::publish::{Publisher, PublisherConfig};
 use gateway_core::quota::QuotaTable;
 use gateway_core::usage::{Minute, Savings, UsageLedger, UsageOutcome, UsageRecord, UsageSource};
-use metrics_publisher::{Handler, PublishError};
+use metrics_publisher::{Handler, PublishError, UNSTATED_DEADLINE, invocation_deadline};
 use serde_json::Value;
 
 fn event(name: &str) -> Value {
@@ -94,4 +94,24 @@ async fn another_event_is_refused_and_publishes_nothing() {
     let error = h.handle_event(event("not-scheduled.json"), now(), time_enough()).await.unwrap_err();
     assert!(matches!(error, PublishError::Event(_)) && !error.is_transient(), "{error}");
     assert!(h.publisher().ports().sink.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_run_out_of_time_fails_and_leaves_its_minutes_to_the_next() {
+    let h = handler();
+    let error = h.handle_event(event("scheduled.json"), now(), Deadline::after(Duration::ZERO)).await.unwrap_err();
+    assert!(matches!(error, PublishError::Deferred { deferred: 2, published: 0, .. }), "{error}");
+    assert_eq!(error.label(), ErrorLabel::Timeout);
+    let summary = h.handle_event(event("scheduled.json"), now(), time_enough()).await.unwrap();
+    assert_eq!(summary["minutesPublished"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_deadline_already_past_at_the_start_is_no_deadline() {
+    let now = SystemTime::now();
+    // cargo lambda's local runtime states 600,000 ms after the epoch for every invocation.
+    let local = invocation_deadline(UNIX_EPOCH + Duration::from_millis(600_000), now);
+    assert!(local.remaining() > UNSTATED_DEADLINE - Duration::from_secs(1));
+    let lambda = invocation_deadline(now + Duration::from_secs(30), now);
+    assert!(lambda.remaining() <= Duration::from_secs(30) && lambda.remaining() > Duration::from_secs(29));
 }
