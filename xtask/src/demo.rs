@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
+use crate::demo_metrics::{self, Expected};
 use crate::process::{check_interrupted, interrupted, sleep_interruptibly};
 use crate::prompts::DRY_RUNS;
 use crate::report::{self, DryRun, Outcome, RoutingInputs, RunInfo};
@@ -57,6 +58,7 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     stack.print_endpoints();
     let url = stack.function_url(FUNCTION_NAME, "/v1/converse").ok_or("cargo lambda watch is not running")?;
 
+    let since = SystemTime::now();
     warm_up(&mut stack, &url)?;
     let plan = workload::plan(args.requests, args.seed);
     let routed = plan.iter().filter(|r| r.is_routed()).count();
@@ -76,6 +78,9 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     // The planner runs every few seconds instead of every minute: the demo cannot wait.
     stack.start_pump(Some(Duration::from_secs(3)))?;
     let batch = demo_batch::run(&stack, catalog.as_ref().map_err(String::as_str), stack::LOCAL_FILE_TENANT, args.seed);
+    // Beside the workload: the warm-up, and the batch section's online repeats.
+    let expected = Expected::from_outcomes(&outcomes, 1 + batch.online_repeats as u64, batch.online_hits as u64);
+    let metrics = demo_metrics::check(&stack, since, &expected);
     stack.stop();
 
     let run = RunInfo { requests: outcomes.len(), concurrency, seed: args.seed, duration_s };
@@ -86,17 +91,19 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     print!("{}", report::render_table(&report));
     println!();
     print!("{}", batch.render());
+    println!();
+    print!("{}", metrics.render());
     let path = paths::target_dir().join("demo-report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!("Report written to {}", path.display());
-    let passed = report::passed(&report) && batch.passed();
+    let passed = report::passed(&report) && batch.passed() && metrics.passed();
     if passed {
         println!("demo: PASSED");
     } else {
         println!(
             "demo: FAILED (needs zero errors, at least one cache hit, at least one routed request, \
              successful /v1/route dry runs, and a batch with every record accounted for, costs as the \
-             catalog says and its prompts HITs online)"
+             catalog says and its prompts HITs online, and CloudWatch's figures agreeing with the demo's)"
         );
     }
     Ok(passed)
@@ -139,7 +146,7 @@ fn warm_up(stack: &mut Stack, url: &str) -> Result<()> {
     Ok(())
 }
 
-fn drive(url: &str, plan: &[PlannedRequest], concurrency: usize) -> Result<Vec<Outcome>> {
+pub fn drive(url: &str, plan: &[PlannedRequest], concurrency: usize) -> Result<Vec<Outcome>> {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; plan.len()]);

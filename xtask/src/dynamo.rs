@@ -56,3 +56,10 @@ fn wait_until_active(endpoint: &str, table: &str) -> Result<()> {
         sleep_interruptibly(Duration::from_millis(200))?;
     }
 }
+
+/// One item by its key, `None` when the table has no such item.
+pub fn get_item(endpoint: &str, table: &str, key: &Value) -> Result<Option<Value>> {
+    let reply = call(endpoint, "GetItem", &json!({ "TableName": table, "Key": key, "ConsistentRead": true }))?;
+    let body = aws::ok_json(&format!("GetItem {table}"), reply)?;
+    Ok(body.get("Item").cloned())
+}

@@ -6,6 +6,7 @@ mod bench_quota;
 mod catalog;
 mod demo;
 mod demo_batch;
+mod demo_metrics;
 mod dynamo;
 mod estimate;
 mod eval;

@@ -38,12 +38,16 @@ pub const METRICS_PUBLISHER_FUNCTION_NAME: &str = "metrics-publisher";
 /// The batch pipeline's functions, fed by EventBridge (moto) through SQS queues.
 pub const SUBMISSION_FUNCTION_NAME: &str = "batch-submission";
 pub const COMPLETION_FUNCTION_NAME: &str = "batch-completion";
-pub const EVENT_FUNCTIONS: &[&str] = &[SUBMISSION_FUNCTION_NAME, COMPLETION_FUNCTION_NAME];
+/// Every function an EventBridge rule or schedule invokes: the pump feeds each from its queue.
+pub const EVENT_FUNCTIONS: &[&str] =
+    &[SUBMISSION_FUNCTION_NAME, COMPLETION_FUNCTION_NAME, METRICS_PUBLISHER_FUNCTION_NAME];
 /// The role Bedrock would assume for the local jobs; the emulator checks its shape only.
 /// The tenant dropped files run as locally: their answers are cached for it.
 pub const LOCAL_FILE_TENANT: &str = "batch-files";
 pub const LOCAL_BATCH_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/bedrock-gateway-batch-local";
 pub const EMULATOR_TEST_CONFIG: &str = "tests/emulator-test.toml";
+/// The publisher's settle time locally: the shortest its configuration accepts.
+pub const METRICS_SETTLE_SECONDS: u64 = 10;
 
 /// The single list of environment variables the functions get locally. Deployed
 /// functions get theirs from template.yaml.
@@ -80,6 +84,11 @@ pub fn function_env(
         ("AWS_ENDPOINT_URL_SERVICE_QUOTAS", service_quotas_url.to_string()),
         // The metrics publisher's PutMetricData calls land in the emulator's CloudWatch.
         ("AWS_ENDPOINT_URL_CLOUDWATCH", cloudwatch_url.to_string()),
+        // Records land within milliseconds locally, so a minute is taken as complete soon
+        // after it ends (the deployed 90 s allow for slow writers), and a fresh stack has no
+        // hour of history to catch up on.
+        ("METRICS_SETTLE_SECONDS", METRICS_SETTLE_SECONDS.to_string()),
+        ("METRICS_CATCH_UP_MINUTES", "15".to_string()),
         // The same reason as the cache budget below: moto is slow at moments.
         ("ADMISSION_STORE_TIMEOUT_MS", "500".to_string()),
         // Locally there is no authorizer to put a JWT subject in the event, so the tenant
@@ -155,8 +164,8 @@ pub struct Stack {
     /// The emulator's CloudWatch endpoint.
     pub cloudwatch_url: Option<String>,
     pub lambda_port: Option<u16>,
-    /// The batch functions' queues, installed by [`Stack::create_batch_plumbing`].
-    pub batch_routes: Vec<events::Route>,
+    /// The event-driven functions' queues, installed by [`Stack::create_batch_plumbing`].
+    pub event_routes: Vec<events::Route>,
     pump: Option<Pump>,
 }
 
@@ -170,7 +179,7 @@ impl Stack {
             service_quotas_url: None,
             cloudwatch_url: None,
             lambda_port: None,
-            batch_routes: Vec::new(),
+            event_routes: Vec::new(),
             pump: None,
         }
     }
@@ -257,17 +266,20 @@ impl Stack {
         Ok(())
     }
 
-    /// The bucket, queues and EventBridge rules of the batch pipeline, from template.yaml.
+    /// The bucket, and the queues and EventBridge rules of every event-driven function, from
+    /// template.yaml.
     pub fn create_batch_plumbing(&mut self) -> Result<()> {
         let moto = self.moto_url.clone().ok_or("moto is not running")?;
         let template = template::load_template(&paths::repo_root().join("template.yaml"))?;
         events::create_bucket(&moto, events::LOCAL_BATCH_BUCKET)?;
         let bindings = events::bindings(&template, &[("BatchBucket", events::LOCAL_BATCH_BUCKET)]);
-        self.batch_routes = events::install_rules(&moto, &template, &bindings, EVENT_FUNCTIONS)?;
-        let rules: usize = self.batch_routes.iter().map(|r| r.rules.len()).sum();
+        self.event_routes = events::install_rules(&moto, &template, &bindings, EVENT_FUNCTIONS)?;
+        let rules: usize = self.event_routes.iter().map(|r| r.rules.len()).sum();
         println!(
-            "stack: created bucket {} and {rules} EventBridge rules from template.yaml, each targeting an SQS queue",
-            events::LOCAL_BATCH_BUCKET
+            "stack: created bucket {}, {rules} EventBridge rules from template.yaml each targeting an SQS queue, \
+             and {} schedules",
+            events::LOCAL_BATCH_BUCKET,
+            self.event_routes.iter().filter(|r| r.schedule.is_some()).count()
         );
         Ok(())
     }
@@ -282,7 +294,7 @@ impl Stack {
         let port = self.lambda_port.ok_or("cargo lambda watch is not running")?;
         let log = paths::logs_dir().join("event-pump.log");
         fs::create_dir_all(paths::logs_dir())?;
-        let pump = Pump::start(&moto, port, self.batch_routes.clone(), schedule_every, events::open_log(&log)?);
+        let pump = Pump::start(&moto, port, self.event_routes.clone(), schedule_every, events::open_log(&log)?);
         println!(
             "stack: delivering EventBridge events from SQS to {} (log {})",
             EVENT_FUNCTIONS.join(", "),

@@ -3,14 +3,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::process::{interrupted, run_captured, run_status};
+use crate::demo_metrics::{self, Expected};
+use crate::process::{interrupted, run_captured, run_status, sleep_interruptibly};
 use crate::stack::{self, Stack, StackOptions, cargo};
-use crate::{Result, demo_batch, features, fuzz, paths, tools};
+use crate::{Result, demo, demo_batch, features, fuzz, paths, tools, workload};
+
+/// Requests of the CloudWatch step: every tenant of the workload, HITs among them.
+const METRICS_WORKLOAD: usize = 40;
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -213,6 +217,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps.run("start event pump", || stack.start_pump(None).map(|()| StepOutcome::check(true)));
     steps.run("events smoke check", || events_smoke(&root, stack.lambda_port));
     steps.run("batch pipeline end to end", || batch_end_to_end(&root, &mut stack));
+    steps.run("online requests in CloudWatch", || metrics_end_to_end(&stack));
     steps.run("fuzz http", || {
         let port = stack.lambda_port.ok_or("cargo lambda watch is not running")?;
         fuzz_step(&[fuzz::HTTP_TARGET], (args.fuzz_seconds / 2).max(1), fuzz_seed, Some(port))
@@ -234,6 +239,26 @@ fn batch_end_to_end(root: &Path, stack: &mut Stack) -> Result<StepOutcome> {
     let report = demo_batch::run(stack, catalog.as_ref().map_err(String::as_str), stack::LOCAL_FILE_TENANT, 7);
     print!("{}", report.render());
     Ok(StepOutcome::check(report.passed()))
+}
+
+/// A workload through invoke-with-cache, then the figures the metrics publisher (on the
+/// pump's schedule) put in the emulator's CloudWatch, checked against what the client saw.
+fn metrics_end_to_end(stack: &Stack) -> Result<StepOutcome> {
+    // Starting on a minute boundary keeps the earlier steps' requests out of the minutes
+    // compared: CloudWatch's figures are per minute.
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    sleep_interruptibly(Duration::from_millis(u64::try_from(60_000 - now_ms % 60_000).unwrap_or(0) + 250))?;
+    let since = SystemTime::now();
+    let url = stack.function_url(stack::FUNCTION_NAME, "/v1/converse").ok_or("cargo lambda watch is not running")?;
+    let plan = workload::plan(METRICS_WORKLOAD, 11);
+    let outcomes = demo::drive(&url, &plan, 2)?;
+    let failed: Vec<String> = outcomes.iter().filter_map(|o| o.error.clone()).collect();
+    let report = demo_metrics::check(stack, since, &Expected::from_outcomes(&outcomes, 0, 0));
+    print!("{}", report.render());
+    for error in &failed {
+        println!("  request failed: {error}");
+    }
+    Ok(StepOutcome::check(report.passed() && failed.is_empty() && outcomes.len() == plan.len()))
 }
 
 /// Each fuzz target counts as one test: passed when it tried its inputs without a failure.
