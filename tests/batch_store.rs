@@ -112,6 +112,7 @@ fn answered(job: &str, record: &SubmittedRecord, run_id: &str, text: &str) -> Re
         },
         missing_from_output: false,
         run_id: run_id.into(),
+        stored_at_ms: 1_700_000_000_000,
     }
 }
 

@@ -78,8 +78,14 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     // The planner runs every few seconds instead of every minute: the demo cannot wait.
     stack.start_pump(Some(Duration::from_secs(3)))?;
     let batch = demo_batch::run(&stack, catalog.as_ref().map_err(String::as_str), stack::LOCAL_FILE_TENANT, args.seed);
-    // Beside the workload: the warm-up, and the batch section's online repeats.
-    let expected = Expected::from_outcomes(&outcomes, 1 + batch.online_repeats as u64, batch.online_hits as u64);
+    // Beside the workload: the warm-up, the batch section's online repeats, and each of its
+    // lines (answered in a job or on demand, or failed with a reason) once.
+    let expected = Expected::from_outcomes(
+        &outcomes,
+        1 + (batch.online_repeats + batch.lines) as u64,
+        batch.online_hits as u64,
+        batch.on_demand_cost_usd - batch.batch_cost_usd,
+    );
     let metrics = demo_metrics::check(&stack, since, &expected);
     stack.stop();
 

@@ -29,12 +29,14 @@ pub struct Expected {
     /// Every request invoke-with-cache served in the window, the workload's and any other.
     pub requests: u64,
     pub cache_hits: u64,
+    /// On-demand price less batch price of the batch answers in the window.
+    pub batch_saved_usd: f64,
 }
 
 impl Expected {
     /// The workload's outcomes, plus requests outside it (a warm-up, the batch section's
-    /// online repeats) of which `extra_hits` were HITs.
-    pub fn from_outcomes(outcomes: &[Outcome], extra_requests: u64, extra_hits: u64) -> Self {
+    /// online repeats and lines) of which `extra_hits` were HITs.
+    pub fn from_outcomes(outcomes: &[Outcome], extra_requests: u64, extra_hits: u64, batch_saved_usd: f64) -> Self {
         let mut tenants: BTreeMap<String, (u64, f64)> = BTreeMap::new();
         for outcome in outcomes {
             let entry = tenants.entry(outcome.tenant.clone()).or_default();
@@ -42,7 +44,12 @@ impl Expected {
             entry.1 += outcome.cost_usd.unwrap_or(0.0);
         }
         let hits = outcomes.iter().filter(|o| o.is_hit()).count() as u64;
-        Expected { tenants, requests: outcomes.len() as u64 + extra_requests, cache_hits: hits + extra_hits }
+        Expected {
+            tenants,
+            requests: outcomes.len() as u64 + extra_requests,
+            cache_hits: hits + extra_hits,
+            batch_saved_usd,
+        }
     }
 }
 
@@ -135,6 +142,7 @@ fn compare(stack: &Stack, since: SystemTime, expected: &Expected, report: &mut M
     let mut queries = vec![
         ("Requests".to_string(), metric_query("Requests", &[])),
         ("CacheHits".to_string(), metric_query("CacheHits", &[])),
+        ("SavedUsd batch".to_string(), metric_query("SavedUsd", &[("SavingsSource", "batch")])),
     ];
     for name in expected.tenants.keys() {
         let value = tenants.get(name).ok_or_else(|| {
@@ -152,6 +160,8 @@ fn compare(stack: &Stack, since: SystemTime, expected: &Expected, report: &mut M
     };
     report.figures.push(figure("Requests", expected.requests as f64, 0.0));
     report.figures.push(figure("CacheHits", expected.cache_hits as f64, 0.0));
+    let saved = expected.batch_saved_usd;
+    report.figures.push(figure("SavedUsd batch", saved, USD_TOLERANCE.max(saved.abs() * 1e-12)));
     for (name, (requests, cost)) in &expected.tenants {
         report.figures.push(figure(&format!("Requests {name}"), *requests as f64, 0.0));
         report.figures.push(figure(&format!("CostUsd {name}"), *cost, USD_TOLERANCE.max(cost.abs() * 1e-12)));
@@ -293,7 +303,7 @@ mod tests {
     #[test]
     fn expected_figures_count_tenants_hits_and_requests_outside_the_workload() {
         let outcomes = [outcome("acme", 0.5, "MISS"), outcome("acme", 0.0, "HIT"), outcome("globex", 0.25, "MISS")];
-        let expected = Expected::from_outcomes(&outcomes, 21, 20);
+        let expected = Expected::from_outcomes(&outcomes, 21, 20, 0.0);
         assert_eq!(expected.tenants["acme"], (2, 0.5));
         assert_eq!(expected.tenants["globex"], (1, 0.25));
         assert_eq!((expected.requests, expected.cache_hits), (24, 21));

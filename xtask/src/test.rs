@@ -253,7 +253,7 @@ fn metrics_end_to_end(stack: &Stack) -> Result<StepOutcome> {
     let plan = workload::plan(METRICS_WORKLOAD, 11);
     let outcomes = demo::drive(&url, &plan, 2)?;
     let failed: Vec<String> = outcomes.iter().filter_map(|o| o.error.clone()).collect();
-    let report = demo_metrics::check(stack, since, &Expected::from_outcomes(&outcomes, 0, 0));
+    let report = demo_metrics::check(stack, since, &Expected::from_outcomes(&outcomes, 0, 0, 0.0));
     print!("{}", report.render());
     for error in &failed {
         println!("  request failed: {error}");

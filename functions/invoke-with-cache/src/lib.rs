@@ -161,8 +161,13 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
                 "this deployment has no batch table, so requests cannot be deferred; send it without x-defer",
             )
         })?;
+        let tenant = call.tenant.clone();
         match self.gateway.defer(call, batch.pending(), SystemTime::now()).await? {
-            Deferral::Answered(answer) => Ok(Reply::Answer(answer)),
+            Deferral::Answered(answer) => {
+                let origin = Origin { source: UsageSource::Online, request_id: request_id.to_string() };
+                self.gateway.record_answer(&answer, &tenant, &origin).await;
+                Ok(Reply::Answer(answer))
+            }
             Deferral::Enqueued(record) => {
                 let status_url = status_url(request, record.record_id.request_id());
                 Ok(Reply::Deferred { record, status_url })

@@ -89,6 +89,7 @@ fn result(record: &SubmittedRecord, job: &str, state: ResultState) -> RecordResu
         state,
         missing_from_output: false,
         run_id: "run-1".to_owned(),
+        stored_at_ms: 1_700_000_000_000,
     }
 }
 

@@ -139,7 +139,14 @@ pub async fn aws_batch_pipeline(
     let cache = config.gateway_settings(&catalog)?.cache;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ports = AwsBatchPorts::new(&sdk, config, batch);
-    Ok(BatchPipeline::new(Arc::new(catalog), batch.pipeline_settings(cache), ports))
+    let pipeline = BatchPipeline::new(Arc::new(catalog), batch.pipeline_settings(cache), ports);
+    Ok(match &config.usage_table {
+        Some(table) => pipeline.with_usage(Arc::new(super::usage_store::DynamoUsageStore::new(
+            dynamodb_client(&sdk, config),
+            table.clone(),
+        ))),
+        None => pipeline,
+    })
 }
 
 /// The submission's use case, with the online gateway (admission included) its overdue

@@ -251,6 +251,9 @@ struct StoredResult<'a> {
     state: StoredState<'a>,
     missing_from_output: bool,
     run_id: Cow<'a, str>,
+    /// Results stored before usage records existed have none.
+    #[serde(default)]
+    stored_at_ms: u64,
 }
 
 /// The state's name as the `state` attribute of a result item holds it: what a query for a
@@ -283,6 +286,7 @@ pub fn encode_result(result: &RecordResult) -> Result<String, BatchError> {
         state,
         missing_from_output: result.missing_from_output,
         run_id: Cow::Borrowed(&result.run_id),
+        stored_at_ms: result.stored_at_ms,
     };
     to_json("record result", &stored)
 }
@@ -305,6 +309,7 @@ pub fn decode_result(doc: &str) -> Result<RecordResult, String> {
         state,
         missing_from_output: stored.missing_from_output,
         run_id: stored.run_id.into_owned(),
+        stored_at_ms: stored.stored_at_ms,
     })
 }
 
@@ -653,6 +658,7 @@ mod tests {
             state,
             missing_from_output: rng.below(2) == 0,
             run_id: non_empty(rng),
+            stored_at_ms: rng.next_u64(),
         }
     }
 

@@ -25,6 +25,8 @@ use crate::cost::{PricingMode, Usage};
 use crate::label::ErrorLabel;
 use crate::ports::{CacheStore, PutOutcome};
 use crate::request::ConverseResponse;
+use crate::service::USAGE_WRITE_BUDGET;
+use crate::usage::{self, Recorder};
 
 /// How many failures and malformed lines a summary lists; the counts are always complete.
 pub const SAMPLE_LIMIT: usize = 100;
@@ -184,11 +186,18 @@ pub struct BatchCompletion<P> {
     catalog: Arc<Catalog>,
     settings: BatchSettings,
     ports: P,
+    usage: Option<Arc<dyn Recorder>>,
 }
 
 impl<P: BatchPorts> BatchCompletion<P> {
     pub fn new(catalog: Arc<Catalog>, settings: BatchSettings, ports: P) -> Self {
-        BatchCompletion { catalog, settings, ports }
+        BatchCompletion { catalog, settings, ports, usage: None }
+    }
+
+    /// Each record's final result also leaves a usage record there, for the metrics publisher.
+    pub fn with_usage(mut self, usage: Arc<dyn Recorder>) -> Self {
+        self.usage = Some(usage);
+        self
     }
 
     pub fn ports(&self) -> &P {
@@ -408,6 +417,7 @@ impl<P: BatchPorts> BatchCompletion<P> {
             state,
             missing_from_output,
             run_id: run.run_id.clone(),
+            stored_at_ms: crate::usage::epoch_ms(SystemTime::now()),
         };
         let counted = match self.ports.results().put_once(&result).await? {
             PutOnce::Written => result,
@@ -422,6 +432,11 @@ impl<P: BatchPorts> BatchCompletion<P> {
             PutOnce::AlreadyStored(stored) if missing_from_output && !stored.missing_from_output => return Ok(()),
             PutOnce::AlreadyStored(stored) => *stored,
         };
+        // Written again for a result an earlier run stored (it may have died before its
+        // record): the record keeps the first store's time, so the ledger keeps it once.
+        if let (Some(usage), Some(record)) = (&self.usage, usage::build::batch_result(&counted, &self.catalog)) {
+            let _ = usage::build::write(usage.as_ref(), &record, USAGE_WRITE_BUDGET).await;
+        }
         tally(&mut run.summary, submitted, counted.state);
         Ok(())
     }

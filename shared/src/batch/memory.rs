@@ -115,6 +115,11 @@ impl MemoryResults {
     pub fn get(&self, job_id: &str, record_id: &RecordId) -> Option<RecordResult> {
         locked(&self.results).get(&(job_id.to_owned(), record_id.clone())).cloned()
     }
+
+    /// Every stored result, by job and record.
+    pub fn all(&self) -> Vec<RecordResult> {
+        locked(&self.results).values().cloned().collect()
+    }
 }
 
 impl ResultStore for MemoryResults {

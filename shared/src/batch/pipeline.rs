@@ -138,6 +138,11 @@ impl<P: PipelinePorts> BatchPipeline<P> {
         BatchPipeline { completion: BatchCompletion::new(catalog, settings.completion, ports), settings }
     }
 
+    /// Every record's final result also leaves a usage record there ([`BatchCompletion::with_usage`]).
+    pub fn with_usage(self, usage: Arc<dyn crate::usage::Recorder>) -> Self {
+        BatchPipeline { completion: self.completion.with_usage(usage), ..self }
+    }
+
     pub fn ports(&self) -> &P {
         self.completion.ports()
     }

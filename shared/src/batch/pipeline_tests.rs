@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::memory::MemoryPipelinePorts;
@@ -339,4 +341,44 @@ fn line_request_ids_lead_back_to_their_file() {
     assert_eq!(layout.results_key("batch/drop/t/a.jsonl"), "batch/results/t/a.jsonl.results.jsonl");
     assert!(layout.is_results_key("batch/drop/t/a.jsonl.results.jsonl"));
     assert!(!layout.is_results_key("batch/drop/t/a.jsonl"));
+}
+
+#[tokio::test]
+async fn every_final_result_leaves_one_usage_record_at_batch_prices_through_a_killed_and_rerun_completion() {
+    use crate::usage::memory::MemoryUsageLedger;
+    use crate::usage::{UsageOutcome, UsageSource};
+
+    let f = fixture(settings(1, 10));
+    let job = submitted(&f, &good_lines(3), 1).await;
+    let ledger = Arc::new(MemoryUsageLedger::default());
+    let p = pipeline(&f.ports).with_usage(ledger.clone());
+    // Line 2 is refused for good, line 3 throttled and left for a later job.
+    let outcome = |_: usize, id: &str| {
+        if id.ends_with("-2-1") {
+            Line::Error(400)
+        } else if id.ends_with("-3-1") {
+            Line::Error(429)
+        } else {
+            Line::Answer
+        }
+    };
+    let event = bedrock_runs(&f, &job, JobStatus::PartiallyCompleted, outcome);
+    f.ports.results.fail_after(2);
+    assert!(p.complete_job(event).await.is_err(), "killed after two results");
+    f.ports.results.stop_failing();
+    p.reconcile(std::time::SystemTime::now()).await.unwrap();
+
+    let records = ledger.all();
+    assert_eq!(records.len(), 2, "the answer and the final failure, once each; the retry waits: {records:#?}");
+    assert!(records.iter().all(|r| r.source == UsageSource::Batch && r.quota.is_none() && r.cache.is_none()));
+    let answered = records.iter().find(|r| r.outcome == UsageOutcome::Answered).unwrap();
+    assert_eq!((answered.input_tokens, answered.output_tokens, answered.model_calls), (100, 50, 1));
+    assert!(answered.cost_usd > 0.0);
+    assert!((answered.saved.batch_usd - answered.cost_usd).abs() < 1e-12, "batch is half the on-demand price");
+    let failed = records.iter().find(|r| r.outcome != UsageOutcome::Answered).unwrap();
+    assert_eq!(failed.outcome, UsageOutcome::Failed(ErrorLabel::InvalidRequest));
+    for record in &records {
+        let stored = f.ports.results.all().into_iter().find(|r| r.record_id.to_string() == record.request_id).unwrap();
+        assert_eq!(record.at_ms, stored.stored_at_ms, "a rerun writes the record to the first store's minute");
+    }
 }

@@ -92,6 +92,9 @@ pub struct RecordResult {
     /// The completion run that wrote it: a second line for the same record in the same run
     /// is a duplicate line, a result from another run is an earlier (or concurrent) run's.
     pub run_id: String,
+    /// When the result was first stored, milliseconds since the epoch: its usage record's
+    /// time, so a rerun that writes the record again writes it to the same minute, once.
+    pub stored_at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -38,12 +38,14 @@ use super::results_file::{
 use super::{BatchError, DroppedFile};
 use crate::cache::{CacheOptions, Tenant};
 use crate::catalog::{Catalog, ModelSpec, ResolveError, Target, Tier};
+use crate::cost::PricingMode;
 use crate::cost::Usage;
 use crate::label::ErrorLabel;
 use crate::ports::Ports;
 use crate::request::{ConverseRequest, RequestError};
 use crate::routing::RouteOverrides;
-use crate::service::{AUTO_MODEL, ConverseCall, Gateway, GatewayError};
+use crate::service::{AUTO_MODEL, ConverseCall, Gateway, GatewayError, USAGE_WRITE_BUDGET};
+use crate::usage::{self, UsageRecord, UsageSource, build::Served};
 
 /// Records enqueued per call while a file is read, so that a large file is never held whole.
 const ENQUEUE_CHUNK: usize = 100;
@@ -372,6 +374,14 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
         Ok((bytes > limit).then(|| format!("the file has more than {limit} bytes, the limit")))
     }
 
+    /// To the gateway's usage ledger, when it has one: within the same budget as online, and
+    /// never failing the batch work for a record.
+    async fn record_usage(&self, record: &UsageRecord) {
+        if let Some(ledger) = self.gateway.usage() {
+            let _ = usage::build::write(ledger.as_ref(), record, USAGE_WRITE_BUDGET).await;
+        }
+    }
+
     async fn fail_line(
         &self,
         file_job: &str,
@@ -400,9 +410,16 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
             state: ResultState::Failed { failure: bad.failure },
             missing_from_output: false,
             run_id: format!("intake-{file_job}"),
+            stored_at_ms: usage::epoch_ms(SystemTime::now()),
         };
-        // A rerun after a crash finds the same failure stored: nothing to do either way.
-        let _stored_or_written: PutOnce = self.ports.results().put_once(&result).await?;
+        // A rerun after a crash finds the same failure stored, and its record keeps that time.
+        let stored = match self.ports.results().put_once(&result).await? {
+            PutOnce::Written => result,
+            PutOnce::AlreadyStored(stored) => *stored,
+        };
+        if let Some(record) = usage::build::batch_result(&stored, &self.catalog) {
+            self.record_usage(&record).await;
+        }
         Ok(())
     }
 
@@ -650,6 +667,14 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
         let run_id = format!("ondemand-{}", crate::ports::ClaimToken::unique().as_str());
         let invoke_id = invoke_id_of(spec);
         for record in records {
+            let started = Instant::now();
+            let request_id = record.record_id.to_string();
+            let served = |finished: SystemTime| Served {
+                source: UsageSource::BatchOnDemand,
+                request_id: &request_id,
+                tenant: &record.tenant,
+                finished_at_ms: usage::epoch_ms(finished),
+            };
             let mut request = record.request.clone();
             request.model_id = Some(invoke_id.clone());
             let call = ConverseCall {
@@ -659,8 +684,15 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
                 routing: RouteOverrides::default(),
                 deadline: self.gateway.settings().budgets.deadline(None),
             };
+            let mut used = None;
             let state = match self.gateway.converse(call).await {
                 Ok(answer) => {
+                    used = Some(usage::build::answered(
+                        served(SystemTime::now()),
+                        &answer,
+                        &self.catalog,
+                        PricingMode::OnDemand,
+                    ));
                     let usage = Usage::from(&answer.response.usage);
                     report.answered += 1;
                     report.cost_usd += answer.cost_usd.unwrap_or(0.0);
@@ -688,6 +720,8 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
                         ResultState::Retrying { failure }
                     } else {
                         report.failed += 1;
+                        used =
+                            Some(usage::build::failed(served(SystemTime::now()), &e, &self.catalog, started.elapsed()));
                         ResultState::Failed { failure }
                     }
                 }
@@ -700,8 +734,12 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
                 state,
                 missing_from_output: false,
                 run_id: run_id.clone(),
+                stored_at_ms: usage::epoch_ms(SystemTime::now()),
             };
             self.ports.results().put_once(&result).await?;
+            if let Some(used) = &used {
+                self.record_usage(used).await;
+            }
             self.ports.pending().remove(std::slice::from_ref(&record)).await?;
             if let Some(file_job) = results_file::file_job_of(record.record_id.request_id()) {
                 touched_files.insert(file_job.to_owned());

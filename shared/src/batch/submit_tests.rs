@@ -51,6 +51,14 @@ pub(super) fn fixture(settings: SubmissionSettings) -> Fixture {
 }
 
 fn fixture_with(settings: SubmissionSettings, admission: Option<Arc<dyn Admit>>) -> Fixture {
+    fixture_recording(settings, admission, None)
+}
+
+fn fixture_recording(
+    settings: SubmissionSettings,
+    admission: Option<Arc<dyn Admit>>,
+    usage: Option<Arc<dyn crate::usage::Recorder>>,
+) -> Fixture {
     let ports = MemoryPipelinePorts::default();
     let invoker = Arc::new(FakeInvoker::default());
     let catalog = catalog();
@@ -61,6 +69,9 @@ fn fixture_with(settings: SubmissionSettings, admission: Option<Arc<dyn Admit>>)
     );
     if let Some(admission) = admission {
         gateway = gateway.with_admission(admission);
+    }
+    if let Some(usage) = usage {
+        gateway = gateway.with_usage(usage);
     }
     let submission = BatchSubmission::new(catalog, settings, ports.clone(), Arc::new(gateway));
     Fixture { ports, invoker, submission }
@@ -422,4 +433,31 @@ async fn each_model_gets_its_own_jobs() {
     let mut models: Vec<_> = report.created.iter().map(|j| (j.model_id.as_str(), j.records)).collect();
     models.sort();
     assert_eq!(models, [(HAIKU, 2), (SONNET, 2)]);
+}
+
+#[tokio::test]
+async fn bad_lines_and_on_demand_answers_leave_usage_records_as_online_requests_do() {
+    use crate::usage::memory::MemoryUsageLedger;
+    use crate::usage::{UsageOutcome, UsageSource};
+
+    let ledger = Arc::new(MemoryUsageLedger::default());
+    let f = fixture_recording(settings(3, 10), None, Some(ledger.clone()));
+    let mut lines = good_lines(2);
+    lines.push("not json".to_owned());
+    f.submission.intake_file(drop_file(&f.ports, DROP_KEY, &lines)).await.unwrap();
+    let at_intake = ledger.all();
+    assert_eq!(at_intake.len(), 1, "{at_intake:#?}");
+    assert_eq!(
+        (at_intake[0].source, at_intake[0].outcome),
+        (UsageSource::Batch, UsageOutcome::Failed(ErrorLabel::MalformedJson))
+    );
+
+    f.submission.plan_and_submit(t0() + minutes(15)).await.unwrap();
+    let on_demand: Vec<_> = ledger.all().into_iter().filter(|r| r.source == UsageSource::BatchOnDemand).collect();
+    assert_eq!(on_demand.len(), 2, "{on_demand:#?}");
+    for record in &on_demand {
+        assert_eq!(record.outcome, UsageOutcome::Answered);
+        assert!(record.cost_usd > 0.0 && record.quota.is_some() && record.quota_tokens > 0);
+        assert_eq!(record.saved.batch_usd, 0.0, "paid at on-demand prices: nothing saved by batch");
+    }
 }

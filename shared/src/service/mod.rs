@@ -361,6 +361,12 @@ impl<P: Ports> Gateway<P> {
         self
     }
 
+    /// The ledger usage records go to, when there is one: entry points that build their
+    /// records themselves (the batch pipeline) write to the same one.
+    pub fn usage(&self) -> Option<&Arc<dyn Recorder>> {
+        self.usage.as_ref()
+    }
+
     /// Enables `modelId: "auto"`.
     pub fn with_router(mut self, router: Router) -> Self {
         self.router = Some(router);
@@ -400,23 +406,37 @@ impl<P: Ports> Gateway<P> {
         let started = Instant::now();
         let tenant = call.tenant.clone();
         let outcome = self.converse(call).await;
-        if let Some(usage) = &self.usage {
-            let finished_at_ms = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            let served = build::Served {
-                source: origin.source,
-                request_id: &origin.request_id,
-                tenant: &tenant,
-                finished_at_ms,
-            };
-            let record = match &outcome {
-                Ok(answer) => build::answered(served, answer, &self.catalog, PricingMode::OnDemand),
-                Err(error) => build::failed(served, error, &self.catalog, started.elapsed()),
-            };
-            let _ = build::write(usage.as_ref(), &record, USAGE_WRITE_BUDGET).await;
-        }
+        self.record_outcome(outcome.as_ref(), &tenant, origin, started.elapsed()).await;
         outcome
+    }
+
+    /// The record stage alone, for an answer an entry point got another way (a deferrable
+    /// request the cache answered at once).
+    pub async fn record_answer(&self, answer: &Answer, tenant: &Tenant, origin: &Origin) {
+        self.record_outcome(Ok(answer), tenant, origin, answer.latency).await;
+    }
+
+    async fn record_outcome(
+        &self,
+        outcome: Result<&Answer, &GatewayError>,
+        tenant: &Tenant,
+        origin: &Origin,
+        elapsed: Duration,
+    ) {
+        let Some(usage) = &self.usage else {
+            return;
+        };
+        let served = build::Served {
+            source: origin.source,
+            request_id: &origin.request_id,
+            tenant,
+            finished_at_ms: crate::usage::epoch_ms(SystemTime::now()),
+        };
+        let record = match outcome {
+            Ok(answer) => build::answered(served, answer, &self.catalog, PricingMode::OnDemand),
+            Err(error) => build::failed(served, error, &self.catalog, elapsed),
+        };
+        let _ = build::write(usage.as_ref(), &record, USAGE_WRITE_BUDGET).await;
     }
 
     /// The stages after preparation, for one request or for a flight of identical ones.

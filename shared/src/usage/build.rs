@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::{Recorder, Savings, UsageError, UsageLedger, UsageOutcome, UsageRecord, UsageSource};
+use crate::batch::{RecordResult, ResultState};
 use crate::cache::Tenant;
 use crate::catalog::Catalog;
 use crate::cost::{PricingMode, Usage};
@@ -118,6 +119,59 @@ pub fn failed(served: Served<'_>, error: &GatewayError, catalog: &Catalog, laten
         cost_usd: 0.0,
         saved: Savings::default(),
         latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// The record of a batch record's final result, answered by its job or failed for good
+/// (`None` while it waits for another attempt, so each line of work counts once). A batch
+/// answer spends no on-demand quota and has no request latency; what it saved is the
+/// on-demand price less the batch one.
+pub fn batch_result(result: &RecordResult, catalog: &Catalog) -> Option<UsageRecord> {
+    let model_id = (!result.model_id.is_empty()).then(|| result.model_id.clone());
+    let tier = model_id.as_deref().and_then(|id| catalog.resolve_served(id).ok()).map(|(spec, _)| spec.tier);
+    let record = UsageRecord {
+        request_id: result.record_id.to_string(),
+        at_ms: result.stored_at_ms,
+        tenant: result.tenant.as_str().to_string(),
+        source: UsageSource::Batch,
+        model_id,
+        tier,
+        quota: None,
+        outcome: UsageOutcome::Answered,
+        cache: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        quota_tokens: 0,
+        model_calls: 0,
+        throttles_received: 0,
+        throttles_avoided: 0,
+        quota_refused: false,
+        cost_usd: 0.0,
+        saved: Savings::default(),
+        latency_ms: 0,
+    };
+    match &result.state {
+        ResultState::Retrying { .. } => None,
+        ResultState::Failed { failure } => Some(UsageRecord { outcome: UsageOutcome::Failed(failure.label), ..record }),
+        ResultState::Answered { usage, batch_cost_usd, on_demand_cost_usd, .. } => {
+            let cost_usd = batch_cost_usd.unwrap_or(0.0);
+            let batch_usd = match (batch_cost_usd, on_demand_cost_usd) {
+                (Some(batch), Some(full)) => (full - batch).max(0.0),
+                _ => 0.0,
+            };
+            Some(UsageRecord {
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cache_read_tokens: usage.cache_read_input_tokens,
+                cache_write_tokens: usage.cache_write_input_tokens,
+                model_calls: 1,
+                cost_usd,
+                saved: Savings { batch_usd, ..Savings::default() },
+                ..record
+            })
+        }
     }
 }
 

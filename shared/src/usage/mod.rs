@@ -13,6 +13,11 @@ use crate::catalog::Tier;
 use crate::label::ErrorLabel;
 use crate::service::CacheResult;
 
+/// Milliseconds since the epoch, as records and minutes count time.
+pub fn epoch_ms(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A whole minute since the Unix epoch: the publisher's unit of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Minute(pub u64);

@@ -8,7 +8,7 @@ use super::{BedrockMinute, PublisherConfig};
 use crate::catalog::Quota;
 use crate::metrics::Unit;
 use crate::service::CacheResult;
-use crate::usage::{Minute, MinuteUsage, UsageOutcome, UsageRecord};
+use crate::usage::{Minute, MinuteUsage, UsageOutcome, UsageRecord, UsageSource};
 
 /// The bucket of tenants beyond the configured limit.
 pub const OTHER_TENANT: &str = "other";
@@ -82,7 +82,10 @@ pub fn minute_datums(
         }
         if record.outcome == UsageOutcome::Answered {
             goodput += record.output_tokens as f64;
-            *latencies.entry(record.latency_ms).or_default() += 1.0;
+            // A batch answer waited for its job, hours perhaps: no request latency to speak of.
+            if record.source != UsageSource::Batch {
+                *latencies.entry(record.latency_ms).or_default() += 1.0;
+            }
         }
         avoided += f64::from(record.throttles_avoided);
         received += f64::from(record.throttles_received);
