@@ -3,6 +3,7 @@
 
 mod aws;
 mod bench_quota;
+mod browser;
 mod catalog;
 mod dashboard;
 mod demo;

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::process::{interrupted, run_captured, run_status};
 use crate::stack::{self, Stack, StackOptions, cargo};
-use crate::{Result, demo_batch, features, fuzz, paths, tools};
+use crate::{Result, dashboard, demo_batch, features, fuzz, paths, tools};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -193,6 +193,10 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps
         .run("create batch bucket, queues, rules", || stack.create_batch_plumbing().map(|()| StepOutcome::check(true)));
     steps.run("start bedrock-emulator", || stack.start_emulator().map(|_| StepOutcome::check(true)));
+    steps.run("dashboard in headless Chromium", || {
+        let cloudwatch = stack.cloudwatch_url.as_deref().ok_or("the Bedrock emulator is not running")?;
+        dashboard::browser_check(cloudwatch).map(StepOutcome::check)
+    });
     let mut env = match (&stack.moto_url, &stack.emulator_url) {
         (Some(moto), Some(emulator)) => stack::test_env(moto, emulator),
         _ => Vec::new(),

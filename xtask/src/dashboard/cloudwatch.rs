@@ -140,6 +140,14 @@ pub fn parse_results(page: &Value) -> Result<BTreeMap<String, Points>> {
     Ok(results)
 }
 
+/// Stores datums, at most CloudWatch's 1,000 per call.
+pub fn put_metric_data(endpoint: &str, namespace: &str, datums: &[Value]) -> Result<()> {
+    for chunk in datums.chunks(1000) {
+        call(endpoint, "PutMetricData", &json!({"Namespace": namespace, "MetricData": chunk}))?;
+    }
+    Ok(())
+}
+
 pub fn now_epoch_seconds() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
 }

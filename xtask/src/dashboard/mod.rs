@@ -6,6 +6,7 @@
 //! deployed stack would. The emulator evaluates no metric math, so each SEARCH is resolved
 //! here: ListMetrics finds the metrics of its schema, and GetMetricData fetches each one.
 
+mod check;
 mod cloudwatch;
 mod page;
 mod widgets;
@@ -19,6 +20,7 @@ use serde::Serialize;
 
 use crate::process::{interrupted, sleep_interruptibly};
 use crate::{Result, paths, template};
+pub use check::browser_check;
 use cloudwatch::Points;
 use widgets::{Axis, MetricQuery, Query, SearchQuery, Widget};
 
@@ -41,6 +43,10 @@ pub struct DashboardArgs {
     /// Serve the page on 127.0.0.1:PORT instead, fetching the data again on every load.
     #[arg(long)]
     pub serve: Option<u16>,
+    /// Seed known datums, write the page and check it in headless Chromium, as the test
+    /// command does.
+    #[arg(long, hide = true)]
+    pub check: bool,
 }
 
 /// What a written page shows, for callers that report on it (the demo).
@@ -66,6 +72,9 @@ pub fn run(args: &DashboardArgs) -> Result<bool> {
         )?,
     };
     let cloudwatch_url = cloudwatch_url.trim_end_matches('/').to_string();
+    if args.check {
+        return browser_check(&cloudwatch_url);
+    }
     let window = Duration::from_secs(args.minutes.max(1) * 60);
     if let Some(port) = args.serve {
         serve(&cloudwatch_url, window, port)?;
