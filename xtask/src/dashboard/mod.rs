@@ -265,8 +265,11 @@ fn serve(cloudwatch_url: &str, window: Duration, port: u16) -> Result<()> {
     while !interrupted() {
         match listener.accept() {
             Ok((stream, _)) => {
-                if let Err(error) = answer(stream, cloudwatch_url, window) {
-                    eprintln!("dashboard: a request failed: {error}");
+                match answer(stream, cloudwatch_url, window) {
+                    Ok(()) => {}
+                    // A browser that went away before its answer is not a failure of the page.
+                    Err(error) if is_hang_up(&error) => {}
+                    Err(error) => eprintln!("dashboard: a request failed: {error}"),
                 }
             }
             // Ctrl-C during the pause is the way out; the loop condition sees it.
@@ -280,12 +283,21 @@ fn serve(cloudwatch_url: &str, window: Duration, port: u16) -> Result<()> {
     Ok(())
 }
 
+fn is_hang_up(error: &crate::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset))
+}
+
 fn answer(stream: TcpStream, cloudwatch_url: &str, window: Duration) -> Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
+    // Browsers open spare connections and close them unused; those get no answer.
+    if reader.read_line(&mut request_line)? == 0 {
+        return Ok(());
+    }
     // The headers are read and dropped: nothing in them changes the answer.
     let mut header = String::new();
     while reader.read_line(&mut header)? > 2 {
