@@ -26,16 +26,18 @@
     return element;
   }
 
-  // Legend figures keep six significant digits: enough to read a seeded 3.75 back exactly.
+  // Whole numbers (counts, tokens) are shown in full; fractions keep six significant digits,
+  // which drops float noise such as 0.30000000000000004.
   function exact(value) {
-    return String(Number(value.toPrecision(6)));
+    return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(6)));
   }
 
-  // Axis ticks are short: 1.5k rather than 1500.
+  // Axis ticks must fit the margin: 1.5k rather than 1500, 2G rather than 2000000000.
   function compact(value) {
     const size = Math.abs(value);
-    if (size >= 1e6) return exact(value / 1e6) + "M";
-    if (size >= 1e4) return exact(value / 1e3) + "k";
+    for (const [scale, suffix] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e4, "k"]]) {
+      if (size >= scale) return String(Number((value / scale).toPrecision(3))) + suffix;
+    }
     return exact(value);
   }
 
@@ -62,8 +64,9 @@
     const step = niceStep(max - min, 4);
     if (fixedMax === null || fixedMax === undefined) max = Math.ceil(max / step) * step;
     if (fixedMin === null || fixedMin === undefined) min = Math.floor(min / step) * step;
+    // Counted, not accumulated: far from zero, adding a tiny step may not change the sum.
     const ticks = [];
-    for (let tick = min; tick <= max + step / 1e6; tick += step) ticks.push(tick);
+    for (let i = 0; i <= 12 && min + i * step <= max + step / 1e6; i++) ticks.push(min + i * step);
     return { min: min, max: max, ticks: ticks };
   }
 
