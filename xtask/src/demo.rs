@@ -15,7 +15,7 @@ use crate::prompts::DRY_RUNS;
 use crate::report::{self, DryRun, Outcome, RoutingInputs, RunInfo};
 use crate::stack::{self, FUNCTION_NAME, Stack, StackOptions};
 use crate::workload::{self, PlannedRequest};
-use crate::{Result, demo_batch, http, paths, tools};
+use crate::{Result, dashboard, demo_batch, http, paths, tools};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -87,6 +87,13 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
         batch.on_demand_cost_usd - batch.batch_cost_usd,
     );
     let metrics = demo_metrics::check(&stack, since, &expected);
+    // Written while the emulator still holds the figures; the page needs nothing running.
+    let window = since.elapsed().unwrap_or_default() + Duration::from_secs(5 * 60);
+    let dashboard = stack
+        .cloudwatch_url
+        .as_deref()
+        .ok_or_else(|| "the emulator's CloudWatch is not running".into())
+        .and_then(|url| dashboard::write(url, window, &dashboard::default_output()));
     stack.stop();
 
     let run = RunInfo { requests: outcomes.len(), concurrency, seed: args.seed, duration_s };
@@ -99,6 +106,13 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     print!("{}", batch.render());
     println!();
     print!("{}", metrics.render());
+    match &dashboard {
+        Ok(page) => println!(
+            "Dashboard: {} ({} of {} charts with data; `cargo xtask dashboard --serve PORT` while `cargo xtask stack` runs)",
+            page.file_url, page.charts_with_data, page.charts
+        ),
+        Err(e) => println!("Dashboard: not written: {e}"),
+    }
     let path = paths::target_dir().join("demo-report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!("Report written to {}", path.display());

@@ -3,7 +3,9 @@
 
 mod aws;
 mod bench_quota;
+mod browser;
 mod catalog;
+mod dashboard;
 mod demo;
 mod demo_batch;
 mod demo_metrics;
@@ -55,6 +57,9 @@ enum Command {
     },
     /// Start the stack, drive a cached workload through it and print a report.
     Demo(demo::DemoArgs),
+    /// Chart the deployed dashboard's figures from the emulator's CloudWatch in one HTML page
+    /// (target/dashboard.html), or serve it with `--serve PORT`.
+    Dashboard(dashboard::DashboardArgs),
     /// Formatting, lints, unit, integration, Python and template checks, event smoke tests.
     Test(test::TestArgs),
     /// Mutation fuzzing of the parser, cache codec, router, event-stream writer and (with
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Command::Tools => tools::ensure(&tools::ALL).map(|()| true),
         Command::Stack { config } => stack::run_until_interrupted(config).map(|()| true),
         Command::Demo(args) => demo::run(&args),
+        Command::Dashboard(args) => dashboard::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::BenchQuota(args) => bench_quota::run(&args),

@@ -412,6 +412,11 @@ impl Stack {
             println!("  Bedrock emulator    {emulator}");
             println!("  emulator stats      {emulator}/_emulator/stats");
         }
+        if let Some(cloudwatch) = &self.cloudwatch_url {
+            println!(
+                "  CloudWatch          {cloudwatch}   (CLOUDWATCH_EMULATOR_URL={cloudwatch} cargo xtask dashboard)"
+            );
+        }
         if let Some(url) = self.function_url(FUNCTION_NAME, "/v1/converse") {
             println!("  {FUNCTION_NAME}   {url}");
             println!();

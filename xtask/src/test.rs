@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::demo_metrics::{self, Expected};
 use crate::process::{interrupted, run_captured, run_status, sleep_interruptibly};
 use crate::stack::{self, Stack, StackOptions, cargo};
-use crate::{Result, demo, demo_batch, features, fuzz, paths, tools, workload};
+use crate::{Result, dashboard, demo, demo_batch, features, fuzz, paths, tools, workload};
 
 /// Requests of the CloudWatch step: every tenant of the workload, HITs among them.
 const METRICS_WORKLOAD: usize = 40;
@@ -197,6 +197,10 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps
         .run("create batch bucket, queues, rules", || stack.create_batch_plumbing().map(|()| StepOutcome::check(true)));
     steps.run("start bedrock-emulator", || stack.start_emulator().map(|_| StepOutcome::check(true)));
+    steps.run("dashboard in headless Chromium", || {
+        let cloudwatch = stack.cloudwatch_url.as_deref().ok_or("the Bedrock emulator is not running")?;
+        dashboard::browser_check(cloudwatch).map(StepOutcome::check)
+    });
     let mut env = match (&stack.moto_url, &stack.emulator_url) {
         (Some(moto), Some(emulator)) => stack::test_env(moto, emulator),
         _ => Vec::new(),

@@ -117,6 +117,31 @@ pub fn path_with(dirs: &[PathBuf]) -> std::ffi::OsString {
     std::env::join_paths(all).unwrap_or(current)
 }
 
+/// Debian's Chromium, which the dashboard's browser check drives headless.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Installs Debian's `chromium` package when it is missing. The package lists are refreshed
+/// only if the install fails, since a fresh machine may have none and an update is slow.
+pub fn ensure_chromium() -> Result<()> {
+    if Path::new(CHROMIUM).is_file() {
+        return Ok(());
+    }
+    println!("tools: {CHROMIUM} is missing; installing Debian's chromium package ...");
+    let install = || {
+        let mut command = Command::new("apt-get");
+        command.args(["install", "-y", "chromium"]).env("DEBIAN_FRONTEND", "noninteractive");
+        run_checked(&mut command)
+    };
+    if install().is_err() {
+        run_checked(Command::new("apt-get").arg("update"))?;
+        install().map_err(|e| format!("could not install chromium (the browser check needs {CHROMIUM}): {e}"))?;
+    }
+    if !Path::new(CHROMIUM).is_file() {
+        return Err(format!("the chromium package installed no {CHROMIUM}").into());
+    }
+    Ok(())
+}
+
 fn display_relative(path: &Path) -> String {
     let root = paths::repo_root();
     path.strip_prefix(&root).unwrap_or(path).display().to_string()
