@@ -477,6 +477,6 @@ mod tests {
         let labels: Vec<String> = metric_queries(savings.queries.clone()).into_iter().map(|q| q.label).collect();
         assert_eq!(labels, ["CostUsd", "SavedUsd cache", "SavedUsd routing", "SavedUsd batch"]);
         let searches = widgets.iter().flat_map(|w| &w.queries).filter(|q| matches!(q, Query::Search(_))).count();
-        assert_eq!(searches, 3);
+        assert_eq!(searches, 4);
     }
 }
