@@ -340,7 +340,8 @@ async fn a_running_job_can_be_stopped_and_keeps_what_it_did() {
     }
     stack.bedrock.stop_model_invocation_job().job_identifier(&arn).send().await.unwrap();
     let (seen, job) = stack.wait_end(&arn).await;
-    assert_eq!(seen.first().map(String::as_str), Some("Stopping"), "{seen:?}");
+    // Polling may miss the short Stopping state on a loaded machine; nothing else may show.
+    assert!(seen.iter().all(|s| s == "Stopping" || s == "Stopped") && !seen.is_empty(), "{seen:?}");
     assert_eq!(job.status(), Some(&ModelInvocationJobStatus::Stopped));
     let processed = job.processed_record_count().unwrap();
     assert!((2..50).contains(&processed), "{processed}");
