@@ -6,14 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed set-up should stop the test loudly.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use bedrock_emulator::RunningEmulator;
 use gateway_core::adapters::cloudwatch::CloudWatchMetrics;
 use gateway_core::adapters::publisher::AwsPublisherPorts;
@@ -28,7 +25,7 @@ use gateway_core::metrics::publish::{
 use gateway_core::quota::limits::QuotaTable;
 use gateway_core::service::CacheResult;
 use gateway_core::usage::{Minute, Savings, UsageLedger, UsageOutcome, UsageRecord, UsageSource};
-use integration_tests::{bedrock, dynamodb, emulator, emulator_stats, sdk_defaults};
+use integration_tests::{bedrock, dynamodb, emulator, emulator_stats, sdk_defaults, usage_table};
 
 const HAIKU: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
 const NAMESPACE: &str = "GatewayPublisherTest";
@@ -68,26 +65,9 @@ async fn fault(emulator: &RunningEmulator, operation: &str, error: &str, count: 
     assert!(reply.starts_with("HTTP/1.") && reply.contains(" 200 "), "fault not set: {reply}");
 }
 
-async fn usage_table() -> DynamoUsageStore {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
+async fn usage_store() -> DynamoUsageStore {
     let client = dynamodb().await;
-    let name = format!("it-publish-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-    let mut create = client.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
-    for attribute in ["pk", "sk"] {
-        create = create.attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(attribute)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        );
-    }
-    for (attribute, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
-        create =
-            create.key_schema(KeySchemaElement::builder().attribute_name(attribute).key_type(kind).build().unwrap());
-    }
-    create.send().await.unwrap_or_else(|e| panic!("create table {name}: {e:?}"));
-    client.wait_until_table_exists().table_name(&name).wait(Duration::from_secs(10)).await.unwrap();
+    let name = usage_table(&client).await;
     DynamoUsageStore::new(client, name)
 }
 
@@ -160,7 +140,7 @@ async fn stat(
 async fn a_minute_of_usage_lands_in_cloudwatch_once_with_its_figures() {
     let emulator = emulator(|_| {}).await;
     let client = cloudwatch(&emulator, 3).await;
-    let store = usage_table().await;
+    let store = usage_store().await;
     let minute = recent_minute();
     for i in 0..30 {
         let (tenant, cache) = match i % 3 {
@@ -204,7 +184,7 @@ async fn cloudwatch_throttling_defers_the_minute_and_the_next_run_publishes_it_o
     let emulator = emulator(|_| {}).await;
     // Two attempts per call: the SDK's own retry is part of what is being tested.
     let client = cloudwatch(&emulator, 2).await;
-    let store = usage_table().await;
+    let store = usage_store().await;
     let minute = recent_minute();
     for i in 0..12 {
         store.record(&record(i, minute, "acme", CacheResult::Miss)).await.unwrap();
@@ -226,7 +206,7 @@ async fn cloudwatch_throttling_defers_the_minute_and_the_next_run_publishes_it_o
 
     // An outage (500s on every attempt) is a deferral too, never a loss.
     fault(&emulator, "GetMetricData", "internal", 10).await;
-    let store = usage_table().await;
+    let store = usage_store().await;
     store.record(&record(0, minute, "acme", CacheResult::Miss)).await.unwrap();
     let other = publisher(store, CloudWatchMetrics::new(client.clone()));
     let down = other.run(now, Deadline::after(Duration::from_secs(30))).await.unwrap();

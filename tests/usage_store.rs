@@ -4,48 +4,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed set-up should stop the test loudly.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
-
-use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use gateway_core::adapters::usage_store::DynamoUsageStore;
 use gateway_core::catalog::Tier;
 use gateway_core::metrics::publish::PublishLog;
 use gateway_core::service::CacheResult;
 use gateway_core::usage::{Minute, Savings, UsageLedger, UsageOutcome, UsageRecord, UsageSource};
-use integration_tests::dynamodb;
+use integration_tests::{dynamodb, usage_table};
 
 const MINUTE: Minute = Minute(29_000_000);
 
-fn key(name: &str, kind: KeyType) -> KeySchemaElement {
-    KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap()
-}
-
 /// A fresh table with UsageTable's keys.
 async fn store() -> (DynamoUsageStore, aws_sdk_dynamodb::Client, String) {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
     let client = dynamodb().await;
-    let name = format!("it-usage-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-    let mut create = client.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
-    for attribute in ["pk", "sk"] {
-        create = create.attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(attribute)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        );
-    }
-    create
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create table {name}: {e:?}"));
-    client.wait_until_table_exists().table_name(&name).wait(Duration::from_secs(10)).await.unwrap();
+    let name = usage_table(&client).await;
     (DynamoUsageStore::new(client.clone(), name.clone()), client, name)
 }
 

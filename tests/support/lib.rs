@@ -54,6 +54,27 @@ pub async fn cache_table(client: &aws_sdk_dynamodb::Client) -> String {
     name
 }
 
+/// A fresh table with the UsageTable's keys (`pk`, `sk`), for the usage store and the publisher.
+pub async fn usage_table(client: &aws_sdk_dynamodb::Client) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!("it-usage-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+    let mut create = client.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
+    for (attribute, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attribute)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(KeySchemaElement::builder().attribute_name(attribute).key_type(kind).build().unwrap());
+    }
+    create.send().await.unwrap_or_else(|e| panic!("create table {name}: {e:?}"));
+    client.wait_until_table_exists().table_name(&name).wait(std::time::Duration::from_secs(10)).await.unwrap();
+    name
+}
+
 /// An in-process emulator that answers instantly.
 pub async fn emulator(configure: impl FnOnce(&mut EmulatorConfig)) -> RunningEmulator {
     let mut config = EmulatorConfig { latency_scale: 0.0, ..EmulatorConfig::default() };

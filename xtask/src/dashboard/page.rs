@@ -3,6 +3,7 @@
 
 use super::Dashboard;
 use crate::Result;
+use crate::eval::svg::escape;
 
 const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
@@ -43,7 +44,7 @@ pub fn render(dashboard: &Dashboard, mode: Mode) -> Result<String> {
 </body>
 </html>
 "#,
-        source = escape_html(&dashboard.source),
+        source = escape(&dashboard.source),
     ))
 }
 
@@ -54,23 +55,8 @@ pub fn error_page(message: &str) -> String {
          <link rel=\"icon\" href=\"data:,\"><style>{STYLE}</style></head>\
          <body data-ready=\"false\" data-errors=\"1\"><header><h1>The dashboard could not be drawn</h1></header>\
          <p class=\"empty\">{}</p></body></html>\n",
-        escape_html(message)
+        escape(message)
     )
-}
-
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// JSON inside `<script>` must not contain `</script>` or `<!--`; `<` only occurs inside

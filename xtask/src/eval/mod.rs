@@ -38,7 +38,7 @@ mod load;
 mod report;
 pub mod routers;
 mod shipped;
-mod svg;
+pub mod svg;
 
 use std::path::{Path, PathBuf};
 

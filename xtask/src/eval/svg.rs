@@ -22,6 +22,7 @@ const STYLES: [(&str, &str, &str); 4] = [
     ("learned", "#d55e00", "stroke-width=\"3\""),
 ];
 
+/// Text for SVG and HTML alike: markup characters as entities, control characters as spaces.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
