@@ -25,6 +25,7 @@ pub mod routing;
 pub mod service;
 pub mod singleflight;
 pub mod splitmix;
+pub mod stream;
 pub mod tokens;
 pub mod usage;
 
