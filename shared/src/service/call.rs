@@ -12,9 +12,10 @@
 //! whole, every continuation admitted and settled as the call it is.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use crate::admission::{Ask, Refusal};
+use crate::admission::{Ask, Permit, Refusal};
 use crate::cache::{CacheEntry, CacheKey};
 use crate::catalog::{ModelSpec, ResolveError};
 use crate::continuation;
@@ -28,21 +29,37 @@ use crate::tokens::estimate_request;
 use super::prepare::{Attempt, Prepared, check_model_limits};
 use super::{AdmissionSummary, Gateway, GatewayError, Hop};
 
-/// How the fallback chain ended.
-pub(super) enum Served<'a> {
+/// How the fallback chain ended; `T` is what an attempt that answered gives (a buffered
+/// response, or an opened stream).
+pub(super) enum Served<'a, T> {
     Answered {
-        response: ConverseResponse,
+        output: T,
         attempt: &'a Attempt,
     },
     /// A fallback model had this request cached already: no need to call it.
     Cached {
-        entry: CacheEntry,
+        entry: Box<CacheEntry>,
         key: CacheKey,
     },
 }
 
+/// The fallback chain's outcome with what it went through on the way.
+pub(super) struct Chained<'a, T> {
+    pub(super) served: Served<'a, T>,
+    pub(super) hops: Vec<Hop>,
+    /// Time spent waiting for quota on attempts that spilled.
+    pub(super) waited: Duration,
+}
+
+impl<T> Chained<'_, T> {
+    /// Whether the answer came from another quota than the first choice's.
+    pub(super) fn spilled(&self) -> bool {
+        self.hops.iter().any(|h| h.outcome == ErrorLabel::QuotaExhausted.as_str())
+    }
+}
+
 /// Why one attempt gave no answer.
-enum Failure {
+pub(super) enum Failure {
     Model(InvokeError),
     /// Its quota had no room within the attempt's wait.
     Refused(Refusal),
@@ -64,15 +81,42 @@ impl AdmissionSummary {
 }
 
 impl<P: Ports> Gateway<P> {
+    /// The buffered call through the chain: each attempt's answer whole, continuations included.
+    pub(super) async fn call<'a>(
+        &self,
+        prepared: &'a Prepared,
+    ) -> Result<(Served<'a, ConverseResponse>, Vec<Hop>, Option<AdmissionSummary>), GatewayError> {
+        let chained = self.chain(prepared, |attempt, last| self.invoke(attempt, prepared, last)).await?;
+        let spilled = chained.spilled();
+        let Chained { served, hops, waited } = chained;
+        Ok(match served {
+            Served::Answered { output: (response, mut admission), attempt } => {
+                if let Some(summary) = admission.as_mut() {
+                    summary.waited_ms += waited.as_millis() as u64;
+                    summary.spilled = spilled;
+                }
+                (Served::Answered { output: response, attempt }, hops, admission)
+            }
+            Served::Cached { entry, key } => (Served::Cached { entry, key }, hops, None),
+        })
+    }
+
     /// Tries the attempts in order. Only failures another model might not share (capacity,
     /// persistent model or service errors) move on, and a quota without room. Before calling a
     /// fallback model, its own cache entry is looked up: during a throttling episode the repeats
     /// of a request are then served from the entry the first fallback wrote instead of paying it
     /// again.
-    pub(super) async fn call<'a>(
+    ///
+    /// `run` makes one attempt (told whether it is the chain's last): the buffered call and the
+    /// opening of a stream differ only there.
+    pub(super) async fn chain<'a, T, Fut>(
         &self,
         prepared: &'a Prepared,
-    ) -> Result<(Served<'a>, Vec<Hop>, Option<AdmissionSummary>), GatewayError> {
+        mut run: impl FnMut(&'a Attempt, bool) -> Fut,
+    ) -> Result<Chained<'a, T>, GatewayError>
+    where
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let (attempts, request, deadline) = (&prepared.attempts, &prepared.request, prepared.deadline);
         let mut hops: Vec<Hop> = Vec::with_capacity(1);
         let mut last_error: Option<InvokeError> = None;
@@ -90,7 +134,11 @@ impl<P: Ports> Gateway<P> {
                     match self.cache_get(&key, SystemTime::now(), deadline).await {
                         Ok(Some(entry)) => {
                             hops.push(Hop::of(attempt, "cache_hit", None));
-                            return Ok((Served::Cached { entry, key }, hops, None));
+                            return Ok(Chained {
+                                served: Served::Cached { entry: Box::new(entry), key },
+                                hops,
+                                waited,
+                            });
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -112,14 +160,10 @@ impl<P: Ports> Gateway<P> {
                 return Err(GatewayError::DeadlineExceeded { hops, remaining, needed, last: last_error });
             }
             let last = i + 1 == attempts.len();
-            match self.invoke(attempt, prepared, last).await {
-                Ok((response, mut admission)) => {
+            match run(attempt, last).await {
+                Ok(output) => {
                     hops.push(Hop::of(attempt, "served", None));
-                    if let Some(summary) = admission.as_mut() {
-                        summary.waited_ms += waited.as_millis() as u64;
-                        summary.spilled = hops.iter().any(|h| h.outcome == ErrorLabel::QuotaExhausted.as_str());
-                    }
-                    return Ok((Served::Answered { response, attempt }, hops, admission));
+                    return Ok(Chained { served: Served::Answered { output, attempt }, hops, waited });
                 }
                 Err(Failure::Refused(refusal)) => {
                     waited += refusal.waited;
@@ -226,9 +270,7 @@ impl<P: Ports> Gateway<P> {
         Ok((response, admission))
     }
 
-    /// One model call, admitted first when admission is on. The reservation is at least
-    /// Bedrock's (prompt + `maxTokens`) and at least what the call may settle at with an
-    /// answer of the learned length (prompt + burndown x that length).
+    /// One model call, admitted first when admission is on.
     async fn admitted_call(
         &self,
         attempt: &Attempt,
@@ -237,7 +279,24 @@ impl<P: Ports> Gateway<P> {
         wait: Deadline,
         prepared: &Prepared,
     ) -> Result<(ConverseResponse, Option<AdmissionSummary>), Failure> {
-        let permit = match (&self.admission, &attempt.quota, spec) {
+        let permit = self.admit(attempt, spec, request, wait, prepared).await?;
+        let response = self.call_model(attempt, request, prepared.deadline).await.map_err(Failure::Model)?;
+        let admission = Self::settle_permit(permit, spec, &response.usage);
+        Ok((response, admission))
+    }
+
+    /// The permit for one model call when admission is on. The reservation is at least
+    /// Bedrock's (prompt + `maxTokens`) and at least what the call may settle at with an
+    /// answer of the learned length (prompt + burndown x that length).
+    pub(super) async fn admit(
+        &self,
+        attempt: &Attempt,
+        spec: Option<&ModelSpec>,
+        request: &ConverseRequest,
+        wait: Deadline,
+        prepared: &Prepared,
+    ) -> Result<Option<Permit>, Failure> {
+        match (&self.admission, &attempt.quota, spec) {
             (Some(admission), Some(key), Some(spec)) => {
                 let tenant = prepared.tenant.as_str();
                 let max_tokens = u64::from(request.max_tokens().unwrap_or(spec.max_output_tokens));
@@ -246,27 +305,29 @@ impl<P: Ports> Gateway<P> {
                 let burned = expected.saturating_mul(u64::from(spec.output_burndown));
                 let tokens = estimate_request(request).saturating_add(max_tokens.max(burned));
                 let ask = Ask { key, tenant, tokens, deadline: wait };
-                Some(admission.admit(ask).await.map_err(Failure::Refused)?)
+                Ok(Some(admission.admit(ask).await.map_err(Failure::Refused)?))
             }
-            _ => None,
-        };
-        let response = self.call_model(attempt, request, prepared.deadline).await.map_err(Failure::Model)?;
-        let admission = match (permit, spec) {
-            (Some(permit), Some(spec)) => {
-                let report = permit.settle(spec.quota_tokens(&Usage::from(&response.usage)));
-                Some(AdmissionSummary {
-                    quota: report.quota,
-                    mode: report.mode,
-                    reserved_tokens: report.reserved_tokens,
-                    settled_tokens: report.settled_tokens.unwrap_or(0),
-                    waited_ms: report.waited_ms,
-                    spilled: false,
-                    calls: 1,
-                })
-            }
-            _ => None,
-        };
-        Ok((response, admission))
+            _ => Ok(None),
+        }
+    }
+
+    /// Settles a call's permit at the usage Bedrock reported for it.
+    pub(super) fn settle_permit(
+        permit: Option<Permit>,
+        spec: Option<&ModelSpec>,
+        usage: &crate::request::TokenUsage,
+    ) -> Option<AdmissionSummary> {
+        let (permit, spec) = (permit?, spec?);
+        let report = permit.settle(spec.quota_tokens(&Usage::from(usage)));
+        Some(AdmissionSummary {
+            quota: report.quota,
+            mode: report.mode,
+            reserved_tokens: report.reserved_tokens,
+            settled_tokens: report.settled_tokens.unwrap_or(0),
+            waited_ms: report.waited_ms,
+            spilled: false,
+            calls: 1,
+        })
     }
 
     /// One model call, cut at the request's deadline even if the invoker overruns it.

@@ -455,11 +455,11 @@ impl<P: Ports> Gateway<P> {
             }
         };
         let settled = match served {
-            Served::Answered { response, attempt } => self.settle(response, attempt),
+            Served::Answered { output: response, attempt } => self.settle(response, attempt),
             Served::Cached { entry, key } => {
                 add_error(&mut report, self.release_claim(&prepared.key, claim, prepared.deadline).await);
                 report.key = Some(key.to_hex());
-                return Ok(prepared.into_hit(entry, hops, report, SystemTime::now()));
+                return Ok(prepared.into_hit(*entry, hops, report, SystemTime::now()));
             }
         };
         let reply = self.store(&prepared, settled, claim, &mut report).await;
