@@ -4,7 +4,9 @@
 //! [`crate::testing`]. The traits use `impl Future + Send` rather than `async_trait`: they are
 //! only ever used as generic parameters, so no boxing is needed.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +14,7 @@ use crate::cache::{CacheEntry, CacheKey};
 use crate::deadline::Deadline;
 use crate::label::ErrorLabel;
 use crate::request::{ConverseRequest, ConverseResponse};
+use crate::stream::{StreamEvent, replay};
 
 /// Every port a [`Gateway`](crate::service::Gateway) uses, bundled: a new port is one more
 /// associated type here and one more field in each bundle (`adapters::AwsPorts`,
@@ -136,6 +139,74 @@ pub trait ModelInvoker: Send + Sync {
         request: &ConverseRequest,
         deadline: Deadline,
     ) -> impl Future<Output = Result<ConverseResponse, InvokeError>> + Send;
+
+    /// ConverseStream: the answer's events as Bedrock sends them. Failures before the stream
+    /// opens (throttling, validation, access) are this call's error; failures after it are
+    /// items of the stream. Invokers that cannot stream (the default) make the buffered call
+    /// and hand its answer over as the events ConverseStream would have sent.
+    fn converse_stream(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+        deadline: Deadline,
+    ) -> impl Future<Output = Result<ModelStream, InvokeError>> + Send {
+        async move {
+            let response = self.converse(model_id, request, deadline).await?;
+            Ok(ModelStream::from_events(replay(&response)))
+        }
+    }
+}
+
+/// What a live stream yields next: an event, a failure inside the stream, or `None` at its end.
+pub type NextEvent<'a> = Pin<Box<dyn Future<Output = Option<Result<StreamEvent, InvokeError>>> + Send + 'a>>;
+
+/// A stream an adapter reads from the wire. Dropping it closes the connection, which is how a
+/// caller that went away stops the model's generation.
+pub trait LiveEvents: Send {
+    fn next(&mut self) -> NextEvent<'_>;
+}
+
+/// An opened ConverseStream answer.
+pub struct ModelStream {
+    source: Source,
+}
+
+enum Source {
+    Ready(VecDeque<Result<StreamEvent, InvokeError>>),
+    Live(Box<dyn LiveEvents>),
+}
+
+impl ModelStream {
+    /// A stream whose events are all known already (a buffered answer, a test's script).
+    pub fn from_events(events: impl IntoIterator<Item = StreamEvent>) -> Self {
+        ModelStream { source: Source::Ready(events.into_iter().map(Ok).collect()) }
+    }
+
+    /// A scripted stream that may fail part way (tests).
+    pub fn from_items(items: impl IntoIterator<Item = Result<StreamEvent, InvokeError>>) -> Self {
+        ModelStream { source: Source::Ready(items.into_iter().collect()) }
+    }
+
+    pub fn live(events: impl LiveEvents + 'static) -> Self {
+        ModelStream { source: Source::Live(Box::new(events)) }
+    }
+
+    /// The next event; `None` once the stream has ended.
+    pub async fn next(&mut self) -> Option<Result<StreamEvent, InvokeError>> {
+        match &mut self.source {
+            Source::Ready(items) => items.pop_front(),
+            Source::Live(events) => events.next().await,
+        }
+    }
+}
+
+impl std::fmt::Debug for ModelStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Source::Ready(items) => write!(f, "ModelStream::Ready({} left)", items.len()),
+            Source::Live(_) => f.write_str("ModelStream::Live"),
+        }
+    }
 }
 
 /// Why a model call failed, classified by what the caller can do about it.

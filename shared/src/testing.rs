@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::cache::{self, CacheEntry, CacheKey};
 use crate::deadline::Deadline;
-use crate::ports::{CacheError, CacheStore, Claim, ClaimToken, InvokeError, ModelInvoker, Ports, PutOutcome};
+use crate::ports::{
+    CacheError, CacheStore, Claim, ClaimToken, InvokeError, ModelInvoker, ModelStream, Ports, PutOutcome,
+};
 use crate::request::{
     ContentBlock, ConverseMetrics, ConverseOutput, ConverseRequest, ConverseResponse, Message, Role, TokenUsage,
 };
@@ -200,6 +202,7 @@ pub struct FakeInvoker {
     seen_models: Mutex<Vec<String>>,
     seen_time_limits: Mutex<Vec<Duration>>,
     ignores_deadlines: AtomicBool,
+    stream_cut: Mutex<Option<(usize, FailureFactory)>>,
 }
 
 impl std::fmt::Debug for FakeInvoker {
@@ -260,6 +263,14 @@ impl FakeInvoker {
         }
         if let Ok(mut delays) = self.model_delays.lock() {
             delays.clear();
+        }
+    }
+
+    /// Streams fail after their first `events` events with the error `make` builds, as a
+    /// stream Bedrock cuts does.
+    pub fn cut_streams_after(&self, events: usize, make: impl Fn() -> InvokeError + Send + Sync + 'static) {
+        if let Ok(mut slot) = self.stream_cut.lock() {
+            *slot = Some((events, Box::new(make)));
         }
     }
 
@@ -340,6 +351,22 @@ impl ModelInvoker for FakeInvoker {
             trace,
             performance_config: None,
             service_tier: None,
+        })
+    }
+
+    async fn converse_stream(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+        deadline: Deadline,
+    ) -> Result<ModelStream, InvokeError> {
+        let events = crate::stream::replay(&self.converse(model_id, request, deadline).await?);
+        let cut = self.stream_cut.lock().ok().and_then(|slot| slot.as_ref().map(|(n, make)| (*n, make())));
+        Ok(match cut {
+            Some((keep, error)) => {
+                ModelStream::from_items(events.into_iter().take(keep).map(Ok).chain(std::iter::once(Err(error))))
+            }
+            None => ModelStream::from_events(events),
         })
     }
 }

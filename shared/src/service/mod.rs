@@ -39,6 +39,7 @@ mod lookup;
 mod prepare;
 mod settle;
 mod store;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,6 +66,7 @@ use lookup::{FlightKey, Lookup};
 // The batch layer's deferral runs the same preparation and read as a request answered now.
 pub(crate) use prepare::Prepared;
 use store::Reply;
+pub use stream::{CallerGone, Ending, OpenStream, StreamEnd, StreamSink};
 
 /// The `modelId` that asks the gateway to choose the tier.
 pub const AUTO_MODEL: &str = "auto";
