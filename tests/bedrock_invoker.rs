@@ -6,6 +6,7 @@ use bedrock_emulator::QuotaOverride;
 use gateway_core::adapters::BedrockInvoker;
 use gateway_core::ports::{InvokeError, ModelInvoker};
 use gateway_core::request::{ContentBlock, ConverseRequest};
+use gateway_core::stream::{Assembler, StreamEvent};
 use gateway_core::tokens;
 use integration_tests::{bedrock, due, emulator};
 
@@ -105,4 +106,90 @@ async fn an_unreachable_endpoint_is_a_transport_error() {
     let invoker = BedrockInvoker::new(bedrock("http://127.0.0.1:9", 1).await);
     let err = invoker.converse(HAIKU, &simple("hi", 10), due()).await.unwrap_err();
     assert!(matches!(err, InvokeError::Transport(_) | InvokeError::Timeout(_)), "{err:?}");
+}
+
+async fn drain(stream: &mut gateway_core::ports::ModelStream) -> (Vec<StreamEvent>, Option<InvokeError>) {
+    let mut events = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(event) => events.push(event),
+            Err(error) => return (events, Some(error)),
+        }
+    }
+    (events, None)
+}
+
+fn assemble(events: &[StreamEvent]) -> gateway_core::request::ConverseResponse {
+    let mut assembler = Assembler::new();
+    for event in events {
+        assembler.push(event).unwrap();
+    }
+    assembler.finish().unwrap()
+}
+
+#[tokio::test]
+async fn converse_stream_assembles_to_the_buffered_answer() {
+    let emu = emulator(|_| {}).await;
+    let invoker = BedrockInvoker::new(bedrock(&emu.url(), 1).await);
+    let req = simple("Describe the water cycle in a few sentences.", 300);
+    let mut stream = invoker.converse_stream(HAIKU, &req, due()).await.unwrap();
+    let (events, error) = drain(&mut stream).await;
+    assert!(error.is_none(), "{error:?}");
+    assert!(matches!(events.first(), Some(StreamEvent::MessageStart(_))));
+    assert!(matches!(events.last(), Some(StreamEvent::Metadata(_))));
+    assert!(events.iter().filter(|e| matches!(e, StreamEvent::ContentBlockDelta(_))).count() > 1);
+    let streamed = assemble(&events);
+    let buffered = invoker.converse(HAIKU, &req, due()).await.unwrap();
+    assert_eq!(streamed.output, buffered.output, "the emulator answers a request the same either way");
+    assert_eq!(streamed.stop_reason, buffered.stop_reason);
+    assert_eq!(streamed.usage, buffered.usage);
+}
+
+#[tokio::test]
+async fn a_streamed_tool_call_arrives_whole() {
+    let emu = emulator(|_| {}).await;
+    let invoker = BedrockInvoker::new(bedrock(&emu.url(), 1).await);
+    let req = request(serde_json::json!({
+        "messages": [{"role": "user", "content": [{"text": "What is the weather in Paris?"}]}],
+        "toolConfig": {
+            "tools": [{"toolSpec": {"name": "get_weather",
+                "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}}],
+            "toolChoice": {"tool": {"name": "get_weather"}}
+        },
+        "inferenceConfig": {"temperature": 0, "maxTokens": 200}
+    }));
+    let mut stream = invoker.converse_stream(HAIKU, &req, due()).await.unwrap();
+    let (events, error) = drain(&mut stream).await;
+    assert!(error.is_none());
+    let answer = assemble(&events);
+    assert_eq!(answer.stop_reason, "tool_use");
+    let ContentBlock::ToolUse(call) = &answer.output.message.content[0] else { panic!("{answer:?}") };
+    assert_eq!(call.name, "get_weather");
+    assert!(call.input.get("city").is_some(), "{}", call.input);
+}
+
+#[tokio::test]
+async fn an_exception_inside_the_stream_is_its_last_item() {
+    let emu = emulator(|c| c.faults.stream_error_rate = 1.0).await;
+    let invoker = BedrockInvoker::new(bedrock(&emu.url(), 1).await);
+    let mut stream =
+        invoker.converse_stream(HAIKU, &simple("Write a paragraph about rivers.", 300), due()).await.unwrap();
+    let (events, error) = drain(&mut stream).await;
+    assert!(matches!(error, Some(InvokeError::ModelFailed { .. })), "{error:?}");
+    assert!(matches!(events.first(), Some(StreamEvent::MessageStart(_))));
+    assert!(!events.iter().any(|e| matches!(e, StreamEvent::Metadata(_))));
+    assert!(stream.next().await.is_none(), "nothing after the exception");
+}
+
+#[tokio::test]
+async fn a_throttled_stream_fails_before_it_opens() {
+    let emu = emulator(|c| {
+        c.quotas.insert(HAIKU.into(), QuotaOverride { rpm: Some(1), tpm: None });
+    })
+    .await;
+    let invoker = BedrockInvoker::new(bedrock(&emu.url(), 1).await);
+    let mut first = invoker.converse_stream(HAIKU, &simple("first", 50), due()).await.unwrap();
+    drain(&mut first).await;
+    let error = invoker.converse_stream(HAIKU, &simple("second", 50), due()).await.unwrap_err();
+    assert!(matches!(error, InvokeError::Throttled { .. }), "{error:?}");
 }

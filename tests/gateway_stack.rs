@@ -98,3 +98,55 @@ async fn quota_exhaustion_surfaces_as_throttling_with_a_retry_hint() {
     let err = g.converse(call("a", opus, "second")).await.unwrap_err();
     assert!(matches!(err, GatewayError::Model(InvokeError::Throttled { retry_after: Some(_), .. })), "{err:?}");
 }
+
+/// A caller that reads every event.
+#[derive(Default)]
+struct Reader(Vec<gateway_core::stream::StreamEvent>);
+
+impl gateway_core::service::StreamSink for Reader {
+    async fn send(
+        &mut self,
+        event: &gateway_core::stream::StreamEvent,
+    ) -> Result<(), gateway_core::service::CallerGone> {
+        self.0.push(event.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_answer_is_cached_in_dynamodb_and_replayed() {
+    use gateway_core::service::{Ending, Origin};
+    use gateway_core::usage::UsageSource;
+    let emu = emulator(|_| {}).await;
+    let g = gateway(&emu.url()).await;
+    let origin = Origin { source: UsageSource::Online, request_id: "stream-1".into() };
+    let mut first = Reader::default();
+    let open = g.open_stream(call("t", "sonnet", "Explain how a bloom filter works.")).await.unwrap();
+    assert_eq!(open.cache_result(), CacheResult::Miss);
+    let end = open.forward(&mut first, &origin).await;
+    assert!(matches!(end.ending, Ending::Completed), "{:?}", end.ending);
+    let usage = Usage::from(&end.answer.response.usage);
+    let expected = g.catalog().cost_of(&end.answer.model_id, &usage, PricingMode::OnDemand).unwrap();
+    assert_eq!(end.answer.cost_usd, Some(expected), "priced from the stream's own usage");
+
+    let buffered = g.converse(call("t", "sonnet", "Explain how a bloom filter works.")).await.unwrap();
+    assert_eq!(buffered.cache.result, CacheResult::Hit);
+    assert_eq!(buffered.response, end.answer.response);
+    let mut again = Reader::default();
+    let open = g.open_stream(call("t", "sonnet", "Explain how a bloom filter works.")).await.unwrap();
+    assert_eq!(open.cache_result(), CacheResult::Hit);
+    open.forward(&mut again, &origin).await;
+    // The same grammar and the same answer; only the chunking of the deltas may differ.
+    let shape = |events: &[gateway_core::stream::StreamEvent]| {
+        let mut kinds: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
+        kinds.dedup();
+        kinds
+    };
+    assert_eq!(shape(&again.0), shape(&first.0));
+    let assemble = |events: &[gateway_core::stream::StreamEvent]| {
+        let mut assembler = gateway_core::stream::Assembler::new();
+        events.iter().for_each(|e| assembler.push(e).unwrap());
+        assembler.finish().unwrap()
+    };
+    assert_eq!(assemble(&again.0), assemble(&first.0));
+}

@@ -9,22 +9,26 @@
 
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput as SdkConverseOutput};
+use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types as sdk;
+use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_smithy_types::Document;
+use aws_smithy_types::event_stream::RawMessage;
 use aws_smithy_types::timeout::TimeoutConfig;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 
 use crate::deadline::Deadline;
-use crate::ports::{InvokeError, ModelInvoker};
+use crate::ports::{InvokeError, LiveEvents, ModelInvoker, ModelStream, NextEvent};
 use crate::request::{
     BinarySource, CachePointBlock, CacheTtl, ContentBlock, ConverseMetrics, ConverseOutput, ConverseRequest,
     ConverseResponse, DocumentBlock, ImageBlock, Message, PerformanceConfig, ReasoningContentBlock, ReasoningText,
     Role, ServiceTier, SystemContentBlock, TokenUsage, Tool, ToolChoice, ToolInputSchema, ToolResultContent,
     ToolResultStatus,
 };
+use crate::stream::StreamEvent;
 
 #[derive(Debug, Clone)]
 pub struct BedrockInvoker {
@@ -49,21 +53,14 @@ impl BedrockInvoker {
     }
 }
 
-impl ModelInvoker for BedrockInvoker {
-    async fn converse(
-        &self,
-        model_id: &str,
-        request: &ConverseRequest,
-        deadline: Deadline,
-    ) -> Result<ConverseResponse, InvokeError> {
+/// Sets every field of a Converse request on a fluent builder: Converse and ConverseStream
+/// take the same input through builders of different types.
+macro_rules! with_request {
+    ($call:expr, $request:expr) => {{
+        let request: &ConverseRequest = $request;
         let messages = request.messages.iter().map(to_sdk_message).collect::<Result<Vec<_>, _>>()?;
         let system = request.system.iter().map(to_sdk_system).collect::<Result<Vec<_>, _>>()?;
-        let mut call = self
-            .client
-            .converse()
-            .model_id(model_id)
-            .set_messages(Some(messages))
-            .set_system((!system.is_empty()).then_some(system));
+        let mut call = $call.set_messages(Some(messages)).set_system((!system.is_empty()).then_some(system));
         if let Some(c) = &request.inference_config {
             call = call.inference_config(
                 sdk::InferenceConfiguration::builder()
@@ -83,9 +80,6 @@ impl ModelInvoker for BedrockInvoker {
         if !request.additional_model_response_field_paths.is_empty() {
             call = call
                 .set_additional_model_response_field_paths(Some(request.additional_model_response_field_paths.clone()));
-        }
-        if let Some(guardrail) = &request.guardrail_config {
-            call = call.guardrail_config(to_sdk_guardrail(guardrail)?);
         }
         for (name, value) in &request.prompt_variables {
             let text = value
@@ -111,9 +105,78 @@ impl ModelInvoker for BedrockInvoker {
                 .map_err(build_error)?;
             call = call.service_tier(tier);
         }
+        call
+    }};
+}
+
+impl ModelInvoker for BedrockInvoker {
+    async fn converse(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+        deadline: Deadline,
+    ) -> Result<ConverseResponse, InvokeError> {
+        let mut call = with_request!(self.client.converse().model_id(model_id), request);
+        if let Some(guardrail) = &request.guardrail_config {
+            call = call.guardrail_config(to_sdk_guardrail(guardrail)?);
+        }
         let timeouts = aws_sdk_bedrockruntime::config::Builder::default().timeout_config(self.timeouts_for(deadline));
         let output = call.customize().config_override(timeouts).send().await.map_err(classify)?;
         from_sdk_output(output)
+    }
+
+    async fn converse_stream(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+        deadline: Deadline,
+    ) -> Result<ModelStream, InvokeError> {
+        let mut call = with_request!(self.client.converse_stream().model_id(model_id), request);
+        if let Some(guardrail) = &request.guardrail_config {
+            call = call.guardrail_config(to_sdk_stream_guardrail(guardrail)?);
+        }
+        // The operation timeout covers the stream's opening only; the core bounds every
+        // event that follows by the request's deadline.
+        let timeouts = aws_sdk_bedrockruntime::config::Builder::default().timeout_config(self.timeouts_for(deadline));
+        let output = call.customize().config_override(timeouts).send().await.map_err(classify_stream)?;
+        Ok(ModelStream::live(SdkEvents { receiver: output.stream, ended: false }))
+    }
+}
+
+type SdkReceiver = aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
+    sdk::ConverseStreamOutput,
+    aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError,
+>;
+
+/// The SDK's event receiver as the core's stream. Events the SDK does not know (a newer
+/// Bedrock) are skipped rather than failing an answer that is being paid for.
+struct SdkEvents {
+    receiver: SdkReceiver,
+    ended: bool,
+}
+
+impl LiveEvents for SdkEvents {
+    fn next(&mut self) -> NextEvent<'_> {
+        Box::pin(async move {
+            while !self.ended {
+                match self.receiver.recv().await {
+                    Ok(Some(event)) => match from_sdk_event(event) {
+                        Ok(Some(event)) => return Some(Ok(event)),
+                        Ok(None) => continue,
+                        Err(error) => {
+                            self.ended = true;
+                            return Some(Err(error));
+                        }
+                    },
+                    Ok(None) => self.ended = true,
+                    Err(error) => {
+                        self.ended = true;
+                        return Some(Err(classify_stream_event(error)));
+                    }
+                }
+            }
+            None
+        })
     }
 }
 
@@ -140,11 +203,69 @@ fn classify(error: SdkError<ConverseError>) -> InvokeError {
                 ConverseError::ModelTimeoutException(_) => InvokeError::ModelTimeout { message },
                 ConverseError::ServiceUnavailableException(_) => InvokeError::Unavailable { message },
                 ConverseError::InternalServerException(_) => InvokeError::Internal { message },
-                other => {
-                    InvokeError::Internal { message: format!("{}: {message}", other.code().unwrap_or("unknown error")) }
-                }
+                other => unknown_error(other.code(), message),
             }
         }
+        other => classify_transport(other),
+    }
+}
+
+fn classify_stream(error: SdkError<ConverseStreamError>) -> InvokeError {
+    match error {
+        SdkError::ServiceError(context) => {
+            let err = context.into_err();
+            let message = err.message().unwrap_or("no message").to_owned();
+            match err {
+                ConverseStreamError::ThrottlingException(_) => InvokeError::Throttled { message, retry_after: None },
+                ConverseStreamError::ValidationException(_) => InvokeError::Rejected { message },
+                ConverseStreamError::AccessDeniedException(_) => InvokeError::AccessDenied { message },
+                ConverseStreamError::ResourceNotFoundException(_) => InvokeError::ModelNotFound { message },
+                ConverseStreamError::ModelNotReadyException(_) => InvokeError::ModelNotReady { message },
+                ConverseStreamError::ModelErrorException(_) | ConverseStreamError::ModelStreamErrorException(_) => {
+                    InvokeError::ModelFailed { message }
+                }
+                ConverseStreamError::ModelTimeoutException(_) => InvokeError::ModelTimeout { message },
+                ConverseStreamError::ServiceUnavailableException(_) => InvokeError::Unavailable { message },
+                ConverseStreamError::InternalServerException(_) => InvokeError::Internal { message },
+                other => unknown_error(other.code(), message),
+            }
+        }
+        other => classify_transport(other),
+    }
+}
+
+/// The exceptions Bedrock sends inside a stream that has begun (an HTTP 200 already).
+fn classify_stream_event(error: SdkError<ConverseStreamOutputError, RawMessage>) -> InvokeError {
+    match error {
+        SdkError::ServiceError(context) => {
+            let err = context.into_err();
+            let message = err.message().unwrap_or("no message").to_owned();
+            match err {
+                ConverseStreamOutputError::ThrottlingException(_) => {
+                    InvokeError::Throttled { message, retry_after: None }
+                }
+                ConverseStreamOutputError::ValidationException(_) => InvokeError::Rejected { message },
+                ConverseStreamOutputError::ModelStreamErrorException(_) => InvokeError::ModelFailed { message },
+                ConverseStreamOutputError::ServiceUnavailableException(_) => InvokeError::Unavailable { message },
+                ConverseStreamOutputError::InternalServerException(_) => InvokeError::Internal { message },
+                other => unknown_error(other.code(), message),
+            }
+        }
+        other => classify_transport(other),
+    }
+}
+
+fn unknown_error(code: Option<&str>, message: String) -> InvokeError {
+    InvokeError::Internal { message: format!("{}: {message}", code.unwrap_or("unknown error")) }
+}
+
+/// The failures that are not Bedrock's answer: time, the connection, the response's shape.
+fn classify_transport<E, R>(error: SdkError<E, R>) -> InvokeError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match error {
         SdkError::TimeoutError(_) => InvokeError::Timeout(Box::new(error)),
         SdkError::DispatchFailure(ref failure) if failure.is_timeout() => InvokeError::Timeout(Box::new(error)),
         SdkError::DispatchFailure(_) => InvokeError::Transport(Box::new(error)),
@@ -318,17 +439,102 @@ fn to_sdk_guardrail(value: &Value) -> Result<sdk::GuardrailConfiguration, Invoke
         .build())
 }
 
-fn from_sdk_output(output: SdkConverseOutput) -> Result<ConverseResponse, InvokeError> {
-    let message = match output.output {
-        Some(sdk::ConverseOutput::Message(m)) => m,
-        _ => return Err(InvokeError::BadResponse("Converse returned no message".into())),
-    };
-    let role = match message.role {
-        sdk::ConversationRole::User => Role::User,
-        _ => Role::Assistant,
-    };
-    let content = message.content.into_iter().filter_map(from_sdk_block).collect();
-    let usage = output.usage.map(|u| TokenUsage {
+/// ConverseStream's guardrail settings: those of Converse and how the stream is checked
+/// (`sync` by default, as Bedrock does).
+fn to_sdk_stream_guardrail(value: &Value) -> Result<sdk::GuardrailStreamConfiguration, InvokeError> {
+    let buffered = to_sdk_guardrail(value)?;
+    let mode = value.get("streamProcessingMode").and_then(Value::as_str).unwrap_or("sync");
+    Ok(sdk::GuardrailStreamConfiguration::builder()
+        .guardrail_identifier(buffered.guardrail_identifier)
+        .guardrail_version(buffered.guardrail_version)
+        .trace(buffered.trace)
+        .stream_processing_mode(sdk::GuardrailStreamProcessingMode::from(mode))
+        .build())
+}
+
+fn index(i: i32) -> Result<u32, InvokeError> {
+    u32::try_from(i).map_err(|_| InvokeError::BadResponse(format!("negative content block index {i}")))
+}
+
+/// One SDK stream event in the core's terms; `None` for what the core does not carry (events
+/// and deltas of kinds newer than it, citations, images and tool results in the stream).
+fn from_sdk_event(event: sdk::ConverseStreamOutput) -> Result<Option<StreamEvent>, InvokeError> {
+    use crate::stream as core;
+    Ok(Some(match event {
+        sdk::ConverseStreamOutput::MessageStart(start) => core::StreamEvent::MessageStart(core::MessageStart {
+            role: match start.role {
+                sdk::ConversationRole::User => Role::User,
+                _ => Role::Assistant,
+            },
+        }),
+        sdk::ConverseStreamOutput::ContentBlockStart(start) => match start.start {
+            Some(sdk::ContentBlockStart::ToolUse(tool)) => {
+                core::StreamEvent::ContentBlockStart(core::ContentBlockStart {
+                    content_block_index: index(start.content_block_index)?,
+                    start: core::BlockStart::ToolUse(core::ToolUseStart {
+                        tool_use_id: tool.tool_use_id,
+                        name: tool.name,
+                    }),
+                })
+            }
+            _ => return Ok(None),
+        },
+        sdk::ConverseStreamOutput::ContentBlockDelta(delta) => {
+            let content_block_index = index(delta.content_block_index)?;
+            let delta = match delta.delta {
+                Some(sdk::ContentBlockDelta::Text(text)) => core::Delta::Text(text),
+                Some(sdk::ContentBlockDelta::ToolUse(tool)) => {
+                    core::Delta::ToolUse(core::ToolUseDelta { input: tool.input })
+                }
+                Some(sdk::ContentBlockDelta::ReasoningContent(reasoning)) => {
+                    core::Delta::ReasoningContent(match reasoning {
+                        sdk::ReasoningContentBlockDelta::Text(text) => core::ReasoningDelta::Text(text),
+                        sdk::ReasoningContentBlockDelta::Signature(signature) => {
+                            core::ReasoningDelta::Signature(signature)
+                        }
+                        sdk::ReasoningContentBlockDelta::RedactedContent(blob) => {
+                            core::ReasoningDelta::RedactedContent(BASE64.encode(blob.into_inner()))
+                        }
+                        _ => return Ok(None),
+                    })
+                }
+                _ => return Ok(None),
+            };
+            core::StreamEvent::ContentBlockDelta(core::ContentBlockDelta { content_block_index, delta })
+        }
+        sdk::ConverseStreamOutput::ContentBlockStop(stop) => {
+            core::StreamEvent::ContentBlockStop(core::ContentBlockStop {
+                content_block_index: index(stop.content_block_index)?,
+            })
+        }
+        sdk::ConverseStreamOutput::MessageStop(stop) => core::StreamEvent::MessageStop(core::MessageStop {
+            stop_reason: stop.stop_reason.as_str().to_owned(),
+            additional_model_response_fields: stop.additional_model_response_fields.as_ref().map(from_document),
+        }),
+        sdk::ConverseStreamOutput::Metadata(metadata) => core::StreamEvent::Metadata(core::StreamMetadata {
+            usage: metadata
+                .usage
+                .map(from_sdk_usage)
+                .ok_or_else(|| InvokeError::BadResponse("the stream's metadata has no usage".into()))?,
+            metrics: ConverseMetrics {
+                latency_ms: metadata.metrics.map_or(0, |m| u64::try_from(m.latency_ms).unwrap_or(0)),
+            },
+            trace: metadata
+                .trace
+                .and_then(|t| t.prompt_router)
+                .and_then(|r| r.invoked_model_id)
+                .map(|id| serde_json::json!({"promptRouter": {"invokedModelId": id}})),
+            performance_config: metadata
+                .performance_config
+                .map(|p| PerformanceConfig { latency: p.latency.as_str().to_owned() }),
+            service_tier: metadata.service_tier.map(|t| ServiceTier { kind: t.r#type.as_str().to_owned() }),
+        }),
+        _ => return Ok(None),
+    }))
+}
+
+fn from_sdk_usage(u: sdk::TokenUsage) -> TokenUsage {
+    TokenUsage {
         input_tokens: i64::from(u.input_tokens),
         output_tokens: i64::from(u.output_tokens),
         total_tokens: i64::from(u.total_tokens),
@@ -343,7 +549,20 @@ fn from_sdk_output(output: SdkConverseOutput) -> Result<ConverseResponse, Invoke
                 input_tokens: i64::from(d.input_tokens),
             })
             .collect(),
-    });
+    }
+}
+
+fn from_sdk_output(output: SdkConverseOutput) -> Result<ConverseResponse, InvokeError> {
+    let message = match output.output {
+        Some(sdk::ConverseOutput::Message(m)) => m,
+        _ => return Err(InvokeError::BadResponse("Converse returned no message".into())),
+    };
+    let role = match message.role {
+        sdk::ConversationRole::User => Role::User,
+        _ => Role::Assistant,
+    };
+    let content = message.content.into_iter().filter_map(from_sdk_block).collect();
+    let usage = output.usage.map(from_sdk_usage);
     let trace = output
         .trace
         .and_then(|t| t.prompt_router)
