@@ -121,12 +121,7 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
     async fn serve(&self, request: &Request, request_id: &str) -> Result<Reply, ApiError> {
         let matched = http_support::select_route(request, &ROUTES)?;
         let headers = request.headers();
-        http_support::check_gateway_headers(headers)?;
-        let tenant = self
-            .gateway
-            .settings()
-            .tenants
-            .tenant(http_support::authentication(request), http_support::tenant_header(headers))?;
+        let tenant = caller_tenant(&self.gateway, request)?;
         match (ROUTES[matched.index], matched.parameter) {
             (REQUEST_STATUS, id) => self.status(&tenant, id.unwrap_or_default()).await.map(Reply::Status),
             _ => self.converse(request, headers, tenant, request_id).await,
@@ -140,17 +135,7 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
         tenant: Tenant,
         request_id: &str,
     ) -> Result<Reply, ApiError> {
-        let call = ConverseCall {
-            request: ConverseRequest::from_json(request.body().as_ref())?,
-            tenant,
-            cache: CacheOptions::parse(
-                header(headers, "x-cache-mode"),
-                header(headers, "x-cache-ttl"),
-                header(headers, "x-cache-allow-sampling"),
-            )?,
-            routing: RouteOverrides::from_headers(|name| header(headers, name))?,
-            deadline: self.gateway.settings().budgets.deadline(request.lambda_context_ref().map(|c| c.deadline())),
-        };
+        let call = converse_call(&self.gateway, request, ConverseRequest::from_json(request.body().as_ref())?, tenant)?;
         if !deferrable(headers)? {
             let origin = Origin { source: UsageSource::Online, request_id: request_id.to_string() };
             return Ok(Reply::Answer(Box::new(self.gateway.converse_and_record(call, &origin).await?)));
@@ -187,6 +172,38 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
             None => Err(unknown()),
         }
     }
+}
+
+/// The caller's tenant, once the gateway headers are known to be well formed.
+fn caller_tenant<P: Ports>(gateway: &Gateway<P>, request: &Request) -> Result<Tenant, ApiError> {
+    let headers = request.headers();
+    http_support::check_gateway_headers(headers)?;
+    Ok(gateway
+        .settings()
+        .tenants
+        .tenant(http_support::authentication(request), http_support::tenant_header(headers))?)
+}
+
+/// The use case's call for a Converse request, whatever API it was spoken in: the cache and
+/// routing headers and the deadline are the same on every route.
+fn converse_call<P: Ports>(
+    gateway: &Gateway<P>,
+    request: &Request,
+    body: ConverseRequest,
+    tenant: Tenant,
+) -> Result<ConverseCall, ApiError> {
+    let headers = request.headers();
+    Ok(ConverseCall {
+        request: body,
+        tenant,
+        cache: CacheOptions::parse(
+            header(headers, "x-cache-mode"),
+            header(headers, "x-cache-ttl"),
+            header(headers, "x-cache-allow-sampling"),
+        )?,
+        routing: RouteOverrides::from_headers(|name| header(headers, name))?,
+        deadline: gateway.settings().budgets.deadline(request.lambda_context_ref().map(|c| c.deadline())),
+    })
 }
 
 /// `x-defer`: `true` or `false` (the default).
