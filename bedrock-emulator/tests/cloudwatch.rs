@@ -19,6 +19,9 @@ use aws_sdk_cloudwatch::types::{
 use bedrock_emulator::{EmulatorConfig, RunningEmulator};
 use serde_json::{Value, json};
 
+mod common;
+use common::http;
+
 const NS: &str = "Gateway/Test";
 
 async fn start() -> (RunningEmulator, Client) {
@@ -81,25 +84,6 @@ fn values(output: &GetMetricDataOutput, id: &str) -> Vec<f64> {
 fn seconds(output: &GetMetricDataOutput, id: &str) -> Vec<i64> {
     let result = output.metric_data_results().iter().find(|r| r.id() == Some(id)).unwrap();
     result.timestamps().iter().map(DateTime::secs).collect()
-}
-
-/// A blocking HTTP call for the admin API, off the runtime's thread.
-async fn admin(method: &'static str, url: String, body: Option<Value>) -> (u16, Value) {
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut response = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
-            ("POST", _) => agent.post(&url).send_empty(),
-            ("PUT", Some(b)) => agent.put(&url).header("content-type", "application/json").send(b.to_string().as_str()),
-            _ => panic!("unsupported {method}"),
-        }
-        .unwrap();
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -339,28 +323,28 @@ async fn the_sdk_retries_through_injected_throttling_and_gives_up_on_lasting_fau
     let (emulator, client) = start().await;
     let url = emulator.cloudwatch_url();
     let fault = json!({"error": "throttling", "count": 2});
-    let (status, _) = admin("PUT", format!("{url}/_emulator/cloudwatch/faults/PutMetricData"), Some(fault)).await;
+    let (status, _) = http("PUT", format!("{url}/_emulator/cloudwatch/faults/PutMetricData"), Some(fault)).await;
     assert_eq!(status, 200);
     put(&client, vec![datum("Retried", base()).value(1.0).build()]).await;
-    let (_, calls) = admin("GET", format!("{url}/_emulator/cloudwatch/calls"), None).await;
+    let (_, calls) = http("GET", format!("{url}/_emulator/cloudwatch/calls"), None).await;
     assert_eq!(calls, json!({"PutMetricData": 3}), "two throttled attempts, then the stored one");
     let output = get(&client, vec![query("r", "Retried", 60, "SampleCount")], base(), base() + 60).await;
     assert_eq!(values(&output, "r"), [1.0]);
 
     let fault = json!({"error": "internal", "count": 5});
-    admin("PUT", format!("{url}/_emulator/cloudwatch/faults/ListMetrics"), Some(fault)).await;
+    http("PUT", format!("{url}/_emulator/cloudwatch/faults/ListMetrics"), Some(fault)).await;
     let error = client.list_metrics().send().await.unwrap_err().into_service_error();
     assert!(error.is_internal_service_fault(), "{error:?}");
-    let (_, calls) = admin("GET", format!("{url}/_emulator/cloudwatch/calls"), None).await;
+    let (_, calls) = http("GET", format!("{url}/_emulator/cloudwatch/calls"), None).await;
     assert_eq!(calls["ListMetrics"], 3, "the SDK's three attempts");
 
-    let (status, _) = admin("POST", format!("{url}/_emulator/cloudwatch/reset"), None).await;
+    let (status, _) = http("POST", format!("{url}/_emulator/cloudwatch/reset"), None).await;
     assert_eq!(status, 200);
-    let (_, calls) = admin("GET", format!("{url}/_emulator/cloudwatch/calls"), None).await;
+    let (_, calls) = http("GET", format!("{url}/_emulator/cloudwatch/calls"), None).await;
     assert_eq!(calls, json!({}));
     assert!(client.list_metrics().send().await.unwrap().metrics().is_empty(), "faults and data are gone");
 
     let bad = json!({"error": "slow", "count": 1});
-    let (status, _) = admin("PUT", format!("{url}/_emulator/cloudwatch/faults/ListMetrics"), Some(bad)).await;
+    let (status, _) = http("PUT", format!("{url}/_emulator/cloudwatch/faults/ListMetrics"), Some(bad)).await;
     assert_eq!(status, 400);
 }

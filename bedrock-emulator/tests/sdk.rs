@@ -23,6 +23,9 @@ use aws_smithy_types::Document;
 use bedrock_emulator::{EmulatorConfig, FaultOverride, QuotaOverride, RunningEmulator};
 use serde_json::{Value, json};
 
+mod common;
+use common::http;
+
 const HAIKU: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
 const SONNET: &str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0";
 const CLAUDE3_HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
@@ -54,28 +57,6 @@ fn max_tokens(n: i32) -> InferenceConfiguration {
 
 fn text_of(message: &Message) -> String {
     message.content().iter().filter_map(|b| b.as_text().ok()).cloned().collect()
-}
-
-/// A blocking HTTP call for the admin API, off the runtime's thread.
-async fn http(method: &'static str, url: String, body: Option<Value>) -> (u16, Value) {
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let body = body.map(|b| b.to_string());
-        let mut response = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
-            ("DELETE", _) => agent.delete(&url).call(),
-            ("POST", Some(b)) => agent.post(&url).send(b.as_str()),
-            ("POST", None) => agent.post(&url).send_empty(),
-            ("PUT", Some(b)) => agent.put(&url).send(b.as_str()),
-            _ => panic!("unsupported {method}"),
-        }
-        .unwrap();
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    })
-    .await
-    .unwrap()
 }
 
 async fn stats(emulator: &RunningEmulator) -> Value {
