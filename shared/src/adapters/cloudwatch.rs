@@ -57,6 +57,7 @@ fn unit(unit: Unit) -> StandardUnit {
         Unit::Milliseconds => StandardUnit::Milliseconds,
         Unit::Microseconds => StandardUnit::Microseconds,
         Unit::Percent => StandardUnit::Percent,
+        Unit::CountPerSecond => StandardUnit::CountSecond,
         Unit::None => StandardUnit::None,
     }
 }

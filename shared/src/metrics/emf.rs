@@ -13,6 +13,7 @@ pub enum Unit {
     Milliseconds,
     Microseconds,
     Percent,
+    CountPerSecond,
     /// USD figures: CloudWatch has no currency unit.
     None,
 }
@@ -24,6 +25,7 @@ impl Unit {
             Unit::Milliseconds => "Milliseconds",
             Unit::Microseconds => "Microseconds",
             Unit::Percent => "Percent",
+            Unit::CountPerSecond => "Count/Second",
             Unit::None => "None",
         }
     }

@@ -40,6 +40,10 @@ pub struct InvocationMetrics {
     pub admission: Option<AdmissionSummary>,
     /// Low-cardinality error label when the request failed.
     pub error: Option<&'static str>,
+    /// Streamed answers only: from the request's start to the first content sent.
+    pub time_to_first_token_ms: Option<f64>,
+    /// Streamed answers only: output tokens per second after the first one.
+    pub output_tokens_per_second: Option<f64>,
 }
 
 impl InvocationMetrics {
@@ -61,6 +65,19 @@ impl InvocationMetrics {
             fallback_hops: answer.hops.len().saturating_sub(1) as u64,
             admission: answer.admission.clone(),
             error: None,
+            time_to_first_token_ms: None,
+            output_tokens_per_second: None,
+        }
+    }
+
+    /// The figures of a streamed answer; one that failed after its first byte counts as an
+    /// error with what it cost.
+    pub fn from_stream(end: &crate::service::StreamEnd, catalog: &Catalog) -> Self {
+        InvocationMetrics {
+            time_to_first_token_ms: end.time_to_first_token.map(|d| d.as_secs_f64() * 1000.0),
+            output_tokens_per_second: end.output_tokens_per_second,
+            error: end.ending.label().map(ErrorLabel::as_str),
+            ..InvocationMetrics::from_answer(&end.answer, catalog)
         }
     }
 
@@ -88,6 +105,10 @@ impl InvocationMetrics {
                 doc.metric("Throttles", Unit::Count, flag(label == "throttled"));
                 // Refused by admission before Bedrock was called: the 429s Bedrock did not send.
                 doc.metric("QuotaRefusals", Unit::Count, flag(label == ErrorLabel::QuotaExhausted.as_str()));
+                // A stream cut after its first byte was still billed for what it generated.
+                if self.cost_usd > 0.0 {
+                    doc.metric("CostUsd", Unit::None, self.cost_usd);
+                }
             }
             None => {
                 doc.metric("Errors", Unit::Count, 0.0)
@@ -112,6 +133,12 @@ impl InvocationMetrics {
                         .metric("QuotaSettledTokens", Unit::Count, admission.settled_tokens as f64);
                 }
             }
+        }
+        if let Some(ttft) = self.time_to_first_token_ms {
+            doc.metric("TimeToFirstToken", Unit::Milliseconds, ttft);
+        }
+        if let Some(rate) = self.output_tokens_per_second {
+            doc.metric("OutputTokensPerSecond", Unit::CountPerSecond, rate);
         }
         doc.to_value()
     }
