@@ -10,6 +10,7 @@ pub mod admission;
 pub mod batch;
 pub mod cache;
 pub mod catalog;
+pub mod compat;
 pub mod config;
 pub mod continuation;
 pub mod cost;

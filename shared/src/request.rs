@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-mod strict;
+pub(crate) mod strict;
 
 /// Bedrock accepts at most four cache checkpoints per request.
 const MAX_CACHE_POINTS: usize = 4;

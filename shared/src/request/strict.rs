@@ -104,7 +104,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
 
 /// Syntax and duplicate keys, before any typed parsing. serde_json's syntax messages are fixed
 /// texts with a position (`expected `,` or `}` at line 1 column 9`), never the input itself.
-pub(super) fn check(text: &str) -> Result<(), RequestError> {
+pub(crate) fn check(text: &str) -> Result<(), RequestError> {
     let duplicate = RefCell::new(None);
     let mut path = Vec::new();
     let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -127,7 +127,7 @@ pub(super) fn check(text: &str) -> Result<(), RequestError> {
 /// writes the offending value into some messages (`invalid type: string "…", expected a
 /// sequence`), so the message is never passed through: only fixed words and the schema's
 /// own `expected …` text survive.
-pub(super) fn describe(error: &serde_json::Error) -> String {
+pub(crate) fn describe(error: &serde_json::Error) -> String {
     let text = error.to_string();
     // serde_json appends the position, which the caller reports separately.
     let text = text.rfind(" at line ").map_or(text.as_str(), |at| &text[..at]);
