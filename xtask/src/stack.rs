@@ -16,6 +16,8 @@ pub const LOCAL_BUDGET_TABLE_NAME: &str = "bedrock-gateway-budget-local";
 pub const LOCAL_BATCH_TABLE_NAME: &str = "bedrock-gateway-batch-local";
 pub const LOCAL_USAGE_TABLE_NAME: &str = "bedrock-gateway-usage-local";
 pub const FUNCTION_NAME: &str = "invoke-with-cache";
+/// The streaming endpoint (a Function URL with response streaming when deployed).
+pub const STREAM_FUNCTION_NAME: &str = "invoke-stream";
 /// The routing-decision function (`POST /v1/route`); it needs no table and no Bedrock.
 pub const ROUTER_FUNCTION_NAME: &str = "router";
 pub const EMULATOR_BINARY: &str = "bedrock-emulator";
@@ -28,6 +30,7 @@ pub const LOADGEN_PACKAGE: &str = "gateway-loadgen";
 /// the first invocation does not wait for a compile.
 pub const FUNCTION_BINARIES: &[&str] = &[
     FUNCTION_NAME,
+    STREAM_FUNCTION_NAME,
     ROUTER_FUNCTION_NAME,
     SUBMISSION_FUNCTION_NAME,
     COMPLETION_FUNCTION_NAME,
@@ -426,6 +429,18 @@ impl Stack {
                  -d '{{\"modelId\":\"haiku\",\"messages\":[{{\"role\":\"user\",\"content\":[{{\"text\":\"Name three uses of a cache.\"}}]}}],\"inferenceConfig\":{{\"maxTokens\":300,\"temperature\":0}}}}'"
             );
             println!("  (run it twice: the second answer carries `x-cache: HIT`)");
+        }
+        if let Some(url) = self.function_url(STREAM_FUNCTION_NAME, "/v1/converse-stream") {
+            let base = self.function_url(STREAM_FUNCTION_NAME, "/v1").unwrap_or_default();
+            println!();
+            println!("  {STREAM_FUNCTION_NAME}       {url}");
+            println!(
+                "  curl -sN {url} -H 'content-type: application/json' -H 'x-tenant-id: demo' \\\n    \
+                 -d '{{\"modelId\":\"haiku\",\"messages\":[{{\"role\":\"user\",\"content\":[{{\"text\":\"Name three uses of a cache.\"}}]}}]}}'"
+            );
+            println!(
+                "  OpenAI and Anthropic SDKs: base_url={base}  (chat.completions, messages, models; stream or not)"
+            );
         }
         if let Some(url) = self.router_url() {
             println!();

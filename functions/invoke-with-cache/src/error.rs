@@ -3,6 +3,7 @@
 use gateway_core::admission::Limit;
 use gateway_core::batch::BatchError;
 use gateway_core::batch::defer::DeferError;
+use gateway_core::compat::CompatError;
 use gateway_core::identity::IdentityError;
 use gateway_core::label::ErrorLabel;
 use gateway_core::ports::InvokeError;
@@ -12,6 +13,8 @@ use gateway_core::service::GatewayError;
 use http_support::BoundaryError;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
+
+use crate::dialect::Dialect;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -25,6 +28,12 @@ pub enum ApiError {
     /// The batch table failed to queue a deferred request or to say where one stands.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// A body in OpenAI's or Anthropic's shape that does not map onto Converse.
+    #[error(transparent)]
+    Compat(#[from] CompatError),
+    /// `stream: true` on an endpoint that answers whole (API Gateway's HTTP API cannot stream).
+    #[error("this endpoint answers whole; send `stream: true` to the gateway's streaming URL")]
+    StreamingElsewhere,
 }
 
 impl From<DeferError> for ApiError {
@@ -60,6 +69,7 @@ impl ApiError {
         match self {
             ApiError::Boundary(e) => e.status(),
             ApiError::UnknownRequest(_) => StatusCode::NOT_FOUND,
+            ApiError::Compat(_) | ApiError::StreamingElsewhere => StatusCode::BAD_REQUEST,
             // The batch table is AWS's: never the caller's fault.
             ApiError::Batch(e) => match e {
                 BatchError::Throttled(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -100,6 +110,8 @@ impl ApiError {
             ApiError::Gateway(e) => e.label(),
             ApiError::UnknownRequest(_) => ErrorLabel::NotFound,
             ApiError::Batch(e) => e.label(),
+            ApiError::Compat(e) => e.label(),
+            ApiError::StreamingElsewhere => ErrorLabel::InvalidRequest,
         }
     }
 
@@ -107,6 +119,8 @@ impl ApiError {
         match self {
             ApiError::Boundary(e) => e.field(),
             ApiError::UnknownRequest(_) | ApiError::Batch(_) => None,
+            ApiError::Compat(e) => e.param(),
+            ApiError::StreamingElsewhere => Some("stream"),
             ApiError::Gateway(GatewayError::InvalidRequest(e)) => e.field(),
             ApiError::Gateway(GatewayError::UnknownModel(_)) => Some("modelId"),
             ApiError::Gateway(
@@ -124,17 +138,27 @@ impl ApiError {
             // A status lookup invokes nothing: an unknown ID is no invocation error.
             ApiError::Boundary(e) if !e.reached_endpoint() => None,
             ApiError::UnknownRequest(_) => None,
-            ApiError::Boundary(_) | ApiError::Gateway(_) | ApiError::Batch(_) => Some(self.label()),
+            ApiError::Boundary(_)
+            | ApiError::Gateway(_)
+            | ApiError::Batch(_)
+            | ApiError::Compat(_)
+            | ApiError::StreamingElsewhere => Some(self.label()),
         }
     }
 
     pub fn into_response(self, request_id: &str) -> Response<Body> {
+        self.into_dialect_response(Dialect::Converse, request_id)
+    }
+
+    /// The error response in the caller's API: its status and headers (`retry-after`) are
+    /// the same in every dialect, only the body's shape differs.
+    pub fn into_dialect_response(self, dialect: Dialect, request_id: &str) -> Response<Body> {
         let mut error = http_support::error_object(self.label(), self.to_string(), self.field(), request_id);
         let retry_after;
         let mut headers: Vec<(&'static str, &str)> = Vec::new();
         match &self {
             ApiError::Boundary(e) => headers.extend_from_slice(e.headers()),
-            ApiError::UnknownRequest(_) | ApiError::Batch(_) => {}
+            ApiError::UnknownRequest(_) | ApiError::Batch(_) | ApiError::Compat(_) | ApiError::StreamingElsewhere => {}
             ApiError::Gateway(e) => {
                 if let GatewayError::FallbackExhausted { hops, .. }
                 | GatewayError::DeadlineExceeded { hops, .. }
@@ -162,6 +186,10 @@ impl ApiError {
                 }
             }
         }
-        http_support::error_response(self.status(), error, &headers)
+        let status = self.status();
+        match dialect.error_body(status.as_u16(), self.label(), &self.to_string(), self.field(), request_id) {
+            Some(body) => http_support::json_response(status, &body, &headers),
+            None => http_support::error_response(status, error, &headers),
+        }
     }
 }

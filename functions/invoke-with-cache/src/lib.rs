@@ -10,13 +10,16 @@
 //! a cache HIT is still answered at once, anything else is validated as online and answered
 //! `202 Accepted` with the request's status URL, which `GET /v1/requests/{id}` serves.
 
+mod dialect;
 mod error;
+pub mod streaming;
 
 use std::time::SystemTime;
 
 use gateway_core::batch::defer::{DeferPorts, Deferral, NoBatchTable, StatusReport};
 use gateway_core::batch::{RequestStatuses, SubmittedRecord};
 use gateway_core::cache::{CacheOptions, Tenant};
+use gateway_core::compat::openai;
 use gateway_core::metrics::InvocationMetrics;
 use gateway_core::ports::Ports;
 use gateway_core::request::{ConverseRequest, RequestError};
@@ -29,11 +32,15 @@ use lambda_http::{Body, Error, Request, RequestExt, Response};
 
 pub use http_support::init_tracing;
 
+pub use dialect::Dialect;
 pub use error::ApiError;
 
 const CONVERSE: Route = Route::post("/v1/converse");
 const REQUEST_STATUS: Route = Route::get("/v1/requests/{id}");
-const ROUTES: [Route; 2] = [CONVERSE, REQUEST_STATUS];
+const CHAT_COMPLETIONS: Route = Route::post("/v1/chat/completions");
+const MESSAGES: Route = Route::post("/v1/messages");
+const MODELS: Route = Route::get("/v1/models");
+const ROUTES: [Route; 5] = [CONVERSE, REQUEST_STATUS, CHAT_COMPLETIONS, MESSAGES, MODELS];
 /// Where a request's status is served, under the stage the caller used.
 const STATUS_PATH: &str = "/v1/requests/";
 const FUNCTION_NAME: &str = "invoke-with-cache";
@@ -51,7 +58,16 @@ pub struct Handler<P, B = NoBatchTable> {
 /// What a served request answers.
 enum Reply {
     Answer(Box<Answer>),
-    Deferred { record: Box<SubmittedRecord>, status_url: String },
+    /// An answer to a request in OpenAI's or Anthropic's API.
+    Spoken {
+        answer: Box<Answer>,
+        dialect: Dialect,
+    },
+    Models(serde_json::Value),
+    Deferred {
+        record: Box<SubmittedRecord>,
+        status_url: String,
+    },
     Status(Box<StatusReport>),
 }
 
@@ -84,6 +100,12 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
                 emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()));
                 success(&answer)
             }
+            Ok(Reply::Spoken { answer, dialect }) => {
+                emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()));
+                let body = dialect.answer_body(&answer, &request_id, http_support::now_ms() / 1000);
+                json_response(StatusCode::OK, &body, &borrowed(&answer_headers(&answer)))
+            }
+            Ok(Reply::Models(body)) => json_response(StatusCode::OK, &body, &[]),
             Ok(Reply::Deferred { record, status_url }) => {
                 tracing::info!(
                     request_id,
@@ -112,7 +134,7 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
                         tracing::debug!(error = %error, request_id, "rejection detail");
                     }
                 }
-                error.into_response(&request_id)
+                error.into_dialect_response(dialect_of(&request), &request_id)
             }
         };
         Ok(response)
@@ -122,8 +144,20 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
         let matched = http_support::select_route(request, &ROUTES)?;
         let headers = request.headers();
         let tenant = caller_tenant(&self.gateway, request)?;
+        let origin = || Origin { source: UsageSource::Online, request_id: request_id.to_string() };
         match (ROUTES[matched.index], matched.parameter) {
             (REQUEST_STATUS, id) => self.status(&tenant, id.unwrap_or_default()).await.map(Reply::Status),
+            (MODELS, _) => Ok(Reply::Models(openai::models(self.gateway.catalog(), http_support::now_ms() / 1000))),
+            (CHAT_COMPLETIONS | MESSAGES, _) => {
+                let dialect = dialect_of(request);
+                let parsed = dialect.parse(request.body().as_ref())?;
+                if parsed.stream {
+                    return Err(ApiError::StreamingElsewhere);
+                }
+                let call = converse_call(&self.gateway, request, parsed.request, tenant)?;
+                let answer = self.gateway.converse_and_record(call, &origin()).await?;
+                Ok(Reply::Spoken { answer: Box::new(answer), dialect })
+            }
             _ => self.converse(request, headers, tenant, request_id).await,
         }
     }
@@ -171,6 +205,16 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
             Some(status) => Ok(Box::new(StatusReport::new(status))),
             None => Err(unknown()),
         }
+    }
+}
+
+/// The API a request speaks, from its path: the error of a request that fails before its
+/// route is matched still comes in the shape its client reads.
+fn dialect_of(request: &Request) -> Dialect {
+    match http_support::route_path(request) {
+        "/v1/chat/completions" | "/v1/models" => Dialect::OpenAi,
+        "/v1/messages" => Dialect::Anthropic,
+        _ => Dialect::Converse,
     }
 }
 
@@ -234,38 +278,27 @@ fn accepted(record: &SubmittedRecord, status_url: &str) -> Response<Body> {
 }
 
 fn success(answer: &Answer) -> Response<Body> {
-    let mut body = serde_json::to_value(&answer.response).unwrap_or_default();
-    if let Some(map) = body.as_object_mut() {
-        map.insert("modelId".into(), answer.model_id.clone().into());
-        map.insert("requestedModelId".into(), answer.requested_model.clone().into());
-        map.insert("costUsd".into(), answer.cost_usd.into());
-        map.insert("latencyMs".into(), (answer.latency.as_millis() as u64).into());
-        map.insert("cache".into(), serde_json::to_value(&answer.cache).unwrap_or_default());
-        if let Some(decision) = &answer.routing {
-            map.insert("routing".into(), serde_json::to_value(decision).unwrap_or_default());
-        }
-        if !answer.hops.is_empty() {
-            map.insert("hops".into(), serde_json::to_value(&answer.hops).unwrap_or_default());
-        }
-        if let Some(admission) = &answer.admission {
-            map.insert("admission".into(), serde_json::to_value(admission).unwrap_or_default());
-        }
+    json_response(StatusCode::OK, &dialect::converse_body(answer), &borrowed(&answer_headers(answer)))
+}
+
+fn borrowed<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    headers.iter().map(|(name, value)| (*name, value.as_str())).collect()
+}
+
+/// The gateway's headers on every answer, whatever its body's shape.
+fn answer_headers(answer: &Answer) -> Vec<(&'static str, String)> {
+    let mut headers = vec![("x-cache", answer.cache.result.as_str().to_owned())];
+    if let Some(decision) = &answer.routing {
+        headers.push(("x-route-tier", decision.tier.as_str().to_owned()));
     }
-    let tier = answer.routing.as_ref().map(|d| d.tier.as_str());
-    let mut headers = vec![("x-cache", answer.cache.result.as_str())];
-    if let Some(tier) = tier {
-        headers.push(("x-route-tier", tier));
-    }
-    let waited;
     if let Some(admission) = &answer.admission {
-        waited = admission.waited_ms.to_string();
-        headers.push(("x-quota-mode", admission.mode.as_str()));
-        headers.push(("x-quota-waited-ms", &waited));
+        headers.push(("x-quota-mode", admission.mode.as_str().to_owned()));
+        headers.push(("x-quota-waited-ms", admission.waited_ms.to_string()));
         if admission.spilled {
-            headers.push(("x-quota-spilled", "true"));
+            headers.push(("x-quota-spilled", "true".to_owned()));
         }
     }
-    json_response(StatusCode::OK, &body, &headers)
+    headers
 }
 
 /// One CloudWatch Embedded Metric Format line per request on stdout: CloudWatch turns it
