@@ -17,7 +17,7 @@ use aws_sdk_cloudwatch::types::{
     StatusCode,
 };
 use bedrock_emulator::{EmulatorConfig, RunningEmulator};
-use serde_json::{Value, json};
+use serde_json::json;
 
 mod common;
 use common::http;

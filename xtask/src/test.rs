@@ -167,7 +167,8 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     let mut steps = Steps { fail_fast: args.fail_fast, records: Vec::new() };
     let root = paths::repo_root();
     steps.run("tools", || {
-        tools::ensure(&[tools::MOTO, tools::LINT, tools::CARGO_LAMBDA]).map(|()| StepOutcome::check(true))
+        tools::ensure(&[tools::MOTO, tools::LINT, tools::CARGO_LAMBDA, tools::CLIENTS])
+            .map(|()| StepOutcome::check(true))
     });
     steps.run("cargo fmt --check", || {
         Ok(StepOutcome::check(run_status(cargo().args(["fmt", "--all", "--check"]).current_dir(&root))?.success()))
@@ -220,6 +221,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     steps.run("start cargo lambda watch", || stack.start_lambda().map(|_| StepOutcome::check(true)));
     steps.run("start event pump", || stack.start_pump(None).map(|()| StepOutcome::check(true)));
     steps.run("events smoke check", || events_smoke(&root, stack.lambda_port));
+    steps.run("official OpenAI and Anthropic SDKs", || client_tests(&root, &stack));
     steps.run("batch pipeline end to end", || batch_end_to_end(&root, &mut stack));
     steps.run("online requests in CloudWatch", || metrics_end_to_end(&stack));
     steps.run("fuzz http", || {
@@ -338,6 +340,21 @@ fn python_tests(root: &Path, env: &[(&str, String)]) -> Result<StepOutcome> {
     if status.code() == Some(5) {
         return Ok(StepOutcome::skipped("pytest collected no tests"));
     }
+    Ok(runner_outcome(status.success(), parse_pytest_summary(&lines)))
+}
+
+/// `tests/clients/` with the official `openai` and `anthropic` packages against the functions
+/// under `cargo lambda watch`: the buffered endpoint and the streaming one.
+fn client_tests(root: &Path, stack: &Stack) -> Result<StepOutcome> {
+    let buffered = stack.function_url(stack::FUNCTION_NAME, "/v1").ok_or("cargo lambda watch is not running")?;
+    let streaming =
+        stack.function_url(stack::STREAM_FUNCTION_NAME, "/v1").ok_or("cargo lambda watch is not running")?;
+    let mut command = Command::new(tools::CLIENTS.bin("python"));
+    command.args(["-m", "pytest", "-q", "tests/clients"]).current_dir(root);
+    stack::scrub_aws_env(&mut command);
+    let emulator = stack.emulator_url.clone().ok_or("the Bedrock emulator is not running")?;
+    command.env("GATEWAY_BASE_URL", buffered).env("GATEWAY_STREAM_BASE_URL", streaming).env("EMULATOR_URL", emulator);
+    let (status, lines) = run_captured(&mut command, true)?;
     Ok(runner_outcome(status.success(), parse_pytest_summary(&lines)))
 }
 

@@ -42,7 +42,15 @@ pub const LINT: Venv = Venv {
     probe: "cfn-lint",
 };
 
-pub const ALL: [Venv; 3] = [MOTO, CARGO_LAMBDA, LINT];
+/// The official OpenAI and Anthropic clients, the test of the compatible APIs: code nobody
+/// here wrote, pointed at the local stack with `base_url`.
+pub const CLIENTS: Venv = Venv {
+    name: "venv-clients",
+    requirements: &["openai==3.60.0", "anthropic==2.16.0", "pytest==9.2.0"],
+    probe: "pytest",
+};
+
+pub const ALL: [Venv; 4] = [MOTO, CARGO_LAMBDA, LINT, CLIENTS];
 
 const MARKER_FILE: &str = ".xtask-requirements";
 
