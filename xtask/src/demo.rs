@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::Catalog;
 use crate::demo_metrics::{self, Expected};
+use crate::demo_stream;
 use crate::process::{check_interrupted, interrupted, sleep_interruptibly};
 use crate::prompts::DRY_RUNS;
 use crate::report::{self, DryRun, Outcome, RoutingInputs, RunInfo};
@@ -66,6 +67,8 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     let started = Instant::now();
     let outcomes = drive(&url, &plan, concurrency)?;
     let duration_s = started.elapsed().as_secs_f64();
+    println!("demo: streaming the same prompts through invoke-stream in its three APIs ...");
+    let streaming = demo_stream::run(&stack);
     let emulator_stats = stack.emulator_url.as_deref().and_then(fetch_stats);
     let dry_runs = match stack.router_url() {
         Some(router_url) => route_dry_runs(&router_url)?,
@@ -82,8 +85,8 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     // lines (answered in a job or on demand, or failed with a reason) once.
     let expected = Expected::from_outcomes(
         &outcomes,
-        1 + (batch.online_repeats + batch.lines) as u64,
-        batch.online_hits as u64,
+        1 + (batch.online_repeats + batch.lines) as u64 + streaming.requests(),
+        batch.online_hits as u64 + streaming.hits(),
         batch.on_demand_cost_usd - batch.batch_cost_usd,
     );
     let metrics = demo_metrics::check(&stack, since, &expected);
@@ -103,6 +106,8 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     println!();
     print!("{}", report::render_table(&report));
     println!();
+    print!("{}", streaming.render());
+    println!();
     print!("{}", batch.render());
     println!();
     print!("{}", metrics.render());
@@ -116,13 +121,13 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     let path = paths::target_dir().join("demo-report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!("Report written to {}", path.display());
-    let passed = report::passed(&report) && batch.passed() && metrics.passed();
+    let passed = report::passed(&report) && streaming.passed() && batch.passed() && metrics.passed();
     if passed {
         println!("demo: PASSED");
     } else {
         println!(
             "demo: FAILED (needs zero errors, at least one cache hit, at least one routed request, \
-             successful /v1/route dry runs, and a batch with every record accounted for, costs as the \
+             successful /v1/route dry runs, every streamed request answered with a HIT on its repeat, a batch with every record accounted for, costs as the \
              catalog says and its prompts HITs online, and CloudWatch's figures agreeing with the demo's)"
         );
     }

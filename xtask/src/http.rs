@@ -99,3 +99,71 @@ mod tests {
         std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     }
 }
+
+/// What one streamed answer took, from the moment the request was sent.
+#[derive(Debug, Clone)]
+pub struct StreamTiming {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The first byte of the body.
+    pub first_byte: Option<Duration>,
+    /// The first piece of content (`marker` seen in the body).
+    pub first_token: Option<Duration>,
+    pub total: Duration,
+    pub body: Vec<u8>,
+}
+
+impl StreamTiming {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// POSTs and reads the answer as it arrives, noting when its first byte and the first
+/// occurrence of `marker` (the first content event's name) come in.
+pub fn post_streamed(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    marker: &[u8],
+) -> Result<StreamTiming> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut request = agent.post(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send(body)?;
+    let status = response.status().as_u16();
+    let response_headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let mut reader = response.body_mut().with_config().limit(64 * 1024 * 1024).reader();
+    let (mut first_byte, mut first_token) = (None, None);
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = reader.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        first_byte.get_or_insert_with(|| started.elapsed());
+        // The marker may straddle two reads: search from just before the new bytes.
+        let from = received.len().saturating_sub(marker.len());
+        received.extend_from_slice(&chunk[..n]);
+        if first_token.is_none() && received[from..].windows(marker.len()).any(|w| w == marker) {
+            first_token = Some(started.elapsed());
+        }
+    }
+    Ok(StreamTiming {
+        status,
+        headers: response_headers,
+        first_byte,
+        first_token,
+        total: started.elapsed(),
+        body: received,
+    })
+}

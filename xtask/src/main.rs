@@ -3,12 +3,14 @@
 
 mod aws;
 mod bench_quota;
+mod bench_stream;
 mod browser;
 mod catalog;
 mod dashboard;
 mod demo;
 mod demo_batch;
 mod demo_metrics;
+mod demo_stream;
 mod dynamo;
 mod estimate;
 mod eval;
@@ -68,6 +70,9 @@ enum Command {
     /// Goodput, losses, throttles, latency and DynamoDB work of the SDK's retry modes and of
     /// the gateway's admission, under 3x the sustainable load from several processes.
     BenchQuota(bench_quota::BenchQuotaArgs),
+    /// Time to first token through the gateway's streaming endpoint against the emulator's
+    /// own ConverseStream, for a MISS and a replayed HIT (p50, p99).
+    BenchStream(bench_stream::BenchStreamArgs),
     /// Train the router's model from data/routing and write shared/router/model.bin.
     TrainRouter(train::TrainArgs),
     /// Evaluate routers (random, heuristic, length, learned) on a CSV of per-prompt outcomes.
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::BenchQuota(args) => bench_quota::run(&args),
+        Command::BenchStream(args) => bench_stream::run(&args),
         Command::TrainRouter(args) => train::run(&args),
         Command::EvalRouter(args) => eval::run(&args),
         Command::EstimateTokens(args) => estimate::run(&args),
