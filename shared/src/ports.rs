@@ -143,7 +143,9 @@ pub trait ModelInvoker: Send + Sync {
     /// ConverseStream: the answer's events as Bedrock sends them. Failures before the stream
     /// opens (throttling, validation, access) are this call's error; failures after it are
     /// items of the stream. Invokers that cannot stream (the default) make the buffered call
-    /// and hand its answer over as the events ConverseStream would have sent.
+    /// and hand its answer over as the events ConverseStream would have sent; a wrapper
+    /// around another invoker must forward this method too, or its streams lose the inner
+    /// invoker's own.
     fn converse_stream(
         &self,
         model_id: &str,

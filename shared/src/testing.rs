@@ -443,6 +443,15 @@ impl<T: ModelInvoker> ModelInvoker for Arc<T> {
     ) -> impl Future<Output = Result<ConverseResponse, InvokeError>> + Send {
         (**self).converse(model_id, request, deadline)
     }
+
+    fn converse_stream(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+        deadline: Deadline,
+    ) -> impl Future<Output = Result<ModelStream, InvokeError>> + Send {
+        (**self).converse_stream(model_id, request, deadline)
+    }
 }
 
 /// Polls `futures` together on the calling task until all are done, as the concurrent
@@ -514,5 +523,15 @@ impl<T: ModelInvoker> ModelInvoker for Delayed<T> {
     ) -> Result<ConverseResponse, InvokeError> {
         tokio::time::sleep(self.delay).await;
         self.inner.converse(model_id, request, deadline).await
+    }
+
+    async fn converse_stream(
+        &self,
+        model_id: &str,
+        request: &ConverseRequest,
+        deadline: Deadline,
+    ) -> Result<ModelStream, InvokeError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.converse_stream(model_id, request, deadline).await
     }
 }

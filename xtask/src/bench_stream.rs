@@ -54,6 +54,9 @@ struct Figures {
     miss: Vec<Duration>,
     hit: Vec<Duration>,
     miss_first_byte: Vec<Duration>,
+    hit_first_byte: Vec<Duration>,
+    miss_total: Vec<Duration>,
+    hit_total: Vec<Duration>,
 }
 
 fn measure(stack: &Stack, args: &BenchStreamArgs) -> Result<Figures> {
@@ -90,6 +93,9 @@ fn measure(stack: &Stack, args: &BenchStreamArgs) -> Result<Figures> {
         figures.miss.push(first(&miss));
         figures.hit.push(first(&hit));
         figures.miss_first_byte.push(miss.first_byte.unwrap_or(miss.total));
+        figures.hit_first_byte.push(hit.first_byte.unwrap_or(hit.total));
+        figures.miss_total.push(miss.total);
+        figures.hit_total.push(hit.total);
     }
     Ok(figures)
 }
@@ -130,6 +136,9 @@ impl Figures {
         row("gateway /v1/converse-stream, MISS", &self.miss);
         row("gateway /v1/converse-stream, HIT replayed", &self.hit);
         row("gateway MISS, first byte", &self.miss_first_byte);
+        row("gateway HIT, first byte", &self.hit_first_byte);
+        row("gateway MISS, whole stream", &self.miss_total);
+        row("gateway HIT, whole stream", &self.hit_total);
         let added = |p| percentile(&self.miss, p) - percentile(&self.direct, p);
         println!("  gateway's added latency on the first token: p50 {:.2} ms, p99 {:.2} ms", added(50.0), added(99.0));
     }
