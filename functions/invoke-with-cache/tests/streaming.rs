@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use gateway_core::catalog::Catalog;
 use gateway_core::ports::InvokeError;
 use gateway_core::service::{Gateway, GatewaySettings};
-use gateway_core::testing::{FakeInvoker, InMemoryCacheStore, TestPorts};
+use gateway_core::testing::{FakeInvoker, TestPorts};
 use gateway_core::usage::memory::MemoryUsageLedger;
 use gateway_core::usage::{Minute, MinuteUsage, UsageError, UsageLedger, UsageRecord};
 use http_body_util::BodyExt;
