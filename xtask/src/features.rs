@@ -20,9 +20,11 @@ type Resolution = BTreeMap<String, BTreeSet<String>>;
 /// build`), and the servers and functions `cargo xtask test` builds in one command.
 fn separately_built() -> Vec<Vec<&'static str>> {
     let mut groups = vec![vec!["xtask"]];
-    groups.extend(stack::FUNCTION_BINARIES.iter().map(|function| vec![*function]));
+    let mut packages: Vec<&'static str> = stack::FUNCTION_BINARIES.iter().map(|b| stack::package_of(b)).collect();
+    packages.dedup();
+    groups.extend(packages.iter().map(|package| vec![*package]));
     let mut servers = vec![stack::EMULATOR_BINARY, stack::FUZZ_BINARY, stack::LOADGEN_PACKAGE];
-    servers.extend(stack::FUNCTION_BINARIES.iter().copied());
+    servers.extend(packages);
     groups.push(servers);
     groups
 }

@@ -36,6 +36,12 @@ pub const FUNCTION_BINARIES: &[&str] = &[
     COMPLETION_FUNCTION_NAME,
     METRICS_PUBLISHER_FUNCTION_NAME,
 ];
+/// The package a function binary is built from: every function is a package of its own, but
+/// invoke-stream is a second binary of invoke-with-cache's.
+pub fn package_of(binary: &'static str) -> &'static str {
+    if binary == STREAM_FUNCTION_NAME { FUNCTION_NAME } else { binary }
+}
+
 /// The schedule's publisher of per-minute figures to CloudWatch.
 pub const METRICS_PUBLISHER_FUNCTION_NAME: &str = "metrics-publisher";
 /// The batch pipeline's functions, fed by EventBridge (moto) through SQS queues.
