@@ -88,18 +88,6 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_ports_are_bindable() {
-        let port = free_port().unwrap();
-        assert_ne!(port, 0);
-        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    }
-}
-
 /// What one streamed answer took, from the moment the request was sent.
 #[derive(Debug, Clone)]
 pub struct StreamTiming {
@@ -117,6 +105,13 @@ impl StreamTiming {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+}
+
+/// Whether `marker` occurs followed by something other than a closing quote: a content event's
+/// name, or a `"content":"` that opens a non-empty string (a role chunk's `"content":""` is
+/// not content yet).
+fn has_content(bytes: &[u8], marker: &[u8]) -> bool {
+    bytes.windows(marker.len() + 1).any(|w| w.starts_with(marker) && w[marker.len()] != b'"')
 }
 
 /// POSTs and reads the answer as it arrives, noting when its first byte and the first
@@ -152,9 +147,9 @@ pub fn post_streamed(
         }
         first_byte.get_or_insert_with(|| started.elapsed());
         // The marker may straddle two reads: search from just before the new bytes.
-        let from = received.len().saturating_sub(marker.len());
+        let from = received.len().saturating_sub(marker.len() + 1);
         received.extend_from_slice(&chunk[..n]);
-        if first_token.is_none() && received[from..].windows(marker.len()).any(|w| w == marker) {
+        if first_token.is_none() && has_content(&received[from..], marker) {
             first_token = Some(started.elapsed());
         }
     }
@@ -166,4 +161,25 @@ pub fn post_streamed(
         total: started.elapsed(),
         body: received,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_is_a_marker_not_followed_by_an_empty_string() {
+        let marker = br#""content":""#;
+        assert!(!has_content(br#"data: {"delta":{"content":"","role":"assistant"}}"#, marker));
+        assert!(has_content(br#"data: {"delta":{"content":"Hi"}}"#, marker));
+        assert!(has_content(b"event: contentBlockDelta\ndata: {}", b"event: contentBlockDelta"));
+        assert!(!has_content(b"event: contentBlock", b"event: contentBlockDelta"));
+    }
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let port = free_port().unwrap();
+        assert_ne!(port, 0);
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
 }
