@@ -333,6 +333,18 @@ pub struct Origin {
     pub request_id: String,
 }
 
+impl Origin {
+    /// The record's identity, finished now.
+    fn served<'a>(&'a self, tenant: &'a Tenant) -> build::Served<'a> {
+        build::Served {
+            source: self.source,
+            request_id: &self.request_id,
+            tenant,
+            finished_at_ms: crate::usage::epoch_ms(SystemTime::now()),
+        }
+    }
+}
+
 /// How long a usage write may add to a request: the answer is ready, the caller waits.
 pub const USAGE_WRITE_BUDGET: Duration = Duration::from_millis(250);
 
@@ -428,12 +440,7 @@ impl<P: Ports> Gateway<P> {
         let Some(usage) = &self.usage else {
             return;
         };
-        let served = build::Served {
-            source: origin.source,
-            request_id: &origin.request_id,
-            tenant,
-            finished_at_ms: crate::usage::epoch_ms(SystemTime::now()),
-        };
+        let served = origin.served(tenant);
         let record = match outcome {
             Ok(answer) => build::answered(served, answer, &self.catalog, PricingMode::OnDemand),
             Err(error) => build::failed(served, error, &self.catalog, elapsed),

@@ -318,13 +318,7 @@ impl<P: Ports> Gateway<P> {
         let Some(usage) = &self.usage else {
             return;
         };
-        let served = build::Served {
-            source: origin.source,
-            request_id: &origin.request_id,
-            tenant,
-            finished_at_ms: crate::usage::epoch_ms(SystemTime::now()),
-        };
-        let mut record = build::answered(served, &end.answer, &self.catalog, PricingMode::OnDemand);
+        let mut record = build::answered(origin.served(tenant), &end.answer, &self.catalog, PricingMode::OnDemand);
         if let Ending::Failed(error) = &end.ending {
             record.outcome = UsageOutcome::Failed(error.label());
         }
