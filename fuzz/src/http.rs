@@ -17,7 +17,9 @@ use crate::mutate;
 /// the functions and keeps the run fast.
 const MAX_BODY_BYTES: usize = 256 * 1024;
 
-const FUNCTIONS: &[(&str, &str)] = &[("invoke-with-cache", "/v1/converse"), ("router", "/v1/route")];
+// Each route takes a Converse body, which is what the verdict judges a body by.
+const FUNCTIONS: &[(&str, &str)] =
+    &[("invoke-with-cache", "/v1/converse"), ("router", "/v1/route"), ("invoke-stream", "/v1/converse-stream")];
 const METHODS: &[&str] = &["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "FOO", "post"];
 const TENANTS: &[&str] = &["", " ", "ténant", "tab\tin", "a\u{7f}b", "ok-tenant", "x|y", "\u{1F600}"];
 const CACHE_MODES: &[&str] = &["on", "off", "refresh", "bypass", "read-only", "", "ON", "sometimes"];
@@ -269,7 +271,11 @@ mod tests {
             let asked = asked(request).unwrap();
             let head = String::from_utf8_lossy(&request[..request.len() - asked.body.len()]).into_owned();
             assert!(head.contains(&format!("content-length: {}\r\n", asked.body.len())));
-            assert!(head.contains(" /lambda-url/invoke-with-cache") || head.contains(" /lambda-url/router"));
+            assert!(
+                ["invoke-with-cache", "router", "invoke-stream"]
+                    .iter()
+                    .any(|f| head.contains(&format!(" /lambda-url/{f}")))
+            );
         }
         assert!(requests.iter().any(|r| asked(r).unwrap().method != "POST"));
         assert!(requests.iter().any(|r| ConverseRequest::from_json(asked(r).unwrap().body).is_ok()));
