@@ -62,14 +62,6 @@ struct Figures {
     hit_reported: Vec<Duration>,
 }
 
-/// `timeToFirstTokenMs` of the stream's closing `gateway` event.
-fn reported_ttft(timing: &StreamTiming) -> Option<Duration> {
-    let text = String::from_utf8_lossy(&timing.body);
-    let line = text.split("event: gateway\ndata: ").nth(1)?.lines().next()?;
-    let summary: serde_json::Value = serde_json::from_str(line).ok()?;
-    summary["timeToFirstTokenMs"].as_u64().map(Duration::from_millis)
-}
-
 fn measure(stack: &Stack, args: &BenchStreamArgs) -> Result<Figures> {
     let emulator = stack.emulator_url.clone().ok_or("the Bedrock emulator is not running")?;
     let gateway = stack.function_url(stack::STREAM_FUNCTION_NAME, "/v1/converse-stream").ok_or("no functions")?;
@@ -107,8 +99,8 @@ fn measure(stack: &Stack, args: &BenchStreamArgs) -> Result<Figures> {
         figures.hit_first_byte.push(hit.first_byte.unwrap_or(hit.total));
         figures.miss_total.push(miss.total);
         figures.hit_total.push(hit.total);
-        figures.miss_reported.extend(reported_ttft(&miss));
-        figures.hit_reported.extend(reported_ttft(&hit));
+        figures.miss_reported.extend(miss.reported_ttft());
+        figures.hit_reported.extend(hit.reported_ttft());
     }
     Ok(figures)
 }

@@ -72,7 +72,7 @@ pub struct Streamed {
     ttft: Option<Duration>,
     total: Duration,
     /// What the gateway's own `gateway` event reported (Converse only).
-    reported_ttft_ms: Option<u64>,
+    reported_ttft: Option<Duration>,
     error: Option<String>,
 }
 
@@ -103,7 +103,7 @@ pub fn run(stack: &Stack) -> StreamSection {
                         cache: None,
                         ttft: None,
                         total: Duration::ZERO,
-                        reported_ttft_ms: None,
+                        reported_ttft: None,
                         error: Some(e.to_string()),
                     },
                 });
@@ -123,18 +123,12 @@ fn streamed(api: Api, timing: &StreamTiming) -> Streamed {
     } else {
         None
     };
-    let reported_ttft_ms = text
-        .split("event: gateway\ndata: ")
-        .nth(1)
-        .and_then(|rest| rest.lines().next())
-        .and_then(|line| serde_json::from_str::<Value>(line).ok())
-        .and_then(|summary| summary["timeToFirstTokenMs"].as_u64());
     Streamed {
         api,
         cache: timing.header("x-cache").map(str::to_owned),
         ttft: timing.first_token,
         total: timing.total,
-        reported_ttft_ms,
+        reported_ttft: timing.reported_ttft(),
         error,
     }
 }
@@ -182,8 +176,7 @@ impl StreamSection {
                     self.streamed.iter().filter(|s| s.api == api && s.cache.as_deref() == Some(cache)).collect();
                 let ttft = median_ms(rows.iter().filter_map(|s| s.ttft).collect());
                 let total = median_ms(rows.iter().map(|s| s.total).collect());
-                let reported =
-                    median_ms(rows.iter().filter_map(|s| s.reported_ttft_ms).map(Duration::from_millis).collect());
+                let reported = median_ms(rows.iter().filter_map(|s| s.reported_ttft).collect());
                 let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
                 out.push_str(&format!(
                     "  {:<22} {:>6} {:>16} {:>16} {:>12}\n",

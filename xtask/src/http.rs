@@ -105,6 +105,15 @@ impl StreamTiming {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+
+    /// The time to first token the function itself measured: `timeToFirstTokenMs` of the
+    /// closing `gateway` event of a `/v1/converse-stream` answer.
+    pub fn reported_ttft(&self) -> Option<Duration> {
+        let text = String::from_utf8_lossy(&self.body);
+        let line = text.split("event: gateway\ndata: ").nth(1)?.lines().next()?;
+        let summary: serde_json::Value = serde_json::from_str(line).ok()?;
+        summary["timeToFirstTokenMs"].as_u64().map(Duration::from_millis)
+    }
 }
 
 /// Whether `marker` occurs followed by something other than a closing quote: a content event's

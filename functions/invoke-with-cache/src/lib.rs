@@ -37,6 +37,7 @@ pub use error::ApiError;
 
 const CONVERSE: Route = Route::post("/v1/converse");
 const REQUEST_STATUS: Route = Route::get("/v1/requests/{id}");
+// Both functions serve these; invoke-stream streams them when asked.
 const CHAT_COMPLETIONS: Route = Route::post("/v1/chat/completions");
 const MESSAGES: Route = Route::post("/v1/messages");
 const MODELS: Route = Route::get("/v1/models");
@@ -97,11 +98,11 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
         http_support::log_body(self.log_request_bodies, &request, &request_id);
         let response = match self.serve(&request, &request_id).await {
             Ok(Reply::Answer(answer)) => {
-                emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()));
+                emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()), FUNCTION_NAME);
                 success(&answer)
             }
             Ok(Reply::Spoken { answer, dialect }) => {
-                emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()));
+                emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()), FUNCTION_NAME);
                 let body = dialect.answer_body(&answer, &request_id, http_support::now_ms() / 1000);
                 json_response(StatusCode::OK, &body, &borrowed(&answer_headers(&answer)))
             }
@@ -120,7 +121,7 @@ impl<P: Ports, B: DeferPorts> Handler<P, B> {
             }
             Err(error) => {
                 if let Some(label) = error.metric_label() {
-                    emit_metrics(&InvocationMetrics::from_error(label.as_str()));
+                    emit_metrics(&InvocationMetrics::from_error(label.as_str()), FUNCTION_NAME);
                 }
                 let status = error.status().as_u16();
                 if error.status().is_server_error() {
@@ -303,7 +304,6 @@ fn answer_headers(answer: &Answer) -> Vec<(&'static str, String)> {
 
 /// One CloudWatch Embedded Metric Format line per request on stdout: CloudWatch turns it
 /// into metrics without a PutMetricData call on the request path.
-fn emit_metrics(metrics: &InvocationMetrics) {
-    let now_ms = http_support::now_ms();
-    println!("{}", metrics.to_emf(gateway_core::metrics::NAMESPACE, FUNCTION_NAME, now_ms));
+fn emit_metrics(metrics: &InvocationMetrics, function: &str) {
+    println!("{}", metrics.to_emf(gateway_core::metrics::NAMESPACE, function, http_support::now_ms()));
 }

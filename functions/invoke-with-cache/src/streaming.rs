@@ -30,12 +30,9 @@ use lambda_http::{Body, Error, Request, Response};
 use tokio::sync::mpsc;
 
 use crate::dialect::Encoder;
-use crate::{ApiError, caller_tenant, converse_call, dialect_of};
+use crate::{ApiError, CHAT_COMPLETIONS, MESSAGES, MODELS, caller_tenant, converse_call, dialect_of, emit_metrics};
 
 const CONVERSE_STREAM: Route = Route::post("/v1/converse-stream");
-const CHAT_COMPLETIONS: Route = Route::post("/v1/chat/completions");
-const MESSAGES: Route = Route::post("/v1/messages");
-const MODELS: Route = Route::get("/v1/models");
 const ROUTES: [Route; 4] = [CONVERSE_STREAM, CHAT_COMPLETIONS, MESSAGES, MODELS];
 const FUNCTION_NAME: &str = "invoke-stream";
 /// Server-sent events waiting for a slow reader before the model's stream is held back.
@@ -89,7 +86,7 @@ impl<P: Ports + 'static> StreamHandler<P> {
             Ok(response) => response,
             Err(error) => {
                 if let Some(label) = error.metric_label() {
-                    emit_metrics(&InvocationMetrics::from_error(label.as_str()));
+                    emit_metrics(&InvocationMetrics::from_error(label.as_str()), FUNCTION_NAME);
                 }
                 tracing::info!(
                     error = error.label().as_str(),
@@ -117,7 +114,7 @@ impl<P: Ports + 'static> StreamHandler<P> {
         let created = http_support::now_ms() / 1000;
         if route != CONVERSE_STREAM && !parsed.stream {
             let answer = self.gateway.converse_and_record(call, &origin).await?;
-            emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()));
+            emit_metrics(&InvocationMetrics::from_answer(&answer, self.gateway.catalog()), FUNCTION_NAME);
             let body = dialect.answer_body(&answer, request_id, created);
             let headers = crate::answer_headers(&answer);
             return Ok(whole(http_support::json_response(StatusCode::OK, &body, &crate::borrowed(&headers))));
@@ -131,7 +128,7 @@ impl<P: Ports + 'static> StreamHandler<P> {
         tokio::spawn(async move {
             let mut sink = Sse { sender, encoder };
             let end = open.forward(&mut sink, &origin).await;
-            emit_metrics(&InvocationMetrics::from_stream(&end, catalog_owner.catalog()));
+            emit_metrics(&InvocationMetrics::from_stream(&end, catalog_owner.catalog()), FUNCTION_NAME);
             if let Some(label) = end.ending.label() {
                 tracing::warn!(error = label.as_str(), request_id, "stream failed after its first byte");
             }
@@ -161,8 +158,4 @@ fn whole(response: Response<Body>) -> Response<StreamingBody> {
     let bytes = Bytes::copy_from_slice(body.as_ref());
     let frames = futures_util::stream::iter([Ok(http_body::Frame::data(bytes))]);
     Response::from_parts(parts, StreamBody::new(Box::pin(frames) as Frames))
-}
-
-fn emit_metrics(metrics: &InvocationMetrics) {
-    println!("{}", metrics.to_emf(gateway_core::metrics::NAMESPACE, FUNCTION_NAME, http_support::now_ms()));
 }

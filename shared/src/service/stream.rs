@@ -270,16 +270,18 @@ impl<P: Ports> Gateway<P> {
         let time_to_first_token = first_token.map(|at| at.duration_since(prepared.started));
         let attempt_ref = &prepared.attempts[attempt];
         let spec = self.attempt_spec(attempt_ref);
-        let complete = matches!(ending, Ending::Completed) && assembler.is_complete();
-        let (response, usage) = match (complete, assembler.clone().finish()) {
-            (true, Ok(response)) => {
+        let finished = match ending {
+            Ending::Completed => assembler.finish().map_err(|error| {
+                ending = Ending::Failed(GatewayError::Model(InvokeError::BadResponse(error.to_string())));
+            }),
+            Ending::CallerGone | Ending::Failed(_) => Err(()),
+        };
+        let (response, usage) = match finished {
+            Ok(response) => {
                 let usage = response.usage.clone();
                 (response, usage)
             }
-            (_, finished) => {
-                if let (Ending::Completed, Err(error)) = (&ending, finished) {
-                    ending = Ending::Failed(GatewayError::Model(InvokeError::BadResponse(error.to_string())));
-                }
+            Err(()) => {
                 let usage = estimated_usage(&prepared, estimated_output);
                 (partial_response(&assembler, usage.clone(), &ending), usage)
             }

@@ -46,8 +46,6 @@ pub struct Assembler {
     blocks: Vec<(u32, Block)>,
     stop: Option<MessageStop>,
     metadata: Option<StreamMetadata>,
-    /// Characters of generated content so far: what a cut stream is settled by.
-    generated_chars: usize,
 }
 
 impl Assembler {
@@ -106,26 +104,15 @@ impl Assembler {
             event: "contentBlockDelta",
             reason: format!("delta kind does not match block {index}"),
         };
-        let added = match (&delta.delta, self.block(index)) {
-            (Delta::Text(text), Some(Block::Text(so_far))) => {
-                so_far.push_str(text);
-                text.len()
+        match (&delta.delta, self.block(index)) {
+            (Delta::Text(text), Some(Block::Text(so_far)))
+            | (Delta::ReasoningContent(ReasoningDelta::Text(text)), Some(Block::Reasoning { text: so_far, .. }))
+            | (Delta::ReasoningContent(ReasoningDelta::RedactedContent(text)), Some(Block::Redacted(so_far))) => {
+                so_far.push_str(text)
             }
-            (Delta::ToolUse(piece), Some(Block::ToolUse { input, .. })) => {
-                input.push_str(&piece.input);
-                piece.input.len()
-            }
-            (Delta::ReasoningContent(ReasoningDelta::Text(text)), Some(Block::Reasoning { text: so_far, .. })) => {
-                so_far.push_str(text);
-                text.len()
-            }
+            (Delta::ToolUse(piece), Some(Block::ToolUse { input, .. })) => input.push_str(&piece.input),
             (Delta::ReasoningContent(ReasoningDelta::Signature(s)), Some(Block::Reasoning { signature, .. })) => {
-                signature.get_or_insert_with(String::new).push_str(s);
-                0
-            }
-            (Delta::ReasoningContent(ReasoningDelta::RedactedContent(data)), Some(Block::Redacted(so_far))) => {
-                so_far.push_str(data);
-                0
+                signature.get_or_insert_with(String::new).push_str(s)
             }
             (_, Some(_)) => return Err(mismatch()),
             (Delta::ToolUse(_), None) => {
@@ -135,30 +122,21 @@ impl Assembler {
                 });
             }
             (delta, None) => {
-                let (block, added) = match delta {
-                    Delta::Text(text) => (Block::Text(text.clone()), text.len()),
+                let block = match delta {
+                    Delta::Text(text) => Block::Text(text.clone()),
                     Delta::ReasoningContent(ReasoningDelta::Text(text)) => {
-                        (Block::Reasoning { text: text.clone(), signature: None }, text.len())
+                        Block::Reasoning { text: text.clone(), signature: None }
                     }
                     Delta::ReasoningContent(ReasoningDelta::Signature(s)) => {
-                        (Block::Reasoning { text: String::new(), signature: Some(s.clone()) }, 0)
+                        Block::Reasoning { text: String::new(), signature: Some(s.clone()) }
                     }
-                    Delta::ReasoningContent(ReasoningDelta::RedactedContent(data)) => {
-                        (Block::Redacted(data.clone()), 0)
-                    }
+                    Delta::ReasoningContent(ReasoningDelta::RedactedContent(data)) => Block::Redacted(data.clone()),
                     Delta::ToolUse(_) => return Err(mismatch()),
                 };
                 self.blocks.push((index, block));
-                added
             }
-        };
-        self.generated_chars += added;
+        }
         Ok(())
-    }
-
-    /// Characters of text, reasoning and tool input generated so far.
-    pub fn generated_chars(&self) -> usize {
-        self.generated_chars
     }
 
     /// Whether the stream reached its end (`metadata`).
@@ -208,20 +186,20 @@ impl Assembler {
         Ok(Message { role: Role::Assistant, content })
     }
 
-    /// The whole answer; only a stream that reached `metadata` has one.
-    pub fn finish(self) -> Result<ConverseResponse, StreamError> {
-        let message = self.message()?;
-        let stop = self.stop.ok_or(StreamError::Incomplete("messageStop"))?;
-        let metadata = self.metadata.ok_or(StreamError::Incomplete("metadata"))?;
+    /// The whole answer; only a stream that reached `metadata` has one. It borrows, so that a
+    /// stream whose end turns out unusable can still give what it generated ([`Self::message`]).
+    pub fn finish(&self) -> Result<ConverseResponse, StreamError> {
+        let stop = self.stop.as_ref().ok_or(StreamError::Incomplete("messageStop"))?;
+        let metadata = self.metadata.as_ref().ok_or(StreamError::Incomplete("metadata"))?;
         Ok(ConverseResponse {
-            output: ConverseOutput { message },
-            stop_reason: stop.stop_reason,
-            usage: metadata.usage,
+            output: ConverseOutput { message: self.message()? },
+            stop_reason: stop.stop_reason.clone(),
+            usage: metadata.usage.clone(),
             metrics: metadata.metrics,
-            additional_model_response_fields: stop.additional_model_response_fields,
-            trace: metadata.trace,
-            performance_config: metadata.performance_config,
-            service_tier: metadata.service_tier,
+            additional_model_response_fields: stop.additional_model_response_fields.clone(),
+            trace: metadata.trace.clone(),
+            performance_config: metadata.performance_config.clone(),
+            service_tier: metadata.service_tier.clone(),
         })
     }
 }

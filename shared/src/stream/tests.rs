@@ -91,9 +91,8 @@ fn a_cut_stream_keeps_what_was_generated_and_has_no_answer() {
     for event in &events[..3] {
         assembler.push(event).unwrap();
     }
-    assert_eq!(assembler.generated_chars(), "one two three four five six ".len());
     assert!(!assembler.is_complete());
-    assert_eq!(assembler.clone().finish(), Err(StreamError::Incomplete("messageStop")));
+    assert_eq!(assembler.finish(), Err(StreamError::Incomplete("messageStop")));
     assert_eq!(assembler.message().unwrap().content, vec![ContentBlock::Text("one two three four five six ".into())]);
 }
 
