@@ -308,7 +308,24 @@ fn rust_tests(root: &Path, env: &[(&str, String)]) -> Result<StepOutcome> {
     }
     let (status, lines) = run_captured(&mut command, true)?;
     let parsed = if nextest { parse_nextest_summary(&lines) } else { parse_cargo_test_summary(&lines) };
-    Ok(runner_outcome(status.success(), parsed))
+    let mut outcome = runner_outcome(status.success(), parsed);
+    if parsed.is_none() {
+        outcome.note = failure_note(&status, &lines);
+    }
+    Ok(outcome)
+}
+
+/// Why a runner ended without a summary, for the step's line: its exit and its last error
+/// line, since a summary table is all CI shows when the full log is cut.
+fn failure_note(status: &std::process::ExitStatus, lines: &[String]) -> String {
+    let last_error =
+        lines.iter().rev().find(|l| l.contains("error")).or_else(|| lines.iter().rev().find(|l| !l.trim().is_empty()));
+    let mut note = format!("no test summary found ({status})");
+    if let Some(line) = last_error {
+        let line: String = line.trim().chars().take(160).collect();
+        note.push_str(&format!(": {line}"));
+    }
+    note
 }
 
 /// A runner that failed without reporting a failed test (a compile error, a crash) still
