@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use gateway_core::routing::dataset::{self, Example};
-use gateway_core::routing::train::{self, TrainParams};
+use gateway_core::routing::train::{self, Labels, TrainParams};
 use gateway_core::routing::{RouterModel, Split};
 
 use crate::{Result, paths, unseen};
@@ -24,6 +24,26 @@ pub struct TrainArgs {
     /// that source and report how each does on it: generalisation to unseen writers.
     #[arg(long, conflicts_with_all = ["check", "out"])]
     pub unseen_sources: bool,
+    /// What the text model learns: `pairs` (router v1, shipped) or `difficulty`
+    /// (item-response difficulty from every model, the candidate for router v2).
+    #[arg(long, value_enum, default_value_t = LabelsArg::Pairs)]
+    pub labels: LabelsArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabelsArg {
+    Pairs,
+    Difficulty,
+}
+
+impl LabelsArg {
+    fn params(self) -> TrainParams {
+        let labels = match self {
+            LabelsArg::Pairs => Labels::Pairs,
+            LabelsArg::Difficulty => Labels::Difficulty,
+        };
+        TrainParams { labels, ..TrainParams::default() }
+    }
 }
 
 pub fn artifact_path() -> PathBuf {
@@ -36,7 +56,7 @@ pub fn run(args: &TrainArgs) -> Result<bool> {
     summarise(&examples);
     if args.unseen_sources {
         let started = std::time::Instant::now();
-        let rows = unseen::unseen_sources(&examples, &TrainParams::default());
+        let rows = unseen::unseen_sources(&examples, &args.labels.params());
         print!("{}", unseen::render(&rows));
         println!(
             "train-router: {} models trained and evaluated in {:.1} s",
@@ -46,7 +66,7 @@ pub fn run(args: &TrainArgs) -> Result<bool> {
         return Ok(true);
     }
     let started = std::time::Instant::now();
-    let model = train::train(&examples, &TrainParams::default());
+    let model = train::train(&examples, &args.labels.params());
     let bytes = model.to_bytes();
     println!("train-router: trained in {:.1} s: {}", started.elapsed().as_secs_f64(), model.description);
     println!("train-router: model {} ({} bytes)", model.version(), bytes.len());

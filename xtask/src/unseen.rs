@@ -6,7 +6,7 @@
 //! `stemez`, `theoremQA` and `scibench`), a model is trained without that source and
 //! evaluated on all of its rows, every split. MMLU-Pro's `ori_mmlu` rows, never trained on
 //! by any model, are scored by the model trained on every source. Each line compares the
-//! learned router with prompt length and the seeds' heuristic, with 95 % paired-bootstrap
+//! learned router with prompt length and router v1 (proxy-pair labels), with 95 % paired-bootstrap
 //! intervals, on the dataset's ladder (weak→strong and mid→strong).
 //!
 //! Held-out test figures say how well the router knows its sources; these say how well it
@@ -14,10 +14,10 @@
 
 use gateway_core::routing::dataset::{Example, SHIPPED};
 use gateway_core::routing::eval::{bootstrap_apgr, curve, percentile_interval};
-use gateway_core::routing::train::{self, TrainParams};
+use gateway_core::routing::train::{self, Labels, TrainParams};
 use gateway_core::routing::{Conversation, RouterModel};
 
-use crate::eval::routers::{heuristic_level, length_score};
+use crate::eval::routers::length_score;
 use crate::eval::{BOOTSTRAP_RESAMPLES, CONFIDENCE};
 
 const SEED: u64 = 0x0005_ee11;
@@ -28,28 +28,35 @@ pub struct UnseenRow {
     pub source: String,
     pub pair: &'static str,
     pub rows: usize,
-    /// APGR of heuristic, length and learned.
+    /// APGR of length, v1 and learned.
     pub apgr: [Option<f64>; 3],
-    /// 95 % interval of learned − length and learned − heuristic.
+    /// 95 % interval of learned − length and learned − v1.
     pub versus_length: Option<[f64; 2]>,
-    pub versus_heuristic: Option<[f64; 2]>,
+    pub versus_v1: Option<[f64; 2]>,
 }
 
-/// Scores `rows` (with their ladder outcomes) by `model` on both pairs.
-fn evaluate(source: &str, model: &RouterModel, rows: &[(&Example, [f64; 3])]) -> Vec<UnseenRow> {
-    let texts: Vec<String> =
-        rows.iter().map(|(e, _)| Conversation::from_prompt_cell(&e.prompt).joined_text()).collect();
-    let adequacy: Vec<_> =
-        rows.iter().map(|(e, _)| model.adequacy(&Conversation::from_prompt_cell(&e.prompt))).collect();
-    let heuristic: Vec<f64> = texts.iter().map(|t| heuristic_level(t) as f64).collect();
-    let length: Vec<f64> = texts.iter().map(|t| length_score(t)).collect();
+/// Scores `rows` (with their ladder outcomes) by both models on both pairs.
+fn evaluate(
+    source: &str,
+    models: [&RouterModel; 2],
+    params: &TrainParams,
+    rows: &[(&Example, [f64; 3])],
+) -> Vec<UnseenRow> {
+    let length: Vec<f64> =
+        rows.iter().map(|(e, _)| length_score(&Conversation::from_prompt_cell(&e.prompt).joined_text())).collect();
+    let need = |model: &RouterModel, labels: Labels| -> Vec<[f64; 2]> {
+        rows.iter().map(|(e, _)| train::need_scores(model, labels, &e.prompt)).collect()
+    };
+    let v1 = need(models[0], Labels::Pairs);
+    let learned = need(models[1], params.labels);
     let strong: Vec<f64> = rows.iter().map(|(_, q)| q[2]).collect();
     [("weak→strong", 0usize), ("mid→strong", 1usize)]
         .into_iter()
         .map(|(pair, cheaper)| {
             let weak: Vec<f64> = rows.iter().map(|(_, q)| q[cheaper]).collect();
-            let learned: Vec<f64> = adequacy.iter().map(|a| 1.0 - if cheaper == 0 { a.weak } else { a.mid }).collect();
-            let scores = [heuristic.as_slice(), length.as_slice(), learned.as_slice()];
+            let v1: Vec<f64> = v1.iter().map(|s| s[cheaper]).collect();
+            let learned: Vec<f64> = learned.iter().map(|s| s[cheaper]).collect();
+            let scores = [length.as_slice(), v1.as_slice(), learned.as_slice()];
             let apgr = scores.map(|s| curve(s, &weak, &strong).apgr());
             let draws = bootstrap_apgr(&scores, &weak, &strong, BOOTSTRAP_RESAMPLES, SEED);
             let versus = |baseline: usize| {
@@ -61,8 +68,8 @@ fn evaluate(source: &str, model: &RouterModel, rows: &[(&Example, [f64; 3])]) ->
                 pair,
                 rows: rows.len(),
                 apgr,
-                versus_length: versus(1),
-                versus_heuristic: versus(0),
+                versus_length: versus(0),
+                versus_v1: versus(1),
             }
         })
         .collect()
@@ -72,9 +79,10 @@ fn with_ladder<'a>(examples: impl Iterator<Item = &'a Example>) -> Vec<(&'a Exam
     examples.filter_map(|e| Some((e, e.ladder?))).collect()
 }
 
-/// Trains one model per trainable source without it and evaluates it there, then scores
-/// the never-trained rows with the model of every source.
+/// Trains, for every trainable source, router v1 and the learned router without it and
+/// evaluates both there, then scores the never-trained rows with the models of every source.
 pub fn unseen_sources(examples: &[Example], params: &TrainParams) -> Vec<UnseenRow> {
+    let v1_params = TrainParams { labels: Labels::Pairs, ..*params };
     let mut sources: Vec<(&str, &str)> =
         examples.iter().filter(|e| !e.held_out).map(|e| (e.dataset, e.source.as_str())).collect();
     sources.sort_by_key(|(dataset, source)| (SHIPPED.iter().position(|s| s.name == *dataset), *source));
@@ -83,16 +91,33 @@ pub fn unseen_sources(examples: &[Example], params: &TrainParams) -> Vec<UnseenR
     for (dataset, source) in sources {
         let is_source = |e: &Example| e.dataset == dataset && e.source == source;
         let without: Vec<Example> = examples.iter().filter(|e| !is_source(e)).cloned().collect();
-        let model = train::train(&without, params);
+        let (v1, learned) = (train::train(&without, &v1_params), train::train(&without, params));
         let label = if dataset == source { dataset.to_owned() } else { format!("{dataset}/{source}") };
-        out.extend(evaluate(&label, &model, &with_ladder(examples.iter().filter(|e| is_source(e)))));
+        out.extend(evaluate(&label, [&v1, &learned], params, &with_ladder(examples.iter().filter(|e| is_source(e)))));
     }
     let never_trained = with_ladder(examples.iter().filter(|e| e.held_out));
     if !never_trained.is_empty() {
-        let model = train::train(examples, params);
-        out.extend(evaluate("mmlu_pro/ori_mmlu (never trained on)", &model, &never_trained));
+        let (v1, learned) = (train::train(examples, &v1_params), train::train(examples, params));
+        out.extend(evaluate("mmlu_pro/ori_mmlu (never trained on)", [&v1, &learned], params, &never_trained));
     }
     out
+}
+
+/// Mean APGR over the trained-without sources (not the never-trained row, which every
+/// model saw the other sources of) for each pair: the figure the router is judged by.
+pub fn means(rows: &[UnseenRow]) -> Vec<(&'static str, [Option<f64>; 3])> {
+    ["weak→strong", "mid→strong"]
+        .into_iter()
+        .map(|pair| {
+            let own: Vec<&UnseenRow> =
+                rows.iter().filter(|r| r.pair == pair && !r.source.contains("never trained")).collect();
+            let mean = |k: usize| {
+                let values: Vec<f64> = own.iter().filter_map(|r| r.apgr[k]).collect();
+                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+            };
+            (pair, [mean(0), mean(1), mean(2)])
+        })
+        .collect()
 }
 
 /// The markdown table.
@@ -107,21 +132,29 @@ pub fn render(rows: &[UnseenRow]) -> String {
     let mut out = format!(
         "Unseen sources: each trained without it, evaluated on all its rows (APGR; learned − baseline with its 95 % \
          paired-bootstrap interval, {BOOTSTRAP_RESAMPLES} resamples; yes = clearly better)\n\n\
-         | unseen source | rows | pair | heuristic | length | learned | learned − heuristic | learned − length |\n\
+         | unseen source | rows | pair | length | v1 (pairs) | learned | learned − v1 | learned − length |\n\
          |---|---:|---|---:|---:|---:|---|---|\n"
     );
     for r in rows {
-        let [heuristic, length, learned] = r.apgr;
+        let [length, v1, learned] = r.apgr;
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.source,
             r.rows,
             r.pair,
-            number(heuristic),
             number(length),
+            number(v1),
             number(learned),
-            interval(r.versus_heuristic),
+            interval(r.versus_v1),
             interval(r.versus_length)
+        ));
+    }
+    for (pair, [length, v1, learned]) in means(rows) {
+        out.push_str(&format!(
+            "| mean over unseen sources | | {pair} | {} | {} | {} | | |\n",
+            number(length),
+            number(v1),
+            number(learned)
         ));
     }
     out
@@ -137,14 +170,15 @@ mod tests {
             source: "mmlu_pro/stemez".to_owned(),
             pair: "weak→strong",
             rows: 4078,
-            apgr: [Some(0.51), Some(0.47), Some(0.55)],
+            apgr: [Some(0.47), Some(0.51), Some(0.55)],
             versus_length: Some([0.04, 0.12]),
-            versus_heuristic: Some([-0.01, 0.09]),
+            versus_v1: Some([-0.01, 0.09]),
         };
         let text = render(&[row]);
         assert!(
-            text.contains("| mmlu_pro/stemez | 4078 | weak→strong | 0.510 | 0.470 | 0.550 | [-0.010, +0.090] | [+0.040, +0.120] yes |"),
+            text.contains("| mmlu_pro/stemez | 4078 | weak→strong | 0.470 | 0.510 | 0.550 | [-0.010, +0.090] | [+0.040, +0.120] yes |"),
             "{text}"
         );
+        assert!(text.contains("| mean over unseen sources | | weak→strong | 0.470 | 0.510 | 0.550 | | |"), "{text}");
     }
 }

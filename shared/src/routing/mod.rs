@@ -15,13 +15,15 @@ pub mod policy;
 #[cfg(feature = "training")]
 pub mod dataset;
 #[cfg(feature = "training")]
+pub mod irt;
+#[cfg(feature = "training")]
 pub mod train;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use features::{Conversation, Speaker, Turn};
-pub use model::{Adequacy, Calibration, Head, ModelError, RouterModel};
+pub use model::{Adequacy, Calibration, Head, ModelError, Prediction, RouterModel};
 pub use policy::{RouteDecision, RouteError, RouteOverrides, RouteReason, Router, RoutingPolicy, TierEstimate};
 
 /// The fixed partition of outcome data: 60 % train, 20 % validation, 20 % test.

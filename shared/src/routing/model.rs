@@ -16,8 +16,19 @@ use super::features::{BUCKETS, CHARGRAM_BYTES, Conversation, DENSE, DENSE_NAMES,
 use super::features::{Extracted, extract};
 
 const MAGIC: &[u8; 4] = b"BRRM";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2 adds the answer-length output and says which output each tier's Platt scale reads;
+/// 1 had exactly one logistic output per tier.
+pub const FORMAT_VERSION: u32 = 2;
+/// Cheaper tiers with a calibration of their own (Haiku and Sonnet, each against Opus).
 pub const HEADS: usize = 2;
+/// Linear outputs over the features, each with a bias, dense and hashed weights: two
+/// logistic outputs the tiers read (which one each reads is in [`RouterModel::tier_output`]),
+/// then the answer length.
+pub const OUTPUTS: usize = 3;
+/// The first logistic output: the weak tier's, or the ease every tier reads.
+pub const EASE: usize = 0;
+/// Natural log of the expected answer length in tokens.
+pub const LOG_OUTPUT_TOKENS: usize = 2;
 /// Tolerance tables hold one entry per whole percent, 0 to 100.
 pub const TOLERANCE_STEPS: usize = 101;
 
@@ -38,6 +49,15 @@ pub enum Head {
 pub struct Adequacy {
     pub weak: f64,
     pub mid: f64,
+}
+
+/// What the model predicts of one conversation in one pass over its features.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prediction {
+    pub adequacy: Adequacy,
+    /// Expected length of the answer in tokens, before any `maxTokens` cap.
+    pub output_tokens: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +106,13 @@ pub struct RouterModel {
     pub description: String,
     pub dense_mean: [f32; DENSE],
     pub dense_scale: [f32; DENSE],
-    pub bias: [f32; HEADS],
+    pub bias: [f32; OUTPUTS],
+    /// Per tier ([`Head`]): the scale from its output's logit to the tier's adequacy.
     pub platt: [(f32, f32); HEADS],
-    pub dense_weights: [[f32; DENSE]; HEADS],
-    /// `BUCKETS * HEADS` weights, head-interleaved.
+    /// Per tier: the output its Platt scale reads.
+    pub tier_output: [u32; HEADS],
+    pub dense_weights: [[f32; DENSE]; OUTPUTS],
+    /// `BUCKETS * OUTPUTS` weights, output-interleaved.
     pub hashed: Vec<f32>,
     pub calibration: Calibration,
     version: String,
@@ -113,16 +136,17 @@ pub fn feature_fingerprint() -> u64 {
 
 struct DotSink<'m> {
     weights: &'m [f32],
-    acc: [f32; HEADS],
+    acc: [f32; OUTPUTS],
 }
 
 impl FeatureSink for DotSink<'_> {
     #[inline]
     fn hashed(&mut self, bucket: usize, sign: f32) {
-        let at = bucket * HEADS;
-        if let Some(pair) = self.weights.get(at..at + HEADS) {
-            self.acc[0] += sign * pair[0];
-            self.acc[1] += sign * pair[1];
+        let at = bucket * OUTPUTS;
+        if let Some(weights) = self.weights.get(at..at + OUTPUTS) {
+            for (acc, w) in self.acc.iter_mut().zip(weights) {
+                *acc += sign * w;
+            }
         }
     }
 }
@@ -159,17 +183,25 @@ impl RouterModel {
     }
 
     pub fn adequacy(&self, conversation: &Conversation<'_>) -> Adequacy {
-        let mut sink = DotSink { weights: &self.hashed, acc: [0.0; HEADS] };
-        let extracted = extract(conversation, &mut sink);
-        let logits = self.logits(&extracted, sink.acc);
-        Adequacy { weak: self.calibrate(Head::Weak, logits[0]), mid: self.calibrate(Head::Mid, logits[1]) }
+        self.predict(conversation).adequacy
     }
 
-    /// Raw logits from extracted features and the heads' sums over the hashed features.
-    pub(crate) fn logits(&self, extracted: &Extracted, hashed_sums: [f32; HEADS]) -> [f64; HEADS] {
+    pub fn predict(&self, conversation: &Conversation<'_>) -> Prediction {
+        let mut sink = DotSink { weights: &self.hashed, acc: [0.0; OUTPUTS] };
+        let extracted = extract(conversation, &mut sink);
+        let outputs = self.logits(&extracted, sink.acc);
+        let tier = |head: Head| self.calibrate(head, outputs[self.tier_output[head as usize] as usize]);
+        Prediction {
+            adequacy: Adequacy { weak: tier(Head::Weak), mid: tier(Head::Mid) },
+            output_tokens: outputs[LOG_OUTPUT_TOKENS].clamp(0.0, 20.0).exp(),
+        }
+    }
+
+    /// Raw outputs from extracted features and the outputs' sums over the hashed features.
+    pub(crate) fn logits(&self, extracted: &Extracted, hashed_sums: [f32; OUTPUTS]) -> [f64; OUTPUTS] {
         let z = self.standardize(&extracted.dense);
         let norm = hashed_norm(extracted.hashed);
-        let mut out = [0f64; HEADS];
+        let mut out = [0f64; OUTPUTS];
         for (head, logit) in out.iter_mut().enumerate() {
             let dense: f32 = self.dense_weights[head].iter().zip(z.iter()).map(|(w, x)| w * x).sum();
             *logit = f64::from(self.bias[head] + dense + norm * hashed_sums[head]);
@@ -193,7 +225,7 @@ impl RouterModel {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + self.hashed.len() * 4 + 4096);
         out.extend_from_slice(MAGIC);
-        for v in [FORMAT_VERSION, HASH_BITS, DENSE as u32, HEADS as u32] {
+        for v in [FORMAT_VERSION, HASH_BITS, DENSE as u32, OUTPUTS as u32] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&feature_fingerprint().to_le_bytes());
@@ -206,9 +238,12 @@ impl RouterModel {
         };
         floats(&self.dense_mean);
         floats(&self.dense_scale);
+        for output in 0..OUTPUTS {
+            floats(&[self.bias[output]]);
+            floats(&self.dense_weights[output]);
+        }
         for head in 0..HEADS {
-            floats(&[self.bias[head], self.platt[head].0, self.platt[head].1]);
-            floats(&self.dense_weights[head]);
+            floats(&[self.platt[head].0, self.platt[head].1, self.tier_output[head] as f32]);
         }
         floats(&self.hashed);
         for table in &self.calibration.two_tier {
@@ -233,7 +268,7 @@ impl RouterModel {
         let fingerprint = reader.u64()?;
         if bits != HASH_BITS
             || dense as usize != DENSE
-            || heads as usize != HEADS
+            || heads as usize != OUTPUTS
             || fingerprint != feature_fingerprint()
         {
             return Err(ModelError::Features);
@@ -244,16 +279,24 @@ impl RouterModel {
             .to_owned();
         let dense_mean = reader.array::<DENSE>()?;
         let dense_scale = reader.array::<DENSE>()?;
-        let mut bias = [0f32; HEADS];
-        let mut platt = [(0f32, 0f32); HEADS];
-        let mut dense_weights = [[0f32; DENSE]; HEADS];
-        for head in 0..HEADS {
-            let [b, a, c] = reader.array::<3>()?;
-            bias[head] = b;
-            platt[head] = (a, c);
-            dense_weights[head] = reader.array::<DENSE>()?;
+        let mut bias = [0f32; OUTPUTS];
+        let mut dense_weights = [[0f32; DENSE]; OUTPUTS];
+        for output in 0..OUTPUTS {
+            let [b] = reader.array::<1>()?;
+            bias[output] = b;
+            dense_weights[output] = reader.array::<DENSE>()?;
         }
-        let hashed = reader.floats(BUCKETS * HEADS)?;
+        let mut platt = [(0f32, 0f32); HEADS];
+        let mut tier_output = [0u32; HEADS];
+        for head in 0..HEADS {
+            let [a, c, output] = reader.array::<3>()?;
+            if !(output == 0.0 || output == 1.0) {
+                return Err(ModelError::Corrupt("a tier reads no logistic output"));
+            }
+            platt[head] = (a, c);
+            tier_output[head] = output as u32;
+        }
+        let hashed = reader.floats(BUCKETS * OUTPUTS)?;
         let two_tier = [reader.floats(TOLERANCE_STEPS)?, reader.floats(TOLERANCE_STEPS)?];
         let mut three_tier = Vec::with_capacity(TOLERANCE_STEPS);
         for _ in 0..TOLERANCE_STEPS {
@@ -274,6 +317,7 @@ impl RouterModel {
             dense_scale,
             bias,
             platt,
+            tier_output,
             dense_weights,
             hashed,
             calibration: Calibration { two_tier, three_tier },
@@ -294,10 +338,11 @@ impl RouterModel {
             description,
             dense_mean: [0.0; DENSE],
             dense_scale: [1.0; DENSE],
-            bias: [0.0; HEADS],
+            bias: [0.0; OUTPUTS],
             platt: [(1.0, 0.0); HEADS],
-            dense_weights: [[0.0; DENSE]; HEADS],
-            hashed: vec![0.0; BUCKETS * HEADS],
+            tier_output: [0, 1],
+            dense_weights: [[0.0; DENSE]; OUTPUTS],
+            hashed: vec![0.0; BUCKETS * OUTPUTS],
             calibration: Calibration {
                 two_tier: [vec![1.0; TOLERANCE_STEPS], vec![1.0; TOLERANCE_STEPS]],
                 three_tier: vec![[1.0, 1.0]; TOLERANCE_STEPS],
@@ -361,7 +406,7 @@ mod tests {
         let back = RouterModel::from_bytes(&bytes).unwrap();
         assert_eq!(back, model);
         assert_eq!(back.to_bytes(), bytes);
-        assert!(back.version().starts_with("v1-"));
+        assert!(back.version().starts_with("v2-"));
     }
 
     #[test]
@@ -380,6 +425,23 @@ mod tests {
         assert!(RouterModel::embedded_bytes().len() < 2 * 1024 * 1024);
         let easy = model.adequacy(&Conversation::from_text("What is the capital of France?"));
         assert!((0.0..=1.0).contains(&easy.weak) && (0.0..=1.0).contains(&easy.mid));
+    }
+
+    /// The answer-length output, learned from the shipped answers' lengths, tells a one-line
+    /// request from an essay.
+    #[test]
+    fn the_embedded_artifact_predicts_answer_lengths() {
+        let model = RouterModel::embedded().unwrap();
+        let short = model.predict(&Conversation::from_text("Say thank you in Japanese.")).output_tokens;
+        let essay = model
+            .predict(&Conversation::from_text(
+                "Write a detailed essay comparing the economic policies of three countries, with an introduction, \
+                 several sections with examples and data, and a conclusion.",
+            ))
+            .output_tokens;
+        eprintln!("predicted answer tokens: short {short:.0}, essay {essay:.0}");
+        assert!(short.is_finite() && essay.is_finite() && short >= 1.0);
+        assert!(essay > short * 1.5, "short {short}, essay {essay}");
     }
 
     #[test]

@@ -14,14 +14,16 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::features::{Conversation, SCAN_BYTES};
-use super::model::{Adequacy, Head, RouterModel};
+use super::model::{Head, Prediction, RouterModel};
 use crate::catalog::{Catalog, ModelSpec, Scope, Target, Tier};
 use crate::cost::{PricingMode, Usage};
 use crate::request::ConverseRequest;
 use crate::tokens;
 
-/// Output tokens assumed for the expected cost when the request sets no smaller `maxTokens`.
-pub const EXPECTED_OUTPUT_TOKENS: u64 = 512;
+/// Bounds on the predicted answer length used for the expected cost: the model was fitted
+/// on answers of a few to a few thousand tokens, and says nothing outside them.
+pub const MIN_EXPECTED_OUTPUT_TOKENS: u64 = 16;
+pub const MAX_EXPECTED_OUTPUT_TOKENS: u64 = 4_096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -218,17 +220,18 @@ impl Router {
     }
 
     pub fn decide(&self, request: &ConverseRequest, overrides: &RouteOverrides) -> RouteDecision {
-        let adequacy = self.model.adequacy(&Conversation::from_request(request));
-        self.decide_with(adequacy, request, overrides)
+        let prediction = self.model.predict(&Conversation::from_request(request));
+        self.decide_with(prediction, request, overrides)
     }
 
-    /// The decision for already-computed adequacies (shared by `decide` and evaluations).
+    /// The decision for an already-computed prediction (shared by `decide` and evaluations).
     pub fn decide_with(
         &self,
-        adequacy: Adequacy,
+        prediction: Prediction,
         request: &ConverseRequest,
         overrides: &RouteOverrides,
     ) -> RouteDecision {
+        let adequacy = prediction.adequacy;
         let tolerance = overrides.quality_tolerance.unwrap_or(self.policy.quality_tolerance);
         let (min, max) = self.bounds(overrides);
         let allowed: Vec<Tier> = Tier::ALL.into_iter().filter(|t| (min..=max).contains(t)).collect();
@@ -251,8 +254,9 @@ impl Router {
         // Sampled, like the features: an expected cost needs no exact count, and the decision
         // keeps its bounded cost on long prompts.
         let input_tokens = tokens::estimate_request_sampled(request, SCAN_BYTES);
-        let output_tokens =
-            request.max_tokens().map_or(EXPECTED_OUTPUT_TOKENS, |m| u64::from(m).min(EXPECTED_OUTPUT_TOKENS));
+        let predicted =
+            (prediction.output_tokens.round() as u64).clamp(MIN_EXPECTED_OUTPUT_TOKENS, MAX_EXPECTED_OUTPUT_TOKENS);
+        let output_tokens = request.max_tokens().map_or(predicted, |m| u64::from(m).min(predicted));
         let usage = Usage { input_tokens, output_tokens, ..Usage::default() };
         let tiers: Vec<TierEstimate> = Tier::ALL
             .into_iter()
@@ -311,7 +315,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::model::TOLERANCE_STEPS;
+    use crate::routing::model::{Adequacy, TOLERANCE_STEPS};
 
     fn router(policy: RoutingPolicy) -> Router {
         let mut model = RouterModel::zeroed("test".into());
@@ -333,7 +337,7 @@ mod tests {
     }
 
     fn decide(r: &Router, weak: f64, mid: f64, overrides: RouteOverrides) -> RouteDecision {
-        r.decide_with(Adequacy { weak, mid }, &request(), &overrides)
+        r.decide_with(Prediction { adequacy: Adequacy { weak, mid }, output_tokens: 300.0 }, &request(), &overrides)
     }
 
     #[test]
@@ -379,7 +383,18 @@ mod tests {
         let haiku = d.expected_cost_usd.unwrap();
         let opus = d.strongest_expected_cost_usd.unwrap();
         assert!(haiku > 0.0 && opus > haiku * 3.0, "{haiku} {opus}");
-        assert_eq!(d.expected_output_tokens, EXPECTED_OUTPUT_TOKENS);
+        assert_eq!(d.expected_output_tokens, 300, "the predicted answer length");
+        let capped = ConverseRequest::from_json(
+            br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}],"inferenceConfig":{"maxTokens":40}}"#,
+        )
+        .unwrap();
+        let prediction = Prediction { adequacy: Adequacy { weak: 0.99, mid: 0.99 }, output_tokens: 300.0 };
+        assert_eq!(r.decide_with(prediction, &capped, &RouteOverrides::default()).expected_output_tokens, 40);
+        let tiny = Prediction { output_tokens: 0.2, ..prediction };
+        assert_eq!(
+            r.decide_with(tiny, &request(), &RouteOverrides::default()).expected_output_tokens,
+            MIN_EXPECTED_OUTPUT_TOKENS
+        );
     }
 
     #[test]

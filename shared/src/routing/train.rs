@@ -24,7 +24,8 @@
 use super::Split;
 use super::dataset::{Example, SHIPPED};
 use super::features::{BUCKETS, CollectSink, Conversation, DENSE, extract};
-use super::model::{HEADS, Head, RouterModel, TOLERANCE_STEPS, hashed_norm, sigmoid};
+use super::irt;
+use super::model::{EASE, Head, LOG_OUTPUT_TOKENS, OUTPUTS, RouterModel, TOLERANCE_STEPS, hashed_norm, sigmoid};
 use crate::splitmix::SplitMix64;
 
 /// Relative price of one call per tier (Haiku 4.5 : Sonnet 4.5 : Opus 4.5 list prices,
@@ -41,11 +42,33 @@ pub struct TrainParams {
     pub l1: f64,
     pub l2: f64,
     pub seed: u64,
+    pub labels: Labels,
+}
+
+/// What the text model learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Labels {
+    /// One ease output from every model's outcomes (item-response difficulty) and the
+    /// answer length; both tiers calibrate the ease output.
+    Difficulty,
+    /// Router v1, kept to compare against: output k learns whether tier k's proxy pairs
+    /// agree with the stronger model, and tier k calibrates output k.
+    Pairs,
 }
 
 impl Default for TrainParams {
     fn default() -> Self {
-        TrainParams { epochs: 6, alpha: 0.2, beta: 1.0, l1: 0.0, l2: 2.0, seed: 0x5eed_2026 }
+        TrainParams { epochs: 6, alpha: 0.2, beta: 1.0, l1: 0.0, l2: 2.0, seed: 0x5eed_2026, labels: Labels::Pairs }
+    }
+}
+
+impl Labels {
+    /// The output tier `head`'s adequacy is calibrated from.
+    pub fn output_of(self, head: Head) -> usize {
+        match self {
+            Labels::Difficulty => EASE,
+            Labels::Pairs => head as usize,
+        }
     }
 }
 
@@ -57,7 +80,9 @@ struct Row {
     /// Sorted by bucket, duplicates merged, already scaled by the hashed norm.
     hashed: Vec<(u32, f64)>,
     weight: f64,
-    labels: [Option<f64>; HEADS],
+    /// Per output: the tiers' soft labels (or the ease label) and the log of the expected
+    /// answer length.
+    targets: [Option<f64>; OUTPUTS],
 }
 
 fn featurize(example: &Example) -> ([f32; DENSE], Vec<(u32, f64)>) {
@@ -155,6 +180,15 @@ struct Ftrl {
     params: TrainParams,
     /// Where the dense features start: after the intercepts.
     dense_at: usize,
+    /// Whether length features may only lower the output (ease, not answer length).
+    lengths_lower: bool,
+}
+
+/// How an output is fitted: a probability (ease) or a plain number (log answer length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    Logistic,
+    Squared,
 }
 
 /// Length features (`log_chars`, `log_words`, `log_last_user_chars`, `log_question_stem_chars`) may only lower
@@ -164,9 +198,9 @@ struct Ftrl {
 const NON_POSITIVE_LENGTHS: usize = 4;
 
 impl Ftrl {
-    fn new(params: TrainParams, intercepts: usize) -> Self {
+    fn new(params: TrainParams, intercepts: usize, lengths_lower: bool) -> Self {
         let size = intercepts + DENSE + BUCKETS;
-        Ftrl { z: vec![0.0; size], n: vec![0.0; size], params, dense_at: intercepts }
+        Ftrl { z: vec![0.0; size], n: vec![0.0; size], params, dense_at: intercepts, lengths_lower }
     }
 
     fn hashed_at(&self) -> usize {
@@ -180,14 +214,18 @@ impl Ftrl {
             return 0.0;
         }
         let w = -(z - z.signum() * l1) / ((self.params.beta + self.n[i].sqrt()) / self.params.alpha + l2);
-        let length = (self.dense_at..self.dense_at + NON_POSITIVE_LENGTHS).contains(&i);
+        let length = self.lengths_lower && (self.dense_at..self.dense_at + NON_POSITIVE_LENGTHS).contains(&i);
         if length { w.min(0.0) } else { w }
     }
 
-    fn step(&mut self, coords: &[(usize, f64)], label: f64, weight: f64) {
+    fn step(&mut self, coords: &[(usize, f64)], target: f64, weight: f64, loss: Loss) {
         let weights: Vec<f64> = coords.iter().map(|(i, _)| self.weight(*i)).collect();
-        let logit: f64 = coords.iter().zip(&weights).map(|((_, x), w)| w * x).sum();
-        let gradient = (sigmoid(logit) - label) * weight;
+        let linear: f64 = coords.iter().zip(&weights).map(|((_, x), w)| w * x).sum();
+        let prediction = match loss {
+            Loss::Logistic => sigmoid(linear),
+            Loss::Squared => linear,
+        };
+        let gradient = (prediction - target) * weight;
         for ((i, x), w) in coords.iter().zip(&weights) {
             let g = gradient * x;
             let sigma = ((self.n[*i] + g * g).sqrt() - self.n[*i].sqrt()) / self.params.alpha;
@@ -203,6 +241,7 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
     let usable: Vec<&Example> = examples.iter().filter(|e| !e.held_out).collect();
     let train_examples: Vec<&Example> = usable.iter().copied().filter(|e| e.split == Split::Train).collect();
     let validation: Vec<&Example> = usable.iter().copied().filter(|e| e.split == Split::Validation).collect();
+    let scales = fit_scales(&train_examples);
 
     let sources = Sources::of(&train_examples);
     let rows: Vec<Row> = train_examples
@@ -210,50 +249,63 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
         .map(|e| {
             let (dense, hashed) = featurize(e);
             let source = sources.index(e);
-            Row { source, dense, hashed, weight: sources.row_weight(source), labels: e.labels }
+            let length = log_output_tokens(e);
+            let targets = match params.labels {
+                Labels::Difficulty => [scales.difficulty(e).map(|b| sigmoid(-b)), None, length],
+                Labels::Pairs => [e.labels[0], e.labels[1], length],
+            };
+            Row { source, dense, hashed, weight: sources.row_weight(source), targets }
         })
         .collect();
 
-    let mut model = RouterModel::zeroed(describe(&train_examples, &validation, &sources, params));
+    let mut model = RouterModel::zeroed(describe(&train_examples, &validation, &sources, &scales, params));
     standardisation(&rows, &mut model);
 
-    for head in 0..HEADS {
-        let mut ftrl = Ftrl::new(*params, sources.keys.len());
+    for output in 0..OUTPUTS {
+        let logistic = output != LOG_OUTPUT_TOKENS;
+        let loss = if logistic { Loss::Logistic } else { Loss::Squared };
+        let mut ftrl = Ftrl::new(*params, sources.keys.len(), logistic);
         let (dense_at, hashed_at) = (ftrl.dense_at, ftrl.hashed_at());
-        let mut order: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].labels[head].is_some()).collect();
-        let mut rng = SplitMix64::new(params.seed ^ head as u64);
+        let mut order: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].targets[output].is_some()).collect();
+        let mut rng = SplitMix64::new(params.seed ^ output as u64);
         let mut coords: Vec<(usize, f64)> = Vec::new();
         for _ in 0..params.epochs {
             rng.shuffle(&mut order);
             for &r in &order {
                 let row = &rows[r];
-                let Some(label) = row.labels[head] else { continue };
+                let Some(target) = row.targets[output] else { continue };
                 coords.clear();
                 coords.push((row.source, 1.0));
                 let z = model.standardize(&row.dense);
                 coords.extend(z.iter().enumerate().map(|(d, x)| (dense_at + d, f64::from(*x))));
                 coords.extend(row.hashed.iter().map(|(b, x)| (hashed_at + *b as usize, *x)));
-                ftrl.step(&coords, label, row.weight);
+                ftrl.step(&coords, target, row.weight, loss);
             }
         }
         let intercept: f64 = sources.shares.iter().enumerate().map(|(i, share)| share * ftrl.weight(i)).sum();
-        model.bias[head] = (intercept / sources.shares.iter().sum::<f64>().max(f64::MIN_POSITIVE)) as f32;
+        model.bias[output] = (intercept / sources.shares.iter().sum::<f64>().max(f64::MIN_POSITIVE)) as f32;
         for d in 0..DENSE {
-            model.dense_weights[head][d] = ftrl.weight(dense_at + d) as f32;
+            model.dense_weights[output][d] = ftrl.weight(dense_at + d) as f32;
         }
         for b in 0..BUCKETS {
-            model.hashed[b * HEADS + head] = ftrl.weight(hashed_at + b) as f32;
+            model.hashed[b * OUTPUTS + output] = ftrl.weight(hashed_at + b) as f32;
         }
     }
 
+    // Each tier gets its own Platt scale against its pair labels, so "Haiku as good as
+    // Opus" and "Sonnet as good as Opus" are each a probability; under difficulty labels
+    // both read the one ease output, so prompts rank the same for both.
+    model.tier_output = [Head::Weak, Head::Mid].map(|head| params.labels.output_of(head) as u32);
     let validation_weight = dataset_weights(validation.iter().copied());
-    let raw: Vec<[f64; HEADS]> = validation.iter().map(|e| raw_logits(&model, &e.prompt)).collect();
+    let raw: Vec<[f64; OUTPUTS]> = validation.iter().map(|e| raw_logits(&model, &e.prompt)).collect();
     for head in [Head::Weak, Head::Mid] {
         let h = head as usize;
         let points: Vec<(f64, f64, f64)> = validation
             .iter()
             .zip(&raw)
-            .filter_map(|(e, logits)| Some((logits[h], e.labels[h]?, validation_weight(e.dataset))))
+            .filter_map(|(e, logits)| {
+                Some((logits[params.labels.output_of(head)], e.labels[h]?, validation_weight(e.dataset)))
+            })
             .collect();
         let (a, b) = platt(&points);
         model.platt[h] = (a as f32, b as f32);
@@ -265,8 +317,8 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
         .filter_map(|(e, logits)| {
             Some(CalibrationRow {
                 dataset: SHIPPED.iter().position(|s| s.name == e.dataset).unwrap_or(0),
-                weak: model.calibrate(Head::Weak, logits[0]),
-                mid: model.calibrate(Head::Mid, logits[1]),
+                weak: model.calibrate(Head::Weak, logits[params.labels.output_of(Head::Weak)]),
+                mid: model.calibrate(Head::Mid, logits[params.labels.output_of(Head::Mid)]),
                 quality: e.ladder?,
                 weight: validation_weight(e.dataset),
             })
@@ -278,29 +330,112 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
     model.with_computed_version()
 }
 
-fn describe(train: &[&Example], validation: &[&Example], sources: &Sources, params: &TrainParams) -> String {
+/// The item-response scale of each dataset, fitted on its training prompts.
+#[derive(Debug, Clone)]
+pub struct Scales {
+    per_dataset: Vec<(&'static str, irt::Scale)>,
+}
+
+/// Every model's outcome on a prompt as a success in 0–1.
+fn responses(example: &Example) -> irt::Responses<'_> {
+    example.outcomes.iter().map(|(m, v)| (m.as_str(), example.kind.normalise(*v))).collect()
+}
+
+/// Fits one scale per dataset present in `examples`.
+pub fn fit_scales(examples: &[&Example]) -> Scales {
+    let per_dataset = SHIPPED
+        .iter()
+        .filter_map(|spec| {
+            let items: Vec<irt::Responses<'_>> =
+                examples.iter().filter(|e| e.dataset == spec.name).map(|e| responses(e)).collect();
+            (!items.is_empty()).then(|| (spec.name, irt::fit(&items).0))
+        })
+        .collect();
+    Scales { per_dataset }
+}
+
+impl Scales {
+    /// Each dataset's abilities, strongest first, for the artifact's description.
+    fn describe(&self) -> String {
+        let datasets: Vec<String> = self
+            .per_dataset
+            .iter()
+            .map(|(name, scale)| {
+                let mut abilities: Vec<(&String, &f64)> = scale.abilities.iter().collect();
+                abilities.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+                let listed: Vec<String> = abilities.iter().map(|(m, a)| format!("{m} {a:.2}")).collect();
+                format!("{name}: {}", listed.join(", "))
+            })
+            .collect();
+        datasets.join("; ")
+    }
+
+    pub fn of(&self, dataset: &str) -> Option<&irt::Scale> {
+        self.per_dataset.iter().find(|(name, _)| *name == dataset).map(|(_, s)| s)
+    }
+
+    /// A prompt's difficulty on its dataset's scale; `None` when the scale is unknown or
+    /// no model with an ability answered it.
+    pub fn difficulty(&self, example: &Example) -> Option<f64> {
+        let scale = self.of(example.dataset)?;
+        let answers = responses(example);
+        answers.iter().any(|(m, _)| scale.abilities.contains_key(*m)).then(|| irt::difficulty(scale, &answers))
+    }
+}
+
+/// Natural log of the expected answer length in tokens: the mean over the models' answers
+/// at about four characters a token.
+fn log_output_tokens(example: &Example) -> Option<f64> {
+    let lengths: Vec<f64> = example.out_chars.values().copied().filter(|c| *c > 0.0).collect();
+    (!lengths.is_empty()).then(|| (lengths.iter().sum::<f64>() / lengths.len() as f64 / CHARS_PER_TOKEN).max(1.0).ln())
+}
+
+/// How the shipped answer lengths (characters) turn into tokens.
+const CHARS_PER_TOKEN: f64 = 4.0;
+
+fn describe(
+    train: &[&Example],
+    validation: &[&Example],
+    sources: &Sources,
+    scales: &Scales,
+    params: &TrainParams,
+) -> String {
     let count = |rows: &[&Example], name: &str| rows.iter().filter(|e| e.dataset == name).count();
     let per_dataset: Vec<String> =
         SHIPPED.iter().map(|s| format!("{} {}/{}", s.name, count(train, s.name), count(validation, s.name))).collect();
     format!(
         "logistic regression (FTRL, {} epochs, alpha {}, l2 {}, seed {:#x}); train/validation rows: {}; \
-         training weight by source: {}",
+         training weight by source: {}; {}",
         params.epochs,
         params.alpha,
         params.l2,
         params.seed,
         per_dataset.join(", "),
-        sources.describe()
+        sources.describe(),
+        match params.labels {
+            Labels::Difficulty => format!(
+                "labels: item-response difficulty from every model ({}); answer length: mean over the models' answers",
+                scales.describe()
+            ),
+            Labels::Pairs => "labels: proxy pairs per tier (router v1)".to_owned(),
+        }
     )
 }
 
-fn raw_logits(model: &RouterModel, prompt: &str) -> [f64; HEADS] {
+/// How much each cheaper tier needs the strongest, by `labels`' reading of `model`: the
+/// score evaluations rank prompts by (higher needs the strong tier more).
+pub fn need_scores(model: &RouterModel, labels: Labels, prompt: &str) -> [f64; 2] {
+    let logits = raw_logits(model, prompt);
+    [Head::Weak, Head::Mid].map(|head| 1.0 - model.calibrate(head, logits[labels.output_of(head)]))
+}
+
+pub fn raw_logits(model: &RouterModel, prompt: &str) -> [f64; OUTPUTS] {
     let mut sink = CollectSink::default();
     let extracted = extract(&Conversation::from_prompt_cell(prompt), &mut sink);
-    let mut sums = [0f32; HEADS];
+    let mut sums = [0f32; OUTPUTS];
     for (bucket, sign) in &sink.features {
         for (head, sum) in sums.iter_mut().enumerate() {
-            *sum += sign * model.hashed[*bucket as usize * HEADS + head];
+            *sum += sign * model.hashed[*bucket as usize * OUTPUTS + head];
         }
     }
     model.logits(&extracted, sums)
