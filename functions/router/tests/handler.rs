@@ -101,10 +101,13 @@ async fn an_easy_prompt_never_routes_above_a_hard_reasoning_and_code_prompt() {
     assert_eq!(easy.body["qualityTolerance"], 10.0);
     assert!(easy.tier_estimate("opus")["threshold"].is_null());
     assert!(easy.tier_estimate("haiku")["threshold"].is_number());
-    // Costs grow with the tier and with the prompt.
+    // Costs grow with the tier; the input estimate with the prompt; the predicted answer
+    // length stays within the request's maxTokens (256 for the easy prompt).
     let cost = |r: &Reply, t: &str| r.tier_estimate(t)["expectedCostUsd"].as_f64().unwrap();
     assert!(cost(&easy, "haiku") < cost(&easy, "sonnet") && cost(&easy, "sonnet") < cost(&easy, "opus"));
-    assert!(cost(&hard, "opus") > cost(&easy, "opus"));
+    let number = |r: &Reply, field: &str| r.body[field].as_u64().unwrap();
+    assert!(number(&hard, "estimatedInputTokens") > number(&easy, "estimatedInputTokens"));
+    assert!((1..=256).contains(&number(&easy, "expectedOutputTokens")), "{}", easy.body);
     // `auto` is echoed.
     assert_eq!((easy.body["forced"].as_bool(), easy.body["requestedModelId"].as_str()), (Some(false), Some("auto")));
     assert_eq!((hard.body["forced"].as_bool(), hard.body["requestedModelId"].as_str()), (Some(false), Some("auto")));
