@@ -24,10 +24,32 @@ pub struct TrainArgs {
     /// that source and report how each does on it: generalisation to unseen writers.
     #[arg(long, conflicts_with_all = ["check", "out"])]
     pub unseen_sources: bool,
-    /// What the text model learns: `pairs` (router v1, shipped) or `difficulty`
-    /// (item-response difficulty from every model, the candidate for router v2).
-    #[arg(long, value_enum, default_value_t = LabelsArg::Pairs)]
+    /// What the text model learns: `difficulty` (item-response difficulty from every
+    /// model, shipped) or `pairs` (router v1's proxy pairs, to compare with).
+    #[arg(long, value_enum, default_value_t = LabelsArg::Difficulty)]
     pub labels: LabelsArg,
+    /// Difficulty added per standard deviation of log prompt length (default: the shipped
+    /// prior).
+    #[arg(long)]
+    pub length_prior: Option<f64>,
+    /// The cheaper tiers' gaps below the strongest as `haiku,sonnet` logit differences of
+    /// accuracy (default: from the published accuracies in `routing::train`).
+    #[arg(long, value_parser = parse_gaps)]
+    pub tier_gaps: Option<[f64; 2]>,
+    /// L2 regularisation of the text model (default: the shipped value).
+    #[arg(long)]
+    pub l2: Option<f64>,
+}
+
+fn parse_gaps(value: &str) -> std::result::Result<[f64; 2], String> {
+    let numbers: Vec<f64> = value
+        .split(',')
+        .map(|v| v.trim().parse::<f64>().map_err(|_| format!("`{v}` is not a number")))
+        .collect::<std::result::Result<_, _>>()?;
+    match numbers.as_slice() {
+        [haiku, sonnet] if *haiku >= 0.0 && *sonnet >= 0.0 => Ok([*haiku, *sonnet]),
+        _ => Err(format!("`{value}` is not two non-negative gaps `haiku,sonnet`")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,13 +58,20 @@ pub enum LabelsArg {
     Difficulty,
 }
 
-impl LabelsArg {
-    fn params(self) -> TrainParams {
-        let labels = match self {
+impl TrainArgs {
+    fn params(&self) -> TrainParams {
+        let labels = match self.labels {
             LabelsArg::Pairs => Labels::Pairs,
             LabelsArg::Difficulty => Labels::Difficulty,
         };
-        TrainParams { labels, ..TrainParams::default() }
+        let defaults = TrainParams::default();
+        TrainParams {
+            labels,
+            length_prior: self.length_prior.unwrap_or(defaults.length_prior),
+            tier_gaps: self.tier_gaps.unwrap_or(defaults.tier_gaps),
+            l2: self.l2.unwrap_or(defaults.l2),
+            ..defaults
+        }
     }
 }
 
@@ -56,7 +85,7 @@ pub fn run(args: &TrainArgs) -> Result<bool> {
     summarise(&examples);
     if args.unseen_sources {
         let started = std::time::Instant::now();
-        let rows = unseen::unseen_sources(&examples, &args.labels.params());
+        let rows = unseen::unseen_sources(&examples, &args.params());
         print!("{}", unseen::render(&rows));
         println!(
             "train-router: {} models trained and evaluated in {:.1} s",
@@ -66,11 +95,14 @@ pub fn run(args: &TrainArgs) -> Result<bool> {
         return Ok(true);
     }
     let started = std::time::Instant::now();
-    let model = train::train(&examples, &args.labels.params());
+    let model = train::train(&examples, &args.params());
     let bytes = model.to_bytes();
     println!("train-router: trained in {:.1} s: {}", started.elapsed().as_secs_f64(), model.description);
     println!("train-router: model {} ({} bytes)", model.version(), bytes.len());
     report(&examples, &model);
+    if let Labels::Difficulty = args.params().labels {
+        promise_report(&examples, &model, &args.params());
+    }
     let out = args.out.clone().unwrap_or_else(artifact_path);
     if args.check {
         let shipped = std::fs::read(&out).map_err(|e| format!("cannot read {}: {e}", out.display()))?;
@@ -125,6 +157,41 @@ fn report(examples: &[Example], model: &RouterModel) {
             }
             println!("{line}");
         }
+    }
+}
+
+/// The tolerance promise on each dataset's test split, three tiers, with the tiers'
+/// qualities on the item-response scale (the tiers' chances at each prompt's difficulty
+/// fitted from every model's outcomes): the promised drop against the observed one, the
+/// share each tier gets and the cost against always the strongest, at catalog price ratios.
+fn promise_report(examples: &[Example], model: &RouterModel, params: &TrainParams) {
+    let usable: Vec<&Example> = examples.iter().filter(|e| !e.held_out).collect();
+    let train_split: Vec<&Example> = usable.iter().copied().filter(|e| e.split == Split::Train).collect();
+    let scales = train::fit_scales(&train_split, params.tier_gaps);
+    println!("train-router: tier placement: {}", scales.describe());
+    for spec in dataset::SHIPPED {
+        let test: Vec<&Example> =
+            usable.iter().copied().filter(|e| e.dataset == spec.name && e.split == Split::Test).collect();
+        let rows = train::tier_rows(model, &scales, &test, &|_| 1.0);
+        if rows.is_empty() {
+            continue;
+        }
+        let mut line = format!("train-router: promise {:<15} test n={:<5}", spec.name, rows.len());
+        for percent in [1.0, 5.0, 10.0, 20.0] {
+            let (tw, tm) = model.calibration().three_tier_thresholds(percent);
+            let tier_of = |r: &train::CalibrationRow| train::route3(r.weak, r.mid, tw as f32, tm as f32);
+            let (drop, cost) = train::drop_and_cost(&rows, tier_of);
+            let share = |tier: usize| rows.iter().filter(|r| tier_of(r) == tier).count() as f64 / rows.len() as f64;
+            line.push_str(&format!(
+                " | {percent:.0} %: drop {:.1} %, H/S/O {:.0}/{:.0}/{:.0} %, cost {:.0} %",
+                drop * 100.0,
+                share(0) * 100.0,
+                share(1) * 100.0,
+                share(2) * 100.0,
+                cost * 100.0
+            ));
+        }
+        println!("{line}");
     }
 }
 

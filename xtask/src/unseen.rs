@@ -82,7 +82,7 @@ fn with_ladder<'a>(examples: impl Iterator<Item = &'a Example>) -> Vec<(&'a Exam
 /// Trains, for every trainable source, router v1 and the learned router without it and
 /// evaluates both there, then scores the never-trained rows with the models of every source.
 pub fn unseen_sources(examples: &[Example], params: &TrainParams) -> Vec<UnseenRow> {
-    let v1_params = TrainParams { labels: Labels::Pairs, ..*params };
+    let v1_params = TrainParams { labels: Labels::Pairs, ..TrainParams::default() };
     let mut sources: Vec<(&str, &str)> =
         examples.iter().filter(|e| !e.held_out).map(|e| (e.dataset, e.source.as_str())).collect();
     sources.sort_by_key(|(dataset, source)| (SHIPPED.iter().position(|s| s.name == *dataset), *source));

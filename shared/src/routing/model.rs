@@ -1,11 +1,14 @@
-//! The routing model: a logistic regression per cheaper tier over the features of
-//! [`super::features`], with Platt calibration and the tolerance tables, stored as one
-//! versioned binary artifact embedded in every function.
+//! The routing model: linear outputs over the features of [`super::features`] (a prompt's
+//! ease on an item-response scale, or v1's proxy-pair agreement per tier, and the answer
+//! length), the scoring that turns them into each tier's adequacy, and the tolerance
+//! tables, stored as one versioned binary artifact embedded in every function.
 //!
-//! Format (little-endian): magic `BRRM`, format version, hash bits, dense count, head count,
-//! feature fingerprint, a length-prefixed description, then f32 arrays: dense means, dense
-//! scales, per head bias, Platt slope and intercept and dense weights, the hashed weights
-//! interleaved by head (one cache line serves both heads), and the calibration tables.
+//! Format (little-endian): magic `BRRM`, format version, hash bits, dense count, output
+//! count, feature fingerprint, a length-prefixed description, then f32 arrays: dense means,
+//! dense scales, per output its bias and dense weights, per tier (Haiku, Sonnet) its scale
+//! `(a, b)` and the output it reads, the scoring (0 = Platt, or 1 and the three tier
+//! abilities), the hashed weights interleaved by output (one cache line serves them all),
+//! and the calibration tables.
 
 use std::sync::OnceLock;
 
@@ -16,9 +19,10 @@ use super::features::{BUCKETS, CHARGRAM_BYTES, Conversation, DENSE, DENSE_NAMES,
 use super::features::{Extracted, extract};
 
 const MAGIC: &[u8; 4] = b"BRRM";
-/// 2 adds the answer-length output and says which output each tier's Platt scale reads;
+/// 3 adds the item-response scoring (tier abilities against a predicted difficulty);
+/// 2 added the answer-length output and said which output each tier's Platt scale reads;
 /// 1 had exactly one logistic output per tier.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Cheaper tiers with a calibration of their own (Haiku and Sonnet, each against Opus).
 pub const HEADS: usize = 2;
 /// Linear outputs over the features, each with a bias, dense and hashed weights: two
@@ -70,6 +74,21 @@ pub enum ModelError {
     Features,
 }
 
+/// How a tier's adequacy follows from its output's logit `x` and the tier's `(a, b)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scoring {
+    /// Router v1: `sigmoid(a·x + b)`, a probability fitted to proxy pairs' agreement.
+    Platt,
+    /// `a·x + b` is minus the prompt's difficulty `d` on an item-response scale where a tier
+    /// of ability θ answers adequately with probability `sigmoid(θ − d)`; the adequacy is
+    /// the tier's expected quality relative to the strongest tier's,
+    /// `sigmoid(θ_tier − d) / sigmoid(θ_strongest − d)`.
+    ItemResponse {
+        /// Haiku, Sonnet, Opus.
+        abilities: [f32; 3],
+    },
+}
+
 /// Thresholds on predicted adequacy that keep the quality drop within a tolerance,
 /// calibrated on validation data. Index = tolerance in whole percent.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +130,7 @@ pub struct RouterModel {
     pub platt: [(f32, f32); HEADS],
     /// Per tier: the output its Platt scale reads.
     pub tier_output: [u32; HEADS],
+    pub scoring: Scoring,
     pub dense_weights: [[f32; DENSE]; OUTPUTS],
     /// `BUCKETS * OUTPUTS` weights, output-interleaved.
     pub hashed: Vec<f32>,
@@ -209,9 +229,17 @@ impl RouterModel {
         out
     }
 
+    /// A tier's adequacy from the logit of the output it reads.
     pub(crate) fn calibrate(&self, head: Head, logit: f64) -> f64 {
         let (a, b) = self.platt[head as usize];
-        sigmoid(f64::from(a) * logit + f64::from(b))
+        let scaled = f64::from(a) * logit + f64::from(b);
+        match self.scoring {
+            Scoring::Platt => sigmoid(scaled),
+            Scoring::ItemResponse { abilities } => {
+                let chance = |tier: usize| sigmoid(f64::from(abilities[tier]) + scaled);
+                (chance(head as usize) / chance(2).max(f64::MIN_POSITIVE)).min(1.0)
+            }
+        }
     }
 
     pub(crate) fn standardize(&self, dense: &[f32; DENSE]) -> [f32; DENSE] {
@@ -244,6 +272,13 @@ impl RouterModel {
         }
         for head in 0..HEADS {
             floats(&[self.platt[head].0, self.platt[head].1, self.tier_output[head] as f32]);
+        }
+        match self.scoring {
+            Scoring::Platt => floats(&[0.0, 0.0, 0.0, 0.0]),
+            Scoring::ItemResponse { abilities } => {
+                floats(&[1.0]);
+                floats(&abilities);
+            }
         }
         floats(&self.hashed);
         for table in &self.calibration.two_tier {
@@ -296,6 +331,14 @@ impl RouterModel {
             platt[head] = (a, c);
             tier_output[head] = output as u32;
         }
+        let [kind, haiku, sonnet, opus] = reader.array::<4>()?;
+        let scoring = match kind {
+            0.0 => Scoring::Platt,
+            1.0 if [haiku, sonnet, opus].iter().all(|v| v.is_finite()) => {
+                Scoring::ItemResponse { abilities: [haiku, sonnet, opus] }
+            }
+            _ => return Err(ModelError::Corrupt("unknown scoring")),
+        };
         let hashed = reader.floats(BUCKETS * OUTPUTS)?;
         let two_tier = [reader.floats(TOLERANCE_STEPS)?, reader.floats(TOLERANCE_STEPS)?];
         let mut three_tier = Vec::with_capacity(TOLERANCE_STEPS);
@@ -318,6 +361,7 @@ impl RouterModel {
             bias,
             platt,
             tier_output,
+            scoring,
             dense_weights,
             hashed,
             calibration: Calibration { two_tier, three_tier },
@@ -341,6 +385,7 @@ impl RouterModel {
             bias: [0.0; OUTPUTS],
             platt: [(1.0, 0.0); HEADS],
             tier_output: [0, 1],
+            scoring: Scoring::Platt,
             dense_weights: [[0.0; DENSE]; OUTPUTS],
             hashed: vec![0.0; BUCKETS * OUTPUTS],
             calibration: Calibration {
@@ -406,7 +451,27 @@ mod tests {
         let back = RouterModel::from_bytes(&bytes).unwrap();
         assert_eq!(back, model);
         assert_eq!(back.to_bytes(), bytes);
-        assert!(back.version().starts_with("v2-"));
+        assert!(back.version().starts_with("v3-"));
+
+        let mut scored = back.clone();
+        scored.scoring = Scoring::ItemResponse { abilities: [-0.5, 0.25, 1.0] };
+        let scored = scored.with_computed_version();
+        assert_eq!(RouterModel::from_bytes(&scored.to_bytes()).unwrap(), scored);
+    }
+
+    /// Item-response adequacy is the tier's chance relative to the strongest's: near 1 on an
+    /// easy prompt (everybody answers), lower on a hard one, never above 1.
+    #[test]
+    fn item_response_adequacy_falls_with_difficulty() {
+        let mut model = RouterModel::zeroed(String::new());
+        model.scoring = Scoring::ItemResponse { abilities: [0.0, 0.5, 1.0] };
+        // a = 1, b = 0: the logit is minus the difficulty.
+        let easy = model.calibrate(Head::Weak, 4.0);
+        let hard = model.calibrate(Head::Weak, -2.0);
+        let mid_hard = model.calibrate(Head::Mid, -2.0);
+        assert!(easy > 0.95 && easy <= 1.0, "{easy}");
+        assert!(hard < easy && mid_hard > hard, "{hard} {mid_hard}");
+        assert!((hard - sigmoid(-2.0) / sigmoid(-1.0)).abs() < 1e-12);
     }
 
     #[test]

@@ -25,7 +25,9 @@ use super::Split;
 use super::dataset::{Example, SHIPPED};
 use super::features::{BUCKETS, CollectSink, Conversation, DENSE, extract};
 use super::irt;
-use super::model::{EASE, Head, LOG_OUTPUT_TOKENS, OUTPUTS, RouterModel, TOLERANCE_STEPS, hashed_norm, sigmoid};
+use super::model::{
+    EASE, HEADS, Head, LOG_OUTPUT_TOKENS, OUTPUTS, RouterModel, Scoring, TOLERANCE_STEPS, hashed_norm, sigmoid,
+};
 use crate::splitmix::SplitMix64;
 
 /// Relative price of one call per tier (Haiku 4.5 : Sonnet 4.5 : Opus 4.5 list prices,
@@ -43,6 +45,32 @@ pub struct TrainParams {
     pub l2: f64,
     pub seed: u64,
     pub labels: Labels,
+    /// Difficulty labels: how much harder a prompt one standard deviation longer (in log
+    /// characters) is assumed to be, on top of what the text model learns. Inside the
+    /// training sources length is anti-predictive (a quirk of how each was written: the
+    /// model learns to ignore it), across writers it is the most reliable signal there is,
+    /// so it is a fixed prior rather than a learned weight.
+    pub length_prior: f64,
+    /// Difficulty labels: how far each cheaper tier sits below the strongest, as the
+    /// difference of the logits of their accuracies ([`PUBLISHED_TIER_ACCURACIES`] gives the
+    /// shipped figures); a deployer's own calibration replaces them.
+    pub tier_gaps: [f64; 2],
+}
+
+/// Published accuracies of the default tiers (Haiku 4.5, Sonnet 4.5, Opus 4.5) on
+/// benchmarks close to the shipped datasets' work, from Anthropic's model announcements
+/// (October and November 2025) as collected by llm-stats.com. No MMLU-Pro, AlpacaEval or
+/// Arena-Hard figure exists for these models; these two are the ones every tier has.
+pub const PUBLISHED_TIER_ACCURACIES: [(&str, [f64; 3]); 2] =
+    [("SWE-bench Verified", [0.733, 0.772, 0.809]), ("GPQA Diamond", [0.730, 0.834, 0.870])];
+
+/// The cheaper tiers' gaps below the strongest from [`PUBLISHED_TIER_ACCURACIES`]: per
+/// benchmark logit(strongest) − logit(tier), averaged over the benchmarks.
+pub fn published_tier_gaps() -> [f64; 2] {
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    let n = PUBLISHED_TIER_ACCURACIES.len() as f64;
+    [0, 1]
+        .map(|tier| PUBLISHED_TIER_ACCURACIES.iter().map(|(_, acc)| logit(acc[2]) - logit(acc[tier])).sum::<f64>() / n)
 }
 
 /// What the text model learns.
@@ -58,7 +86,17 @@ pub enum Labels {
 
 impl Default for TrainParams {
     fn default() -> Self {
-        TrainParams { epochs: 6, alpha: 0.2, beta: 1.0, l1: 0.0, l2: 2.0, seed: 0x5eed_2026, labels: Labels::Pairs }
+        TrainParams {
+            epochs: 6,
+            alpha: 0.2,
+            beta: 1.0,
+            l1: 0.0,
+            l2: 2.0,
+            seed: 0x5eed_2026,
+            labels: Labels::Difficulty,
+            length_prior: 1.5,
+            tier_gaps: published_tier_gaps(),
+        }
     }
 }
 
@@ -241,7 +279,10 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
     let usable: Vec<&Example> = examples.iter().filter(|e| !e.held_out).collect();
     let train_examples: Vec<&Example> = usable.iter().copied().filter(|e| e.split == Split::Train).collect();
     let validation: Vec<&Example> = usable.iter().copied().filter(|e| e.split == Split::Validation).collect();
-    let scales = fit_scales(&train_examples);
+    let scales = match params.labels {
+        Labels::Difficulty => fit_scales(&train_examples, params.tier_gaps),
+        Labels::Pairs => Scales::default(),
+    };
 
     let sources = Sources::of(&train_examples);
     let rows: Vec<Row> = train_examples
@@ -291,6 +332,9 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
             model.hashed[b * OUTPUTS + output] = ftrl.weight(hashed_at + b) as f32;
         }
     }
+    if params.labels == Labels::Difficulty {
+        model.dense_weights[EASE][LOG_CHARS] -= params.length_prior as f32;
+    }
 
     // Each tier gets its own Platt scale against its pair labels, so "Haiku as good as
     // Opus" and "Sonnet as good as Opus" are each a probability; under difficulty labels
@@ -298,6 +342,23 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
     model.tier_output = [Head::Weak, Head::Mid].map(|head| params.labels.output_of(head) as u32);
     let validation_weight = dataset_weights(validation.iter().copied());
     let raw: Vec<[f64; OUTPUTS]> = validation.iter().map(|e| raw_logits(&model, &e.prompt)).collect();
+    if params.labels == Labels::Difficulty {
+        // The ease output's logit, mapped onto the difficulty scale by least squares on the
+        // validation prompts' fitted difficulties; the tiers' abilities are the validation
+        // weight's mean of each dataset's placement.
+        let points: Vec<(f64, f64, f64)> = validation
+            .iter()
+            .zip(&raw)
+            .filter_map(|(e, logits)| Some((logits[EASE], -scales.difficulty(e)?, validation_weight(e.dataset))))
+            .collect();
+        let (a, b) = least_squares(&points);
+        model.platt = [(a as f32, b as f32); HEADS];
+        model.scoring = Scoring::ItemResponse { abilities: scales.pooled_tiers(&validation, &validation_weight) };
+        let rows = tier_rows(&model, &scales, &validation, &validation_weight);
+        model.calibration.two_tier = [two_tier_table(&rows, Head::Weak), two_tier_table(&rows, Head::Mid)];
+        model.calibration.three_tier = three_tier_table(&rows);
+        return model.with_computed_version();
+    }
     for head in [Head::Weak, Head::Mid] {
         let h = head as usize;
         let points: Vec<(f64, f64, f64)> = validation
@@ -330,10 +391,76 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
     model.with_computed_version()
 }
 
-/// The item-response scale of each dataset, fitted on its training prompts.
-#[derive(Debug, Clone)]
+/// The validation (or test) prompts with the router's adequacies and the tiers' qualities
+/// on the item-response scale: each tier's chance at the prompt's fitted difficulty.
+pub fn tier_rows(
+    model: &RouterModel,
+    scales: &Scales,
+    examples: &[&Example],
+    weight: &impl Fn(&str) -> f64,
+) -> Vec<CalibrationRow> {
+    examples
+        .iter()
+        .filter_map(|e| {
+            let quality = scales.tier_quality(e)?;
+            let logits = raw_logits(model, &e.prompt);
+            Some(CalibrationRow {
+                dataset: SHIPPED.iter().position(|s| s.name == e.dataset).unwrap_or(0),
+                weak: model.calibrate(Head::Weak, logits[model.tier_output[0] as usize]),
+                mid: model.calibrate(Head::Mid, logits[model.tier_output[1] as usize]),
+                quality,
+                weight: weight(e.dataset),
+            })
+        })
+        .collect()
+}
+
+/// Fits y = a·x + b by weighted least squares.
+fn least_squares(points: &[(f64, f64, f64)]) -> (f64, f64) {
+    let total: f64 = points.iter().map(|p| p.2).sum();
+    if total <= 0.0 {
+        return (1.0, 0.0);
+    }
+    let mean_x = points.iter().map(|(x, _, w)| w * x).sum::<f64>() / total;
+    let mean_y = points.iter().map(|(_, y, w)| w * y).sum::<f64>() / total;
+    let covariance: f64 = points.iter().map(|(x, y, w)| w * (x - mean_x) * (y - mean_y)).sum();
+    let variance: f64 = points.iter().map(|(x, _, w)| w * (x - mean_x).powi(2)).sum();
+    let a = if variance > 1e-12 { covariance / variance } else { 0.0 };
+    (a, mean_y - a * mean_x)
+}
+
+/// Index of `log_chars` among the dense features, which the length prior weighs.
+const LOG_CHARS: usize = 0;
+
+/// The item-response scale of each dataset, fitted on its training prompts, with the
+/// tiers placed on it.
+#[derive(Debug, Clone, Default)]
 pub struct Scales {
-    per_dataset: Vec<(&'static str, irt::Scale)>,
+    per_dataset: Vec<DatasetScale>,
+}
+
+#[derive(Debug, Clone)]
+struct DatasetScale {
+    name: &'static str,
+    scale: irt::Scale,
+    /// Haiku, Sonnet, Opus.
+    tiers: [f64; 3],
+}
+
+/// Places the tiers on a dataset's scale. The strongest tier at the dataset's strongest
+/// model: every Claude generation since 3.5 scores above the shipped datasets' references
+/// where both were measured, so this is a lower bound, and a lower strongest tier makes
+/// every gap in quality larger, never smaller. The cheaper tiers where their accuracy over
+/// the dataset's prompts is the strongest's with the logit gap taken off.
+fn place_tiers(scale: &irt::Scale, difficulties: &[f64], gaps: [f64; 2]) -> [f64; 3] {
+    let strongest = scale.abilities.values().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !strongest.is_finite() || difficulties.is_empty() {
+        return [0.0; 3];
+    }
+    let accuracy = difficulties.iter().map(|b| sigmoid(strongest - b)).sum::<f64>() / difficulties.len() as f64;
+    let logit = (accuracy / (1.0 - accuracy)).ln();
+    let place = |gap: f64| irt::ability_for_accuracy(difficulties, sigmoid(logit - gap)).unwrap_or(strongest - gap);
+    [place(gaps[0]), place(gaps[1]), strongest]
 }
 
 /// Every model's outcome on a prompt as a success in 0–1.
@@ -341,37 +468,73 @@ fn responses(example: &Example) -> irt::Responses<'_> {
     example.outcomes.iter().map(|(m, v)| (m.as_str(), example.kind.normalise(*v))).collect()
 }
 
-/// Fits one scale per dataset present in `examples`.
-pub fn fit_scales(examples: &[&Example]) -> Scales {
+/// Fits one scale per dataset present in `examples` and places the tiers on it, the
+/// cheaper ones `tier_gaps` below the strongest.
+pub fn fit_scales(examples: &[&Example], tier_gaps: [f64; 2]) -> Scales {
     let per_dataset = SHIPPED
         .iter()
         .filter_map(|spec| {
             let items: Vec<irt::Responses<'_>> =
                 examples.iter().filter(|e| e.dataset == spec.name).map(|e| responses(e)).collect();
-            (!items.is_empty()).then(|| (spec.name, irt::fit(&items).0))
+            if items.is_empty() {
+                return None;
+            }
+            let (scale, difficulties) = irt::fit(&items);
+            let tiers = place_tiers(&scale, &difficulties, tier_gaps);
+            Some(DatasetScale { name: spec.name, scale, tiers })
         })
         .collect();
     Scales { per_dataset }
 }
 
 impl Scales {
-    /// Each dataset's abilities, strongest first, for the artifact's description.
-    fn describe(&self) -> String {
+    /// Each dataset's abilities, strongest first, and the tiers' placements.
+    pub fn describe(&self) -> String {
         let datasets: Vec<String> = self
             .per_dataset
             .iter()
-            .map(|(name, scale)| {
-                let mut abilities: Vec<(&String, &f64)> = scale.abilities.iter().collect();
+            .map(|d| {
+                let mut abilities: Vec<(&String, &f64)> = d.scale.abilities.iter().collect();
                 abilities.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
                 let listed: Vec<String> = abilities.iter().map(|(m, a)| format!("{m} {a:.2}")).collect();
-                format!("{name}: {}", listed.join(", "))
+                let [haiku, sonnet, opus] = d.tiers;
+                format!("{}: {}; tiers haiku {haiku:.2}, sonnet {sonnet:.2}, opus {opus:.2}", d.name, listed.join(", "))
             })
             .collect();
         datasets.join("; ")
     }
 
     pub fn of(&self, dataset: &str) -> Option<&irt::Scale> {
-        self.per_dataset.iter().find(|(name, _)| *name == dataset).map(|(_, s)| s)
+        self.per_dataset.iter().find(|d| d.name == dataset).map(|d| &d.scale)
+    }
+
+    /// The tiers' abilities (Haiku, Sonnet, Opus) on a dataset's scale.
+    pub fn tiers(&self, dataset: &str) -> Option<[f64; 3]> {
+        self.per_dataset.iter().find(|d| d.name == dataset).map(|d| d.tiers)
+    }
+
+    /// Each tier's chance of an adequate answer to `example`, at its fitted difficulty.
+    pub fn tier_quality(&self, example: &Example) -> Option<[f64; 3]> {
+        let tiers = self.tiers(example.dataset)?;
+        let difficulty = self.difficulty(example)?;
+        Some(tiers.map(|ability| sigmoid(ability - difficulty)))
+    }
+
+    /// The tiers' abilities the router scores with: each dataset's placement weighted by
+    /// its share of `examples`' weight.
+    fn pooled_tiers(&self, examples: &[&Example], weight: &impl Fn(&str) -> f64) -> [f32; 3] {
+        let mut sums = [0.0f64; 3];
+        let mut total = 0.0;
+        for e in examples {
+            if let Some(tiers) = self.tiers(e.dataset) {
+                let w = weight(e.dataset);
+                total += w;
+                for (sum, ability) in sums.iter_mut().zip(tiers) {
+                    *sum += w * ability;
+                }
+            }
+        }
+        sums.map(|s| if total > 0.0 { (s / total) as f32 } else { 0.0 })
     }
 
     /// A prompt's difficulty on its dataset's scale; `None` when the scale is unknown or
