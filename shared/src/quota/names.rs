@@ -95,7 +95,10 @@ fn identity(model_id: &str) -> Option<ModelIdentity> {
             tier = Some(part.parse::<Tier>().ok()?);
         }
     }
-    Some(ModelIdentity { tier: tier?, version: (!version.is_empty()).then(|| version.join("."))?, revision: revision? })
+    // IDs from Sonnet 4.6 on may carry no revision (`anthropic.claude-sonnet-4-6`): their
+    // first, as AWS numbers every other model's first revision V1.
+    let revision = revision.unwrap_or(1);
+    Some(ModelIdentity { tier: tier?, version: (!version.is_empty()).then(|| version.join("."))?, revision })
 }
 
 /// Reads a Service Quotas name as a per-minute limit of a catalog model, or `None` when it
@@ -185,6 +188,8 @@ mod tests {
         assert_eq!(id("anthropic.claude-sonnet-4-5-20250929-v1:0"), Some((Tier::Sonnet, "4.5".into(), 1)));
         assert_eq!(id("anthropic.claude-opus-4-20250514-v1:0"), Some((Tier::Opus, "4".into(), 1)));
         assert_eq!(id("anthropic.claude-3-haiku-20240307-v1:0"), Some((Tier::Haiku, "3".into(), 1)));
+        assert_eq!(id("anthropic.claude-sonnet-4-6"), Some((Tier::Sonnet, "4.6".into(), 1)));
+        assert_eq!(id("anthropic.claude-opus-4-6-v1"), Some((Tier::Opus, "4.6".into(), 1)));
         assert_eq!(id("amazon.nova-pro-v1:0"), None);
         assert_eq!(id("anthropic.claude-instant-v1"), None);
     }
