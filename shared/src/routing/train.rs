@@ -64,6 +64,14 @@ pub struct TrainParams {
 pub const PUBLISHED_TIER_ACCURACIES: [(&str, [f64; 3]); 2] =
     [("SWE-bench Verified", [0.733, 0.772, 0.809]), ("GPQA Diamond", [0.730, 0.834, 0.870])];
 
+/// Published scores of an older Claude model on the shipped datasets' own benchmarks, as
+/// the share of prompts won: Claude 3.5 Sonnet (June 2024) on MMLU-Pro (TIGER-Lab's
+/// leaderboard, 5-shot chain of thought, 76.12 %) and on AlpacaEval 2.0 (raw win rate
+/// against GPT-4 Turbo, 40.56 %, the baseline the shipped win probabilities are against).
+/// Every later Claude generation scores above 3.5 Sonnet wherever both were measured, so
+/// these are floors for the strongest tier, above the datasets' own reference models.
+pub const STRONGEST_TIER_FLOORS: [(&str, f64); 2] = [("mmlu_pro", 0.7612), ("alpacaeval2", 0.4056)];
+
 /// The cheaper tiers' gaps below the strongest from [`PUBLISHED_TIER_ACCURACIES`]: per
 /// benchmark logit(strongest) − logit(tier), averaged over the benchmarks.
 pub fn published_tier_gaps() -> [f64; 2] {
@@ -447,16 +455,19 @@ struct DatasetScale {
     tiers: [f64; 3],
 }
 
-/// Places the tiers on a dataset's scale. The strongest tier at the dataset's strongest
-/// model: every Claude generation since 3.5 scores above the shipped datasets' references
-/// where both were measured, so this is a lower bound, and a lower strongest tier makes
-/// every gap in quality larger, never smaller. The cheaper tiers where their accuracy over
-/// the dataset's prompts is the strongest's with the logit gap taken off.
-fn place_tiers(scale: &irt::Scale, difficulties: &[f64], gaps: [f64; 2]) -> [f64; 3] {
-    let strongest = scale.abilities.values().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !strongest.is_finite() || difficulties.is_empty() {
+/// Places the tiers on a dataset's scale. The strongest tier at the higher of the dataset's
+/// strongest model and the published floor ([`STRONGEST_TIER_FLOORS`]): both are lower
+/// bounds for today's strongest tier, and a lower strongest tier makes every gap in quality
+/// larger, never smaller, so the promise errs on the side of quality. The cheaper tiers
+/// where their accuracy over the dataset's prompts is the strongest's with the logit gap
+/// taken off.
+fn place_tiers(scale: &irt::Scale, difficulties: &[f64], floor: Option<f64>, gaps: [f64; 2]) -> [f64; 3] {
+    let reference = scale.abilities.values().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !reference.is_finite() || difficulties.is_empty() {
         return [0.0; 3];
     }
+    let floor = floor.and_then(|accuracy| irt::ability_for_accuracy(difficulties, accuracy));
+    let strongest = floor.map_or(reference, |f| f.max(reference));
     let accuracy = difficulties.iter().map(|b| sigmoid(strongest - b)).sum::<f64>() / difficulties.len() as f64;
     let logit = (accuracy / (1.0 - accuracy)).ln();
     let place = |gap: f64| irt::ability_for_accuracy(difficulties, sigmoid(logit - gap)).unwrap_or(strongest - gap);
@@ -480,7 +491,8 @@ pub fn fit_scales(examples: &[&Example], tier_gaps: [f64; 2]) -> Scales {
                 return None;
             }
             let (scale, difficulties) = irt::fit(&items);
-            let tiers = place_tiers(&scale, &difficulties, tier_gaps);
+            let floor = STRONGEST_TIER_FLOORS.iter().find(|(name, _)| *name == spec.name).map(|(_, a)| *a);
+            let tiers = place_tiers(&scale, &difficulties, floor, tier_gaps);
             Some(DatasetScale { name: spec.name, scale, tiers })
         })
         .collect();
