@@ -36,7 +36,7 @@ pub use config::{CalibrationConfig, OptIns};
 pub use manifest::{RunCost, RunManifest, Stage};
 pub use pipeline::Calibration;
 pub use record::{CalibrationOutcome, SampledPrompt, TierOutcome};
-pub use sample::{SampleWriter, Sampled, Sampler};
+pub use sample::{SAMPLE_WRITE_BUDGET, SampleWriter, Sampled, Sampler};
 
 use crate::batch::{BatchError, BatchFiles, BatchJobs};
 use crate::cache::Tenant;

@@ -7,11 +7,12 @@
 //! slow write is logged and counted, never the request's failure; it adds at most
 //! [`SAMPLE_WRITE_BUDGET`] to a sampled request and nothing to the others.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -23,7 +24,7 @@ use crate::cache::Tenant;
 use crate::request::ConverseRequest;
 
 /// The most a sample write adds to a request.
-pub const SAMPLE_WRITE_BUDGET: Duration = Duration::from_millis(100);
+pub const SAMPLE_WRITE_BUDGET: Duration = Duration::from_millis(250);
 
 /// The one capability sampling needs (an object put), as a shareable object so the gateway
 /// holds it without a type parameter.
@@ -64,9 +65,14 @@ pub struct Sampler {
     tenants: OptIns,
     layout: Layout,
     writer: Arc<dyn SampleWriter>,
+    /// URIs this instance wrote: a popular prompt is written once per instance, not per request.
+    recent: Mutex<HashSet<String>>,
     written: AtomicU64,
     failed: AtomicU64,
 }
+
+/// How many written URIs an instance remembers before it forgets them all.
+const RECENT_LIMIT: usize = 4096;
 
 impl Sampler {
     pub fn new(config: &CalibrationConfig, writer: Arc<dyn SampleWriter>) -> Self {
@@ -74,6 +80,7 @@ impl Sampler {
             tenants: config.tenants.clone(),
             layout: Layout::new(&config.bucket, &config.prefix),
             writer,
+            recent: Mutex::new(HashSet::new()),
             written: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
@@ -124,6 +131,9 @@ impl Sampler {
             Ok(picked) => picked,
             Err(skipped) => return skipped,
         };
+        if self.remembered(&uri) {
+            return Sampled::Written;
+        }
         let outcome = match tokio::time::timeout(SAMPLE_WRITE_BUDGET, self.writer.put(&uri, body)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err((e.label(), e.to_string())),
@@ -132,6 +142,7 @@ impl Sampler {
         match outcome {
             Ok(()) => {
                 self.written.fetch_add(1, Ordering::Relaxed);
+                self.remember(uri);
                 Sampled::Written
             }
             Err((label, error)) => {
@@ -142,6 +153,20 @@ impl Sampler {
         }
     }
 
+    fn remembered(&self, uri: &str) -> bool {
+        self.recent.lock().map(|recent| recent.contains(uri)).unwrap_or(false)
+    }
+
+    fn remember(&self, uri: String) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= RECENT_LIMIT {
+                recent.clear();
+            }
+            recent.insert(uri);
+        }
+    }
+
+    /// Samples written by this instance (a prompt already written counts once).
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
     }

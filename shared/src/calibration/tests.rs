@@ -508,9 +508,10 @@ mod sampling {
         assert!((400..600).contains(&picked), "{picked}");
         assert_eq!(files.uris().len(), 2000);
         assert!(files.uris().iter().all(|u| u.contains(&Layout::key_segment(Tenant::new("all").as_str()))));
-        // The same prompt again is the same object.
-        s.sample(&Tenant::new("all"), &request("prompt 0"), now()).await;
+        // The same prompt again is the same object, and this instance does not write it again.
+        assert_eq!(s.sample(&Tenant::new("all"), &request("prompt 0"), now()).await, Sampled::Written);
         assert_eq!(files.uris().len(), 2000);
+        assert_eq!(s.written(), 2000);
     }
 
     #[tokio::test]
