@@ -35,6 +35,7 @@ fn config() -> CalibrationConfig {
         // refuses them under its minimum.
         min_prompts: 3,
         max_prompts: 100,
+        catalog_path: None,
     }
 }
 

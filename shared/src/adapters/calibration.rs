@@ -10,6 +10,7 @@ use super::InitError;
 use super::batch_remote::{self, BedrockBatchJobs, S3BatchFiles};
 use crate::calibration::{Calibration, CalibrationConfig, CalibrationPorts, CalibrationSettings, SAMPLE_WRITE_BUDGET};
 use crate::catalog::Catalog;
+use crate::config::ConfigError;
 
 /// S3 for the request path's samples: no attempt may outlive the sample budget, so a slow
 /// S3 costs a sampled request at most that and a retry never starts after it.
@@ -42,11 +43,13 @@ impl CalibrationPorts for AwsCalibrationPorts {
     }
 }
 
-/// The calibration use case, built once per cold start.
-pub async fn aws_calibration(
-    config: &CalibrationConfig,
-    catalog: Catalog,
-) -> Result<Calibration<AwsCalibrationPorts>, InitError> {
+/// The calibration use case, built once per cold start: a deployment without the jobs' role
+/// fails here rather than at its first job.
+pub async fn aws_calibration(config: &CalibrationConfig) -> Result<Calibration<AwsCalibrationPorts>, InitError> {
+    if config.role_arn.is_none() {
+        return Err(ConfigError::Missing("CALIBRATION_ROLE_ARN").into());
+    }
+    let catalog = Catalog::load(config.catalog_path.as_deref())?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ports = AwsCalibrationPorts {
         files: S3BatchFiles::new(batch_remote::s3_client(&sdk)),

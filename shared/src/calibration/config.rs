@@ -10,6 +10,8 @@
 //! | `CALIBRATION_MIN_PROMPTS` | 100 | fewest prompts a run starts with (each answer job has that many records; Bedrock's minimum is 100) |
 //! | `CALIBRATION_MAX_PROMPTS` | 1000 | most prompts in one run |
 
+use std::path::PathBuf;
+
 use crate::cache::Tenant;
 use crate::config::{ConfigError, Env};
 
@@ -76,6 +78,8 @@ pub struct CalibrationConfig {
     pub role_arn: Option<String>,
     pub min_prompts: usize,
     pub max_prompts: usize,
+    /// `CATALOG_PATH`, as the gateway reads it: the tiers' models and prices.
+    pub catalog_path: Option<PathBuf>,
 }
 
 impl CalibrationConfig {
@@ -118,7 +122,8 @@ impl CalibrationConfig {
                 ),
             ));
         }
-        Ok(Some(CalibrationConfig { tenants, bucket, prefix, role_arn, min_prompts, max_prompts }))
+        let catalog_path = env.get("CATALOG_PATH").map(PathBuf::from);
+        Ok(Some(CalibrationConfig { tenants, bucket, prefix, role_arn, min_prompts, max_prompts, catalog_path }))
     }
 }
 

@@ -182,6 +182,7 @@ fn drop_sample(ports: &Ports, tenant: &str, text: &str) -> String {
         role_arn: None,
         min_prompts: 1,
         max_prompts: 1,
+        catalog_path: None,
     };
     let sampler = Sampler::new(&config, Arc::new(MemoryFiles::default()));
     let request: ConverseRequest = serde_json::from_value(json!({
@@ -484,6 +485,7 @@ mod sampling {
             role_arn: None,
             min_prompts: 1,
             max_prompts: 10,
+            catalog_path: None,
         };
         Sampler::new(&config, writer)
     }

@@ -940,6 +940,7 @@ fn sampler_for(tenant: &str, files: Arc<crate::batch::memory::MemoryFiles>) -> A
         role_arn: None,
         min_prompts: 1,
         max_prompts: 1,
+        catalog_path: None,
     };
     Arc::new(crate::calibration::Sampler::new(&config, files))
 }

@@ -185,6 +185,7 @@ async fn a_whole_stream_of_an_opted_in_tenant_is_sampled_and_a_cut_one_is_not() 
         role_arn: None,
         min_prompts: 1,
         max_prompts: 1,
+        catalog_path: None,
     };
     let (g, _) = gateway();
     let g = g.with_sampler(Arc::new(crate::calibration::Sampler::new(&config, files.clone())));
