@@ -44,6 +44,8 @@
 //! | `ADMISSION_STORE_TIMEOUT_MS` | 100 | each call to the lease table (1 to 5000) |
 //! | `ADMISSION_RENEW_INTERVAL_MS` | 1000 | least time between two resizes of a contended lease |
 //!
+//! | `CALIBRATION_TENANTS`, `CALIBRATION_BUCKET`, `CALIBRATION_PREFIX` | unset (off) | the tenants who opted into the router's calibration and the share of their prompts sampled, and where the samples go ([`CalibrationConfig`]) |
+//!
 //! Routing settings ([`RoutingConfig`]) are read on their own by the router function, which
 //! needs no table and no AWS client.
 
@@ -54,6 +56,7 @@ use std::time::Duration;
 
 use crate::admission::{AdmissionSettings, TenantShares};
 use crate::cache::CacheSettings;
+use crate::calibration::CalibrationConfig;
 use crate::deadline::Budgets;
 use crate::identity::TenantRules;
 use std::sync::Arc;
@@ -299,6 +302,9 @@ pub struct GatewayConfig {
     pub learned_max_tokens: bool,
     /// `MAX_CONTINUATIONS`: continuation calls one answer may take.
     pub max_continuations: u32,
+    /// `CALIBRATION_*` ([`CalibrationConfig`]): the tenants whose prompts are sampled for the
+    /// router's calibration; `None` (no `CALIBRATION_TENANTS`) samples nothing.
+    pub calibration: Option<CalibrationConfig>,
 }
 
 /// A wait beyond API Gateway's 30 s limit could never end in an answer.
@@ -370,6 +376,7 @@ impl GatewayConfig {
             admission: AdmissionConfig::from_lookup(&lookup)?,
             learned_max_tokens: env.parsed("LEARNED_MAX_TOKENS", true)?,
             max_continuations: env.parsed("MAX_CONTINUATIONS", 4)?,
+            calibration: CalibrationConfig::from_lookup(&lookup)?,
         })
     }
 

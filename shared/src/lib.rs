@@ -9,6 +9,7 @@ pub mod adapters;
 pub mod admission;
 pub mod batch;
 pub mod cache;
+pub mod calibration;
 pub mod catalog;
 pub mod compat;
 pub mod config;

@@ -5,6 +5,7 @@ mod aws;
 mod bench_quota;
 mod bench_stream;
 mod browser;
+mod calibrate;
 mod catalog;
 mod dashboard;
 mod demo;
@@ -82,6 +83,9 @@ enum Command {
     Features,
     /// Measure the local token estimate against the emulator and the shipped data's lengths.
     EstimateTokens(estimate::EstimateArgs),
+    /// Start the stack, send an opted-in tenant's prompts and run the router's calibration
+    /// (every tier answers, the strongest grades) until its dataset is written; prints its cost.
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::TrainRouter(args) => train::run(&args),
         Command::EvalRouter(args) => eval::run(&args),
         Command::EstimateTokens(args) => estimate::run(&args),
+        Command::Calibrate(args) => calibrate::run(&args),
         Command::Features => features::check().map(|divergences| {
             print!("{}", features::render(&divergences));
             divergences.is_empty()

@@ -35,6 +35,7 @@ pub const FUNCTION_BINARIES: &[&str] = &[
     SUBMISSION_FUNCTION_NAME,
     COMPLETION_FUNCTION_NAME,
     METRICS_PUBLISHER_FUNCTION_NAME,
+    CALIBRATION_FUNCTION_NAME,
 ];
 /// The package a function binary is built from: every function is a package of its own, but
 /// invoke-stream is a second binary of invoke-with-cache's.
@@ -44,6 +45,11 @@ pub fn package_of(binary: &'static str) -> &'static str {
 
 /// The schedule's publisher of per-minute figures to CloudWatch.
 pub const METRICS_PUBLISHER_FUNCTION_NAME: &str = "metrics-publisher";
+/// The router's calibration; its hourly schedule is off by default, so locally it runs when
+/// `cargo xtask calibrate` (or the events smoke check) invokes it, never from the pump.
+pub const CALIBRATION_FUNCTION_NAME: &str = "calibration";
+/// The one tenant opted into calibration locally: only its prompts are sampled.
+pub const LOCAL_CALIBRATION_TENANT: &str = "calibration-demo";
 /// The batch pipeline's functions, fed by EventBridge (moto) through SQS queues.
 pub const SUBMISSION_FUNCTION_NAME: &str = "batch-submission";
 pub const COMPLETION_FUNCTION_NAME: &str = "batch-completion";
@@ -82,6 +88,11 @@ pub fn function_env(
         // Locally a record that cannot fill a job waits seconds, not the deployed 15 minutes,
         // before it runs on demand: the demo shows the whole path.
         ("BATCH_MAX_WAIT_SECONDS", "20".to_string()),
+        // One opted-in tenant, every prompt of it sampled, so `cargo xtask calibrate` fills a
+        // run quickly; the other tenants of the demo and the tests are never sampled.
+        ("CALIBRATION_TENANTS", format!("{LOCAL_CALIBRATION_TENANT}=1")),
+        ("CALIBRATION_BUCKET", events::LOCAL_BATCH_BUCKET.to_string()),
+        ("CALIBRATION_ROLE_ARN", LOCAL_BATCH_ROLE_ARN.to_string()),
         // The local stack runs as a deployer would: every model call admitted against its
         // quota, and the quotas read at cold start from (the emulator's) Service Quotas, which
         // serves the values the emulator enforces.
@@ -506,7 +517,11 @@ fn write_env_file(env: &[(&str, String)]) -> Result<PathBuf> {
 }
 
 pub fn env_file_contents(env: &[(&str, String)]) -> String {
-    env.iter().map(|(key, value)| format!("{key}={value}\n")).collect()
+    // The env-file parser refuses an `=` in an unquoted value (`CALIBRATION_TENANTS=a=1`);
+    // single quotes take the value as it is.
+    env.iter()
+        .map(|(key, value)| if value.contains('=') { format!("{key}='{value}'\n") } else { format!("{key}={value}\n") })
+        .collect()
 }
 
 /// `tests/emulator-test.toml`, when the emulator's fast test profile exists.
@@ -551,5 +566,6 @@ mod tests {
         assert_eq!(get("BATCH_TABLE_NAME"), Some(LOCAL_BATCH_TABLE_NAME));
         assert_eq!(get("TRUST_TENANT_HEADER"), Some("true"));
         assert!(env_file_contents(&env).contains("AWS_REGION=us-east-1\n"));
+        assert!(env_file_contents(&env).contains(&format!("CALIBRATION_TENANTS='{LOCAL_CALIBRATION_TENANT}=1'\n")));
     }
 }

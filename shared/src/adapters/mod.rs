@@ -5,6 +5,7 @@ pub mod batch_remote;
 pub mod batch_store;
 pub mod bedrock;
 pub mod budget;
+pub mod calibration;
 pub mod cloudwatch;
 pub mod dynamo;
 pub mod publisher;
@@ -18,6 +19,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
 use crate::admission::{Admission, Admit};
+use crate::calibration::Sampler;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{ConfigError, GatewayConfig, QuotaConfig, QuotaSource};
 use crate::ports::Ports;
@@ -89,6 +91,11 @@ pub async fn aws_gateway(config: &GatewayConfig) -> Result<AwsGateway, InitError
     if let Some(table) = &config.usage_table {
         let store = usage_store::DynamoUsageStore::new(dynamodb_client(&sdk, config), table.clone());
         gateway = gateway.with_usage(Arc::new(store));
+    }
+    if let Some(sampling) = &config.calibration {
+        let files = Arc::new(calibration::sample_files(&sdk));
+        gateway = gateway.with_sampler(Arc::new(Sampler::new(sampling, files)));
+        tracing::info!(bucket = sampling.bucket, "calibration sampling on for the opted-in tenants");
     }
     Ok(gateway)
 }

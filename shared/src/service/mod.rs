@@ -37,6 +37,7 @@
 mod call;
 mod lookup;
 mod prepare;
+mod sample;
 mod settle;
 mod store;
 mod stream;
@@ -49,6 +50,7 @@ use serde::Serialize;
 
 use crate::admission::{AdmissionMode, Admit, Refusal};
 use crate::cache::{BypassReason, CacheEntry, CacheOptions, CacheSettings, Tenant};
+use crate::calibration::Sampler;
 use crate::catalog::{Catalog, ResolveError, Tier};
 use crate::cost::PricingMode;
 use crate::deadline::{Budgets, Deadline};
@@ -324,6 +326,8 @@ pub struct Gateway<P> {
     outputs: OutputLengths,
     /// Where [`Gateway::converse_and_record`] writes each request's usage.
     usage: Option<Arc<dyn Recorder>>,
+    /// Samples opted-in tenants' prompts for the router's calibration; `None` samples nothing.
+    sampler: Option<Arc<Sampler>>,
 }
 
 /// Which request a call is, for its usage record.
@@ -360,6 +364,7 @@ impl<P: Ports> Gateway<P> {
             admission: None,
             outputs,
             usage: None,
+            sampler: None,
         }
     }
 
@@ -373,6 +378,16 @@ impl<P: Ports> Gateway<P> {
     pub fn with_usage(mut self, usage: Arc<dyn Recorder>) -> Self {
         self.usage = Some(usage);
         self
+    }
+
+    /// Samples the prompts of tenants who opted into calibration, after their answer.
+    pub fn with_sampler(mut self, sampler: Arc<Sampler>) -> Self {
+        self.sampler = Some(sampler);
+        self
+    }
+
+    pub fn sampler(&self) -> Option<&Arc<Sampler>> {
+        self.sampler.as_ref()
     }
 
     /// The ledger usage records go to, when there is one: entry points that build their
@@ -419,8 +434,12 @@ impl<P: Ports> Gateway<P> {
     pub async fn converse_and_record(&self, call: ConverseCall, origin: &Origin) -> Result<Answer, GatewayError> {
         let started = Instant::now();
         let tenant = call.tenant.clone();
+        let candidate = self.sample_candidate(&call);
         let outcome = self.converse(call).await;
         self.record_outcome(outcome.as_ref(), &tenant, origin, started.elapsed()).await;
+        if outcome.is_ok() {
+            self.sample(candidate).await;
+        }
         outcome
     }
 

@@ -56,6 +56,7 @@ pub struct OpenStream<'g, P> {
     gateway: &'g Gateway<P>,
     tenant: Tenant,
     state: State,
+    sample: Option<super::sample::Candidate>,
 }
 
 #[derive(Debug)]
@@ -115,13 +116,14 @@ impl<P: Ports> Gateway<P> {
     /// The stages up to the first byte: see the module's documentation.
     pub async fn open_stream(&self, call: ConverseCall) -> Result<OpenStream<'_, P>, GatewayError> {
         let started = Instant::now();
+        let sample = self.sample_candidate(&call);
         let prepared = self.prepare(call, started)?;
         let tenant = prepared.tenant.clone();
         let mut report = prepared.cache_report();
         let claim = match self.lookup(&prepared, &mut report).await {
             Lookup::Found { entry, read_at } => {
                 let answer = prepared.into_hit(*entry, Vec::new(), report, read_at);
-                return Ok(OpenStream { gateway: self, tenant, state: State::Hit(Box::new(answer)) });
+                return Ok(OpenStream { gateway: self, tenant, state: State::Hit(Box::new(answer)), sample });
             }
             Lookup::Missed { claim } => claim,
         };
@@ -143,12 +145,12 @@ impl<P: Ports> Gateway<P> {
                 add_error(&mut report, self.release_claim(&prepared.key, claim, prepared.deadline).await);
                 report.key = Some(key.to_hex());
                 let answer = prepared.into_hit(*entry, hops, report, SystemTime::now());
-                return Ok(OpenStream { gateway: self, tenant, state: State::Hit(Box::new(answer)) });
+                return Ok(OpenStream { gateway: self, tenant, state: State::Hit(Box::new(answer)), sample });
             }
         };
         let Opened { stream, first, permit } = opened;
         let live = Live { prepared, attempt, stream, first, permit, claim, report, hops, waited, spilled };
-        Ok(OpenStream { gateway: self, tenant, state: State::Live(Box::new(live)) })
+        Ok(OpenStream { gateway: self, tenant, state: State::Live(Box::new(live)), sample })
     }
 
     /// One attempt of the chain: admitted like a buffered call, answered once its stream has
@@ -201,12 +203,16 @@ impl<P: Ports> OpenStream<'_, P> {
     /// Sends the answer's events to `sink`, then settles, stores and records it (see the
     /// module's documentation); `origin` names the request in its usage record.
     pub async fn forward(self, sink: &mut impl StreamSink, origin: &Origin) -> StreamEnd {
-        let OpenStream { gateway, tenant, state } = self;
+        let OpenStream { gateway, tenant, state, sample } = self;
         let end = match state {
             State::Hit(answer) => replay_hit(*answer, sink).await,
             State::Live(live) => gateway.forward_live(*live, sink).await,
         };
         gateway.record_stream(&end, &tenant, origin).await;
+        // Only a whole answer: a cut stream's prompt may be what failed it.
+        if matches!(end.ending, Ending::Completed) {
+            gateway.sample(sample).await;
+        }
         end
     }
 }

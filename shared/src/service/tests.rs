@@ -931,3 +931,42 @@ mod usage_records {
         assert_eq!((record.tier, record.cost_usd, record.quota_refused), (Some(Tier::Haiku), 0.0, false));
     }
 }
+
+fn sampler_for(tenant: &str, files: Arc<crate::batch::memory::MemoryFiles>) -> Arc<crate::calibration::Sampler> {
+    let config = crate::calibration::CalibrationConfig {
+        tenants: crate::calibration::OptIns::new(vec![(Tenant::new(tenant), 1.0)]),
+        bucket: "calibration-bucket".into(),
+        prefix: "calibration/".into(),
+        role_arn: None,
+        min_prompts: 1,
+        max_prompts: 1,
+        catalog_path: None,
+    };
+    Arc::new(crate::calibration::Sampler::new(&config, files))
+}
+
+#[tokio::test]
+async fn only_opted_in_answered_requests_are_sampled_and_a_failed_sample_changes_no_answer() {
+    let files = Arc::new(crate::batch::memory::MemoryFiles::default());
+    let g = gateway().with_sampler(sampler_for("acme", files.clone()));
+    let origin = Origin { source: crate::usage::UsageSource::Online, request_id: "r1".into() };
+    let sampled = g.converse_and_record(call("acme", body("haiku", "hello")), &origin).await.unwrap();
+    g.converse_and_record(call("other", body("haiku", "hello")), &origin).await.unwrap();
+    let uris = files.uris();
+    assert_eq!(uris.len(), 1, "{uris:?}");
+    assert!(uris[0].starts_with("s3://calibration-bucket/calibration/samples/header~2F4~3Aacme/"), "{uris:?}");
+    let sample: crate::calibration::SampledPrompt = serde_json::from_slice(&files.get(&uris[0]).unwrap()).unwrap();
+    assert_eq!(sample.tenant, Tenant::new("acme").as_str());
+    assert_eq!(sample.messages, call("acme", body("haiku", "hello")).request.messages);
+
+    // A refused request is not sampled.
+    assert!(g.converse_and_record(call("acme", body("no-such-model", "x")), &origin).await.is_err());
+    assert_eq!(files.uris().len(), 1);
+
+    files.fail_next_writes(1);
+    let answer = g.converse_and_record(call("acme", body("haiku", "again")), &origin).await.unwrap();
+    assert_eq!(answer.response.text().is_empty(), sampled.response.text().is_empty());
+    let sampler = g.sampler().unwrap();
+    assert_eq!((sampler.written(), sampler.failed()), (1, 1));
+    assert_eq!(files.uris().len(), 1);
+}
