@@ -18,6 +18,8 @@ use gateway_core::calibration::{
 };
 use gateway_core::catalog::{Catalog, Tier};
 use gateway_core::request::ConverseRequest;
+use gateway_core::routing::train::{self, TrainParams};
+use gateway_core::routing::{self, RouterModel, dataset};
 use integration_tests::sdk_defaults;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -149,4 +151,25 @@ async fn sampled_prompts_are_answered_graded_and_published_through_the_batch_pla
     let names: Vec<&str> = jobs.invocation_job_summaries().iter().map(|j| j.job_name()).collect();
     assert_eq!(names.len(), 4, "three answer jobs and one grading job: {names:?}");
     assert!(names.iter().all(|n| n.starts_with(&run_id)), "{names:?}");
+
+    // The end of the loop: the published dataset retrains the router into a candidate,
+    // evaluated beside the artifact in use on the same rows.
+    let local = std::env::temp_dir().join(format!("calibration-dataset-{}-{run_id}.jsonl", std::process::id()));
+    std::fs::write(&local, &text).unwrap();
+    let graded = dataset::load_calibration(&local).unwrap();
+    std::fs::remove_file(&local).unwrap();
+    assert_eq!(graded.len(), prompts.len(), "every prompt has graded cheaper tiers");
+    assert!(graded.iter().all(|e| e.dataset == dataset::DEPLOYER.name && e.ladder.is_some()));
+    let mut examples = dataset::load_shipped(&dataset::default_dir()).unwrap();
+    examples.extend(graded);
+    let params = TrainParams::default();
+    let candidate = train::train(&examples, &params);
+    let current = RouterModel::embedded().unwrap();
+    let evaluation = routing::candidate::evaluation(&examples, (current, "in use"), &candidate, &params);
+    println!("{evaluation}");
+    assert!(evaluation.contains(candidate.version()) && evaluation.contains(current.version()), "{evaluation}");
+    assert!(evaluation.contains("your traffic"), "{evaluation}");
+    for shipped in dataset::SHIPPED {
+        assert!(evaluation.contains(&format!("| {} (test split, modelled) |", shipped.name)), "{evaluation}");
+    }
 }

@@ -10,6 +10,7 @@
 //! | `CACHE_CLAIM_WAIT_MS` | 0 (off) | across instances: how long a miss waits for another instance's claimed call of the same key before paying itself (at most 30000) |
 //! | `TIER_HAIKU_MODEL_ID`, `TIER_SONNET_MODEL_ID`, `TIER_OPUS_MODEL_ID` | catalog `[tiers]` | what tier names resolve to |
 //! | `CATALOG_PATH` | embedded | a replacement `catalog.toml` |
+//! | `ROUTER_MODEL_PATH` | embedded | a replacement router artifact (`model.bin`), e.g. one promoted from your own traffic with `cargo xtask train-router --promote` |
 //! | `TRUST_TENANT_HEADER` | `false` | take the tenant from `x-tenant-id` when the caller is not authenticated (local use, or behind a trusted proxy) |
 //! | `REQUEST_TIMEOUT_MS` | 27000 | the whole request; the deadline is this or Lambda's invocation deadline less `RESPONSE_MARGIN_MS`, whichever is sooner |
 //! | `RESPONSE_MARGIN_MS` | 500 | kept back from Lambda's invocation deadline to send the response |
@@ -81,6 +82,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct RoutingConfig {
     pub catalog_path: Option<PathBuf>,
+    pub router_model_path: Option<PathBuf>,
     pub tier_overrides: BTreeMap<Tier, String>,
     pub policy: RoutingPolicy,
     /// The `modelId` of requests that give none (`auto` routes them); `None` makes it required.
@@ -130,6 +132,7 @@ impl RoutingConfig {
         .collect();
         Ok(RoutingConfig {
             catalog_path: env.get("CATALOG_PATH").map(PathBuf::from),
+            router_model_path: env.get("ROUTER_MODEL_PATH").map(PathBuf::from),
             tier_overrides,
             policy: RoutingPolicy {
                 quality_tolerance,
@@ -167,9 +170,21 @@ impl RoutingConfig {
         Ok(models)
     }
 
-    /// The router over the embedded model, built once per cold start.
+    /// The router over the embedded model, or the one `ROUTER_MODEL_PATH` names, built once
+    /// per cold start: an unreadable or invalid replacement fails the cold start rather than
+    /// quietly routing with other weights.
     pub fn router(&self, catalog: Arc<Catalog>) -> Result<Router, ConfigError> {
-        let model = RouterModel::embedded().map_err(|e| ConfigError::RouterModel(e.to_string()))?;
+        let model = match &self.router_model_path {
+            None => RouterModel::embedded().map_err(|e| ConfigError::RouterModel(e.to_string()))?,
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| ConfigError::RouterModel(format!("cannot read {}: {e}", path.display())))?;
+                let model = RouterModel::from_bytes(&bytes)
+                    .map_err(|e| ConfigError::RouterModel(format!("{}: {e}", path.display())))?;
+                // Once per cold start, and the router lives as long as the process.
+                &*Box::leak(Box::new(model))
+            }
+        };
         let tiers = self.tier_models(&catalog)?;
         Ok(Router::new(model, catalog, tiers, self.policy))
     }
@@ -547,6 +562,30 @@ mod tests {
         assert_eq!(c.bedrock.max_attempts, 3);
         assert!(!c.trust_tenant_header);
         assert!(matches!(config(&[]), Err(ConfigError::Missing("CACHE_TABLE_NAME"))));
+    }
+
+    /// A promoted artifact replaces the embedded one; one that cannot be used fails the cold
+    /// start with its path instead of routing with other weights.
+    #[test]
+    fn router_model_path_replaces_the_embedded_artifact() {
+        let dir = std::env::temp_dir().join(format!("router-model-path-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("model.bin");
+        std::fs::write(&good, RouterModel::embedded_bytes()).unwrap();
+        let catalog = Arc::new(Catalog::embedded().unwrap());
+        let routing = |path: &std::path::Path| {
+            let path = path.to_string_lossy().into_owned();
+            RoutingConfig::from_lookup(|k| (k == "ROUTER_MODEL_PATH").then(|| path.clone())).unwrap()
+        };
+        let router = routing(&good).router(catalog.clone()).unwrap();
+        assert_eq!(router.model().version(), RouterModel::embedded().unwrap().version());
+        let corrupt = dir.join("corrupt.bin");
+        std::fs::write(&corrupt, b"BRRM").unwrap();
+        let err = routing(&corrupt).router(catalog.clone()).unwrap_err().to_string();
+        assert!(err.contains("corrupt.bin"), "{err}");
+        let err = routing(&dir.join("missing.bin")).router(catalog).unwrap_err().to_string();
+        assert!(err.contains("missing.bin"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

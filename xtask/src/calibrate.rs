@@ -4,7 +4,10 @@
 //! copies each to `calibration/samples/` in the local bucket), then the calibration function
 //! is invoked as its schedule would, again and again, until its run is done: answer jobs on
 //! every tier and a grading job in the emulator's batch plane, the dataset in moto's S3. The
-//! run's cost and its cost per 1,000 prompts are what the function reports.
+//! run's cost and its cost per 1,000 prompts are what the function reports. The dataset is
+//! then copied to `target/calibration/dataset/` and retrains the router into a candidate,
+//! evaluated beside the artifact in use (`cargo xtask train-router --data`, whose
+//! `--promote` is the explicit last step).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,7 +18,7 @@ use serde_json::{Value, json};
 use crate::process::{check_interrupted, sleep_interruptibly};
 use crate::prompts::PROMPTS;
 use crate::stack::{self, Stack, StackOptions};
-use crate::{Result, aws, events, http, tools};
+use crate::{Result, aws, events, http, paths, tools};
 
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
@@ -39,6 +42,8 @@ struct Report {
     /// Per tier: grades read, their sum, and grades missing.
     grades: BTreeMap<&'static str, (usize, u64, usize)>,
     errors: Vec<String>,
+    /// The local copy of the run's dataset.
+    dataset: Option<std::path::PathBuf>,
 }
 
 impl Report {
@@ -91,7 +96,25 @@ pub fn run(args: &CalibrateArgs) -> Result<bool> {
     stack.stop();
     let report = outcome?;
     report.print();
-    Ok(report.passed())
+    if !report.passed() {
+        return Ok(false);
+    }
+    let dataset = report.dataset.as_deref().ok_or("the run's dataset was not copied")?;
+    retrain(dataset)?;
+    Ok(true)
+}
+
+/// The shipped data and the run's graded prompts into a router candidate and its evaluation.
+fn retrain(dataset: &std::path::Path) -> Result<()> {
+    use gateway_core::routing::{dataset as routing_data, train};
+    let mut examples = routing_data::load_shipped(&paths::repo_root().join("data").join("routing"))?;
+    let graded = routing_data::load_calibration(dataset)?;
+    println!("calibrate: retraining the router with {} graded prompts of {}", graded.len(), dataset.display());
+    examples.extend(graded);
+    let params = train::TrainParams::default();
+    let model = train::train(&examples, &params);
+    crate::candidate::publish(&examples, &model, &params, None)?;
+    Ok(())
 }
 
 fn calibrate(stack: &Stack, args: &CalibrateArgs) -> Result<Report> {
@@ -177,6 +200,12 @@ fn read_dataset(stack: &Stack, done: &Value, report: &mut Report) -> Result<()> 
     if reply.status != 200 {
         return Err(format!("GET {uri}: status {}", reply.status).into());
     }
+    let name = path.rsplit('/').next().unwrap_or("dataset.jsonl");
+    let local_dir = paths::target_dir().join("calibration").join("dataset");
+    std::fs::create_dir_all(&local_dir).map_err(|e| format!("cannot create {}: {e}", local_dir.display()))?;
+    let local = local_dir.join(name);
+    std::fs::write(&local, &reply.body).map_err(|e| format!("cannot write {}: {e}", local.display()))?;
+    report.dataset = Some(local);
     for line in reply.body.lines().filter(|l| !l.trim().is_empty()) {
         let outcome: Value = serde_json::from_str(line)?;
         report.lines += 1;

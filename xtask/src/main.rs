@@ -6,6 +6,7 @@ mod bench_quota;
 mod bench_stream;
 mod browser;
 mod calibrate;
+mod candidate;
 mod catalog;
 mod dashboard;
 mod demo;

@@ -7,13 +7,22 @@ use gateway_core::routing::dataset::{self, Example};
 use gateway_core::routing::train::{self, Labels, TrainParams};
 use gateway_core::routing::{RouterModel, Split};
 
-use crate::{Result, paths, unseen};
+use crate::{Result, candidate, paths, unseen};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Directory holding the routing datasets.
+    /// Training data, repeatable: a directory laid out as `data/routing/` (the shipped
+    /// datasets, the default), and the calibration pipeline's graded outcomes (a `.jsonl`
+    /// file or a directory of them, e.g. a copy of `calibration/dataset/`). With outcomes,
+    /// the result is a candidate under `target/router-candidates/`, evaluated beside the
+    /// artifact in use; the shipped artifact is never overwritten by it.
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub data: Vec<PathBuf>,
+    /// Promote a candidate (its directory under `target/router-candidates/`): check it,
+    /// then copy its artifact and evaluation to `--out` (required), the file the functions'
+    /// `ROUTER_MODEL_PATH` names.
+    #[arg(long, requires = "out", conflicts_with_all = ["check", "unseen_sources"])]
+    pub promote: Option<PathBuf>,
     /// Where to write the artifact.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -79,9 +88,34 @@ pub fn artifact_path() -> PathBuf {
     paths::repo_root().join("shared").join("router").join("model.bin")
 }
 
+/// The shipped datasets and any deployer outcomes named by `--data`.
+fn load_data(paths_given: &[PathBuf]) -> Result<(Vec<Example>, bool)> {
+    let shipped_dir = |p: &PathBuf| p.is_dir() && p.join(dataset::MMLU_PRO.file).exists();
+    let mut examples = Vec::new();
+    let shipped: Vec<&PathBuf> = paths_given.iter().filter(|p| shipped_dir(p)).collect();
+    match shipped.as_slice() {
+        [] => examples.extend(dataset::load_shipped(&paths::repo_root().join("data").join("routing"))?),
+        [dir] => examples.extend(dataset::load_shipped(dir)?),
+        _ => return Err("--data names more than one directory of shipped datasets".into()),
+    }
+    let mut deployer = false;
+    for path in paths_given.iter().filter(|p| !shipped_dir(p)) {
+        if !path.exists() {
+            return Err(format!("--data {}: no such file or directory", path.display()).into());
+        }
+        let outcomes = dataset::load_calibration(path)?;
+        println!("train-router: {} graded prompts of your traffic from {}", outcomes.len(), path.display());
+        deployer = true;
+        examples.extend(outcomes);
+    }
+    Ok((examples, deployer))
+}
+
 pub fn run(args: &TrainArgs) -> Result<bool> {
-    let data = args.data.clone().unwrap_or_else(|| paths::repo_root().join("data").join("routing"));
-    let examples = dataset::load_shipped(&data)?;
+    if let (Some(candidate), Some(out)) = (&args.promote, &args.out) {
+        return candidate::promote(candidate, out).map(|()| true);
+    }
+    let (examples, deployer) = load_data(&args.data)?;
     summarise(&examples);
     if args.unseen_sources {
         let started = std::time::Instant::now();
@@ -102,6 +136,12 @@ pub fn run(args: &TrainArgs) -> Result<bool> {
     report(&examples, &model);
     if let Labels::Difficulty = args.params().labels {
         promise_report(&examples, &model, &args.params());
+    }
+    if deployer {
+        if args.check {
+            return Err("--check compares with the shipped artifact, which is trained on the shipped data only".into());
+        }
+        return candidate::publish(&examples, &model, &args.params(), args.out.as_deref()).map(|_| true);
     }
     let out = args.out.clone().unwrap_or_else(artifact_path);
     if args.check {
@@ -169,7 +209,7 @@ fn promise_report(examples: &[Example], model: &RouterModel, params: &TrainParam
     let train_split: Vec<&Example> = usable.iter().copied().filter(|e| e.split == Split::Train).collect();
     let scales = train::fit_scales(&train_split, params.tier_gaps);
     println!("train-router: tier placement: {}", scales.describe());
-    for spec in dataset::SHIPPED {
+    for spec in dataset::DATASETS {
         let test: Vec<&Example> =
             usable.iter().copied().filter(|e| e.dataset == spec.name && e.split == Split::Test).collect();
         let rows = train::tier_rows(model, &scales, &test, &|_| 1.0);

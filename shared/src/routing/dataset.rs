@@ -33,6 +33,13 @@ pub enum DatasetError {
     },
     #[error("{path} has no column `{column}`")]
     MissingColumn { path: PathBuf, column: String },
+    #[error("{path}:{line}: not a calibration outcome of schema 1")]
+    Calibration {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// How outcomes compare: exact match, graded scores, or judge probabilities.
@@ -141,6 +148,24 @@ pub const ARENA_BENCH: DatasetSpec = DatasetSpec {
 
 pub const SHIPPED: [DatasetSpec; 3] = [MMLU_PRO, ALPACA_EVAL2, ARENA_BENCH];
 
+/// The deployer's own traffic, as the calibration pipeline grades it
+/// ([`crate::calibration::record::CalibrationOutcome`]): every tier's answer scored 1–10 by
+/// the strongest tier against its own. Its models are the tiers themselves, so its
+/// item-response scale places them from their own outcomes.
+pub const DEPLOYER: DatasetSpec = DatasetSpec {
+    name: "deployer",
+    file: "calibration/dataset/*.jsonl",
+    kind: OutcomeKind::Score10,
+    outcome_suffix: "score",
+    weak_pairs: &[("haiku", "opus")],
+    mid_pairs: &[("sonnet", "opus")],
+    ladder: ["haiku", "sonnet", "opus"],
+    weight: 0.5,
+};
+
+/// Every dataset training knows: the shipped ones, then the deployer's.
+pub const DATASETS: [DatasetSpec; 4] = [MMLU_PRO, ALPACA_EVAL2, ARENA_BENCH, DEPLOYER];
+
 /// One prompt with what is known of its outcomes.
 #[derive(Debug, Clone)]
 pub struct Example {
@@ -176,6 +201,89 @@ pub fn load_shipped(dir: &Path) -> Result<Vec<Example>, DatasetError> {
         all.extend(load(dir, &spec)?);
     }
     Ok(all)
+}
+
+/// Reads the calibration pipeline's dataset: one `.jsonl` file, or every `.jsonl` file of a
+/// directory in name order (a local copy of `calibration/dataset/`). A prompt graded in
+/// several runs counts once, as its first run graded it; a prompt with no graded cheaper
+/// tier teaches nothing and is skipped. Each tenant is a source of its own.
+pub fn load_calibration(path: &Path) -> Result<Vec<Example>, DatasetError> {
+    use crate::calibration::record::{CalibrationOutcome, SCHEMA};
+    let io = |source| DatasetError::Io { path: path.to_owned(), source };
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut examples = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| DatasetError::Io { path: file.clone(), source })?;
+        for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let bad = |source| DatasetError::Calibration { path: file.clone(), line: number + 1, source };
+            let outcome: CalibrationOutcome = serde_json::from_str(line).map_err(bad)?;
+            if outcome.schema != SCHEMA {
+                let unknown = serde::de::Error::custom(format!("schema {}", outcome.schema));
+                return Err(bad(unknown));
+            }
+            if !seen.insert(outcome.prompt_id.clone()) {
+                continue;
+            }
+            if let Some(example) = deployer_example(outcome) {
+                examples.push(example);
+            }
+        }
+    }
+    Ok(examples)
+}
+
+fn deployer_example(outcome: crate::calibration::record::CalibrationOutcome) -> Option<Example> {
+    let spec = DEPLOYER;
+    let mut outcomes = BTreeMap::new();
+    let mut out_chars = BTreeMap::new();
+    for (tier, answer) in &outcome.outcomes {
+        if let Some(score) = answer.score {
+            outcomes.insert(tier.to_string(), f64::from(score));
+        }
+        if let Some(tokens) = answer.output_tokens {
+            out_chars.insert(tier.to_string(), tokens as f64 * 4.0);
+        }
+    }
+    let label = |pairs: &[(&str, &str)]| {
+        let agreements: Vec<f64> = pairs
+            .iter()
+            .filter_map(|(cheaper, stronger)| {
+                Some(spec.kind.as_good_as(*outcomes.get(*cheaper)?, *outcomes.get(*stronger)?))
+            })
+            .collect();
+        (!agreements.is_empty()).then(|| agreements.iter().sum::<f64>() / agreements.len() as f64)
+    };
+    let labels = [label(spec.weak_pairs), label(spec.mid_pairs)];
+    if labels.iter().all(Option::is_none) {
+        return None;
+    }
+    let ladder = match spec.ladder.map(|m| outcomes.get(m).map(|v| spec.kind.normalise(*v))) {
+        [Some(w), Some(m), Some(s)] => Some([w, m, s]),
+        _ => None,
+    };
+    Some(Example {
+        dataset: spec.name,
+        kind: spec.kind,
+        split: split_of(&outcome.prompt),
+        held_out: false,
+        source: outcome.tenant,
+        labels,
+        ladder,
+        prompt: outcome.prompt,
+        outcomes,
+        out_chars,
+    })
 }
 
 fn open(path: &Path) -> Result<Box<dyn Read>, DatasetError> {
@@ -299,6 +407,45 @@ mod tests {
         assert_eq!(parse_outcome("NaN"), None);
         assert_eq!(parse_outcome(" true "), Some(1.0));
         assert_eq!(parse_outcome("7"), Some(7.0));
+    }
+
+    fn outcome_line(prompt: &str, scores: [Option<u8>; 3]) -> String {
+        let tier = |score: Option<u8>| serde_json::json!({"modelId": "m", "score": score, "outputTokens": 40});
+        serde_json::json!({
+            "schema": 1, "runId": "r1", "promptId": crate::calibration::record::prompt_id(prompt), "tenant": "acme",
+            "sampledAt": "2026-12-03T10:00:00Z", "prompt": prompt, "grader": "opus",
+            "outcomes": {"haiku": tier(scores[0]), "sonnet": tier(scores[1]), "opus": tier(scores[2])}
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn calibration_outcomes_become_deployer_examples_once_each() {
+        let dir = std::env::temp_dir().join(format!("deployer-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cell = r#"[{"role":"user","content":"Say thank you in Japanese."}]"#;
+        let lines = [
+            outcome_line(cell, [Some(9), Some(10), Some(10)]),
+            outcome_line("[]", [None, None, Some(10)]),
+            outcome_line("Prove it.", [Some(3), None, Some(10)]),
+        ];
+        std::fs::write(dir.join("run-1.jsonl"), lines.join("\n")).unwrap();
+        std::fs::write(dir.join("run-2.jsonl"), outcome_line(cell, [Some(1), Some(1), Some(10)])).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a dataset").unwrap();
+        let examples = load_calibration(&dir).unwrap();
+        assert_eq!(examples.len(), 2, "ungraded prompts and repeats are skipped");
+        let first = &examples[0];
+        assert_eq!((first.dataset, first.source.as_str()), ("deployer", "acme"));
+        assert_eq!(first.ladder, Some([0.9, 1.0, 1.0]), "the first run's grades win");
+        assert_eq!(first.labels, [Some(0.5), Some(1.0)], "a point below the grader is half as good");
+        assert_eq!(first.out_chars.get("opus"), Some(&160.0));
+        assert_eq!(examples[1].ladder, None);
+        assert_eq!(examples[1].labels[1], None);
+
+        std::fs::write(dir.join("run-3.jsonl"), "{\"schema\": 2}").unwrap();
+        let error = load_calibration(&dir).unwrap_err().to_string();
+        assert!(error.contains("run-3.jsonl:1"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

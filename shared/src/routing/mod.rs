@@ -13,6 +13,8 @@ pub mod model;
 pub mod policy;
 
 #[cfg(feature = "training")]
+pub mod candidate;
+#[cfg(feature = "training")]
 pub mod dataset;
 #[cfg(feature = "training")]
 pub mod irt;

@@ -22,7 +22,7 @@
 //! Every step runs in a fixed order on one thread, so the same data gives the same bytes.
 
 use super::Split;
-use super::dataset::{Example, SHIPPED};
+use super::dataset::{DATASETS, Example};
 use super::features::{BUCKETS, CollectSink, Conversation, DENSE, extract};
 use super::irt;
 use super::model::{
@@ -151,7 +151,7 @@ fn featurize(example: &Example) -> ([f32; DENSE], Vec<(u32, f64)>) {
 /// The sources of the training rows, each with its intercept and its share of the weight:
 /// its dataset's share, split equally between the dataset's sources.
 struct Sources {
-    /// (index into [`SHIPPED`], source), sorted.
+    /// (index into [`DATASETS`], source), sorted.
     keys: Vec<(usize, String)>,
     shares: Vec<f64>,
     counts: Vec<usize>,
@@ -159,7 +159,7 @@ struct Sources {
 
 impl Sources {
     fn of(examples: &[&Example]) -> Self {
-        let key = |e: &Example| (SHIPPED.iter().position(|s| s.name == e.dataset).unwrap_or(0), e.source.clone());
+        let key = |e: &Example| (DATASETS.iter().position(|s| s.name == e.dataset).unwrap_or(0), e.source.clone());
         let mut keys: Vec<(usize, String)> = examples.iter().map(|e| key(e)).collect();
         keys.sort();
         keys.dedup();
@@ -167,20 +167,20 @@ impl Sources {
         let present: f64 = {
             let mut datasets: Vec<usize> = keys.iter().map(|(d, _)| *d).collect();
             datasets.dedup();
-            datasets.iter().map(|d| SHIPPED[*d].weight).sum()
+            datasets.iter().map(|d| DATASETS[*d].weight).sum()
         };
         let shares = keys
             .iter()
             .map(|(d, _)| {
                 let siblings = keys.iter().filter(|(other, _)| other == d).count() as f64;
-                if present > 0.0 { SHIPPED[*d].weight / present / siblings } else { 0.0 }
+                if present > 0.0 { DATASETS[*d].weight / present / siblings } else { 0.0 }
             })
             .collect();
         Sources { keys, shares, counts }
     }
 
     fn index(&self, example: &Example) -> usize {
-        let dataset = SHIPPED.iter().position(|s| s.name == example.dataset).unwrap_or(0);
+        let dataset = DATASETS.iter().position(|s| s.name == example.dataset).unwrap_or(0);
         self.keys.iter().position(|(d, s)| *d == dataset && *s == example.source).unwrap_or(0)
     }
 
@@ -195,7 +195,7 @@ impl Sources {
             .keys
             .iter()
             .zip(&self.shares)
-            .map(|((d, source), share)| format!("{}/{source} {share:.3}", SHIPPED[*d].name))
+            .map(|((d, source), share)| format!("{}/{source} {share:.3}", DATASETS[*d].name))
             .collect();
         names.join(", ")
     }
@@ -204,16 +204,16 @@ impl Sources {
 /// Each dataset gets its share of the total weight whatever its size, so 5,000 exam
 /// questions do not drown 500 open-ended chats; the mean weight is 1.
 fn dataset_weights<'a>(examples: impl Iterator<Item = &'a Example>) -> impl Fn(&str) -> f64 {
-    let mut counts = [0usize; SHIPPED.len()];
+    let mut counts = [0usize; DATASETS.len()];
     for e in examples {
-        if let Some(i) = SHIPPED.iter().position(|s| s.name == e.dataset) {
+        if let Some(i) = DATASETS.iter().position(|s| s.name == e.dataset) {
             counts[i] += 1;
         }
     }
     let total: usize = counts.iter().sum();
-    let present: f64 = SHIPPED.iter().zip(counts).filter(|(_, c)| *c > 0).map(|(s, _)| s.weight).sum();
-    move |name: &str| match SHIPPED.iter().position(|s| s.name == name) {
-        Some(i) if counts[i] > 0 && present > 0.0 => SHIPPED[i].weight / present * total as f64 / counts[i] as f64,
+    let present: f64 = DATASETS.iter().zip(counts).filter(|(_, c)| *c > 0).map(|(s, _)| s.weight).sum();
+    move |name: &str| match DATASETS.iter().position(|s| s.name == name) {
+        Some(i) if counts[i] > 0 && present > 0.0 => DATASETS[i].weight / present * total as f64 / counts[i] as f64,
         _ => 0.0,
     }
 }
@@ -385,7 +385,7 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
         .zip(&raw)
         .filter_map(|(e, logits)| {
             Some(CalibrationRow {
-                dataset: SHIPPED.iter().position(|s| s.name == e.dataset).unwrap_or(0),
+                dataset: DATASETS.iter().position(|s| s.name == e.dataset).unwrap_or(0),
                 weak: model.calibrate(Head::Weak, logits[params.labels.output_of(Head::Weak)]),
                 mid: model.calibrate(Head::Mid, logits[params.labels.output_of(Head::Mid)]),
                 quality: e.ladder?,
@@ -413,7 +413,7 @@ pub fn tier_rows(
             let quality = scales.tier_quality(e)?;
             let logits = raw_logits(model, &e.prompt);
             Some(CalibrationRow {
-                dataset: SHIPPED.iter().position(|s| s.name == e.dataset).unwrap_or(0),
+                dataset: DATASETS.iter().position(|s| s.name == e.dataset).unwrap_or(0),
                 weak: model.calibrate(Head::Weak, logits[model.tier_output[0] as usize]),
                 mid: model.calibrate(Head::Mid, logits[model.tier_output[1] as usize]),
                 quality,
@@ -436,6 +436,8 @@ fn least_squares(points: &[(f64, f64, f64)]) -> (f64, f64) {
     let a = if variance > 1e-12 { covariance / variance } else { 0.0 };
     (a, mean_y - a * mean_x)
 }
+
+const DEPLOYER_NAME: &str = super::dataset::DEPLOYER.name;
 
 /// Index of `log_chars` among the dense features, which the length prior weighs.
 const LOG_CHARS: usize = 0;
@@ -482,7 +484,7 @@ fn responses(example: &Example) -> irt::Responses<'_> {
 /// Fits one scale per dataset present in `examples` and places the tiers on it, the
 /// cheaper ones `tier_gaps` below the strongest.
 pub fn fit_scales(examples: &[&Example], tier_gaps: [f64; 2]) -> Scales {
-    let per_dataset = SHIPPED
+    let per_dataset = DATASETS
         .iter()
         .filter_map(|spec| {
             let items: Vec<irt::Responses<'_>> =
@@ -492,7 +494,12 @@ pub fn fit_scales(examples: &[&Example], tier_gaps: [f64; 2]) -> Scales {
             }
             let (scale, difficulties) = irt::fit(&items);
             let floor = STRONGEST_TIER_FLOORS.iter().find(|(name, _)| *name == spec.name).map(|(_, a)| *a);
-            let tiers = place_tiers(&scale, &difficulties, floor, tier_gaps);
+            // The deployer's own outcomes are the tiers': their abilities are measured, not placed.
+            let measured = spec.ladder.map(|tier| scale.abilities.get(tier).copied());
+            let tiers = match (spec.name == DEPLOYER_NAME, measured) {
+                (true, [Some(haiku), Some(sonnet), Some(opus)]) => [haiku, sonnet, opus],
+                _ => place_tiers(&scale, &difficulties, floor, tier_gaps),
+            };
             Some(DatasetScale { name: spec.name, scale, tiers })
         })
         .collect();
@@ -576,8 +583,11 @@ fn describe(
     params: &TrainParams,
 ) -> String {
     let count = |rows: &[&Example], name: &str| rows.iter().filter(|e| e.dataset == name).count();
-    let per_dataset: Vec<String> =
-        SHIPPED.iter().map(|s| format!("{} {}/{}", s.name, count(train, s.name), count(validation, s.name))).collect();
+    let per_dataset: Vec<String> = DATASETS
+        .iter()
+        .filter(|s| count(train, s.name) + count(validation, s.name) > 0)
+        .map(|s| format!("{} {}/{}", s.name, count(train, s.name), count(validation, s.name)))
+        .collect();
     format!(
         "logistic regression (FTRL, {} epochs, alpha {}, l2 {}, seed {:#x}); train/validation rows: {}; \
          training weight by source: {}; {}",
@@ -665,7 +675,7 @@ fn platt(points: &[(f64, f64, f64)]) -> (f64, f64) {
 /// A validation prompt with its calibrated adequacies and its ladder's outcomes.
 #[derive(Debug, Clone, Copy)]
 pub struct CalibrationRow {
-    /// Index into [`SHIPPED`].
+    /// Index into [`DATASETS`].
     pub dataset: usize,
     pub weak: f64,
     pub mid: f64,
@@ -694,7 +704,7 @@ pub fn drop_and_cost(rows: &[CalibrationRow], tier_of: impl Fn(&CalibrationRow) 
 /// of the datasets' own thresholds.
 fn two_tier_table(rows: &[CalibrationRow], head: Head) -> Vec<f32> {
     let mut table = vec![0f32; TOLERANCE_STEPS];
-    for dataset in 0..SHIPPED.len() {
+    for dataset in 0..DATASETS.len() {
         let own: Vec<CalibrationRow> = rows.iter().copied().filter(|r| r.dataset == dataset).collect();
         if own.is_empty() {
             continue;
@@ -751,7 +761,7 @@ fn candidates(values: impl Iterator<Item = f64>) -> Vec<f32> {
 fn three_tier_table(rows: &[CalibrationRow]) -> Vec<[f32; 2]> {
     let weak_candidates = candidates(rows.iter().map(|r| r.weak));
     let mid_candidates = candidates(rows.iter().map(|r| r.mid.max(r.weak)));
-    let datasets: Vec<Vec<CalibrationRow>> = (0..SHIPPED.len())
+    let datasets: Vec<Vec<CalibrationRow>> = (0..DATASETS.len())
         .map(|d| rows.iter().copied().filter(|r| r.dataset == d).collect::<Vec<_>>())
         .filter(|own| !own.is_empty())
         .collect();
