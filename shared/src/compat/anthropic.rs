@@ -14,15 +14,15 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
 
 use super::{
-    CompatError, Conversation, JsonObject, Origins, SystemPrompt, as_array, as_bool, as_f32, as_object, as_str, as_u32,
-    cache_point, field, image_format, item, looks_like_base64, only_known, parse_object, present, required_str,
+    Choice, CompatError, Conversation, JsonObject, Origins, SystemPrompt, as_array, as_bool, as_f32, as_object, as_str,
+    as_u32, cache_point, field, image_format, item, looks_like_base64, only_known, parse_object, present, read_tools,
+    required_str, tool_config as shared_tool_config,
 };
 use crate::label::ErrorLabel;
 use crate::request::{
-    BinarySource, CachePointBlock, CacheTtl, ContentBlock, ConverseRequest, DocumentBlock, EmptyObject, ImageBlock,
-    InferenceConfig, ReasoningContentBlock, ReasoningText, Role, SpecificTool, SystemContentBlock, TokenUsage, Tool,
-    ToolChoice, ToolConfig, ToolInputSchema, ToolResultBlock, ToolResultContent, ToolResultStatus, ToolSpec,
-    ToolUseBlock,
+    BinarySource, CachePointBlock, CacheTtl, ContentBlock, ConverseRequest, DocumentBlock, ImageBlock, InferenceConfig,
+    ReasoningContentBlock, ReasoningText, Role, SystemContentBlock, TokenUsage, Tool, ToolConfig, ToolInputSchema,
+    ToolResultBlock, ToolResultContent, ToolResultStatus, ToolSpec, ToolUseBlock,
 };
 use crate::service::Answer;
 use crate::stream::{BlockStart, Delta, ReasoningDelta, StreamEvent};
@@ -443,55 +443,31 @@ fn tool_config(
     has_tool_blocks: bool,
     origins: &mut Origins,
 ) -> Result<Option<ToolConfig>, CompatError> {
-    let tools = match present(root, "tools") {
-        Some(value) => as_array(value, "tools")?.as_slice(),
-        None => &[],
-    };
-    let mut specs = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
-        let path = item("tools", i);
-        let tool = as_object(tool, &path)?;
-        specs.push(Tool::ToolSpec(tool_spec(tool, &path)?));
-        origins.tools.push(path.clone());
-        if let Some(point) = cache_control(tool, &path)? {
-            specs.push(Tool::CachePoint(point));
-            origins.tools.push(field(&path, "cache_control"));
+    let specs = read_tools(root, origins, |tool, path| {
+        let tool = as_object(tool, path)?;
+        let mut read = vec![(Tool::ToolSpec(tool_spec(tool, path)?), path.to_owned())];
+        if let Some(point) = cache_control(tool, path)? {
+            read.push((Tool::CachePoint(point), field(path, "cache_control")));
         }
-    }
+        Ok(read)
+    })?;
     let choice = match present(root, "tool_choice") {
-        None => None,
+        None => Choice::Unset,
         Some(value) => {
             let choice = as_object(value, "tool_choice")?;
             // `disable_parallel_tool_use` has no Converse switch; the answer carries however
             // many tool_use blocks Claude writes, which a client handles as a list anyway.
             only_known(choice, "tool_choice", &["type", "name", "disable_parallel_tool_use"])?;
-            Some(match required_str(choice, "tool_choice", "type")? {
-                "auto" => Some(ToolChoice::Auto(EmptyObject {})),
-                "any" => Some(ToolChoice::Any(EmptyObject {})),
-                "tool" => Some(ToolChoice::Tool(SpecificTool {
-                    name: required_str(choice, "tool_choice", "name")?.to_owned(),
-                })),
-                "none" => None,
+            match required_str(choice, "tool_choice", "type")? {
+                "auto" => Choice::Auto,
+                "any" => Choice::Any,
+                "tool" => Choice::Tool(required_str(choice, "tool_choice", "name")?.to_owned()),
+                "none" => Choice::None,
                 _ => return Err(CompatError::invalid("tool_choice.type", "must be auto, any, tool or none")),
-            })
+            }
         }
     };
-    if specs.is_empty() {
-        return match choice {
-            Some(Some(ToolChoice::Any(_) | ToolChoice::Tool(_))) => {
-                Err(CompatError::invalid("tool_choice", "requires tools"))
-            }
-            _ => Ok(None),
-        };
-    }
-    let tool_choice = match choice {
-        // Converse has no "none": without the tools the model cannot call one, but Bedrock
-        // refuses a history with tool blocks and no toolConfig, so then the tools stay.
-        Some(None) if !has_tool_blocks => return Ok(None),
-        Some(choice) => choice,
-        None => None,
-    };
-    Ok(Some(ToolConfig { tools: specs, tool_choice }))
+    shared_tool_config(specs, choice, has_tool_blocks, "requires tools")
 }
 
 fn tool_spec(tool: &JsonObject, path: &str) -> Result<ToolSpec, CompatError> {

@@ -16,8 +16,72 @@ use serde_json::{Map, Value};
 
 use crate::label::ErrorLabel;
 use crate::request::{
-    CachePointBlock, CachePointType, CacheTtl, ContentBlock, Message, RequestError, Role, SystemContentBlock,
+    CachePointBlock, CachePointType, CacheTtl, ContentBlock, EmptyObject, Message, RequestError, Role, SpecificTool,
+    SystemContentBlock, Tool, ToolChoice, ToolConfig,
 };
+
+/// What a request's tool choice asks for, whichever API spelled it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Choice {
+    Unset,
+    /// No tool may be called.
+    None,
+    Auto,
+    /// Some tool must be called (OpenAI's `required`, Anthropic's `any`).
+    Any,
+    /// This tool must be called.
+    Tool(String),
+}
+
+/// The request's `tools` array, each item read by the dialect's `read` into its Converse
+/// tools with their parameter paths (an Anthropic tool may bring a cache point after it).
+pub(crate) fn read_tools(
+    root: &JsonObject,
+    origins: &mut Origins,
+    mut read: impl FnMut(&Value, &str) -> Result<Vec<(Tool, String)>, CompatError>,
+) -> Result<Vec<Tool>, CompatError> {
+    let tools = match present(root, "tools") {
+        Some(value) => as_array(value, "tools")?.as_slice(),
+        None => &[],
+    };
+    let mut specs = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        for (spec, origin) in read(tool, &item("tools", i))? {
+            specs.push(spec);
+            origins.tools.push(origin);
+        }
+    }
+    Ok(specs)
+}
+
+/// Converse's tool configuration from the tools and the choice; `no_tools` is the refusal
+/// of a choice that forces a tool when none is given.
+pub(crate) fn tool_config(
+    specs: Vec<Tool>,
+    choice: Choice,
+    has_tool_blocks: bool,
+    no_tools: &str,
+) -> Result<Option<ToolConfig>, CompatError> {
+    if specs.is_empty() {
+        return match choice {
+            Choice::Any | Choice::Tool(_) => Err(CompatError::invalid("tool_choice", no_tools)),
+            _ => Ok(None),
+        };
+    }
+    let tool_choice = match choice {
+        Choice::Unset => None,
+        Choice::Auto => Some(ToolChoice::Auto(EmptyObject {})),
+        Choice::Any => Some(ToolChoice::Any(EmptyObject {})),
+        Choice::Tool(name) => Some(ToolChoice::Tool(SpecificTool { name })),
+        // Converse has no "none". Leaving the tools out is the only way to keep the model
+        // from calling one, so they are dropped, unless the history already holds tool calls
+        // or results: Bedrock refuses those without a toolConfig, so the tools stay (and the
+        // model may, rarely, still call one).
+        Choice::None if !has_tool_blocks => return Ok(None),
+        Choice::None => None,
+    };
+    Ok(Some(ToolConfig { tools: specs, tool_choice }))
+}
 
 /// A request the caller got wrong, in terms of the API it spoke.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

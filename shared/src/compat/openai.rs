@@ -10,15 +10,16 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::{
-    CompatError, Conversation, JsonObject, Origins, SystemPrompt, as_array, as_bool, as_f32, as_object, as_str, as_u32,
-    cache_point, field, image_format, item, looks_like_base64, only_known, parse_object, present, required_str,
+    Choice, CompatError, Conversation, JsonObject, Origins, SystemPrompt, as_array, as_bool, as_f32, as_object, as_str,
+    as_u32, cache_point, field, image_format, item, looks_like_base64, only_known, parse_object, present, read_tools,
+    required_str, tool_config as shared_tool_config,
 };
 use crate::catalog::{Catalog, Tier};
 use crate::label::ErrorLabel;
 use crate::request::{
-    BinarySource, ContentBlock, ConverseRequest, DocumentBlock, EmptyObject, ImageBlock, InferenceConfig, Role,
-    ServiceTier, SpecificTool, SystemContentBlock, TokenUsage, Tool, ToolChoice, ToolConfig, ToolInputSchema,
-    ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock,
+    BinarySource, ContentBlock, ConverseRequest, DocumentBlock, ImageBlock, InferenceConfig, Role, ServiceTier,
+    SystemContentBlock, TokenUsage, Tool, ToolConfig, ToolInputSchema, ToolResultBlock, ToolResultContent, ToolSpec,
+    ToolUseBlock,
 };
 use crate::service::{AUTO_MODEL, Answer};
 use crate::stream::{BlockStart, Delta, StreamEvent};
@@ -551,55 +552,18 @@ fn inference_config(root: &JsonObject, origins: &mut Origins) -> Result<Option<I
     Ok((config != InferenceConfig::default()).then_some(config))
 }
 
-/// `tool_choice` before it meets the tools.
-enum Choice {
-    Unset,
-    None,
-    Auto,
-    Required,
-    Function(String),
-}
-
 fn tool_config(
     root: &JsonObject,
     has_tool_blocks: bool,
     origins: &mut Origins,
 ) -> Result<Option<ToolConfig>, CompatError> {
-    let tools = match present(root, "tools") {
-        Some(value) => as_array(value, "tools")?.as_slice(),
-        None => &[],
-    };
-    let mut specs = Vec::with_capacity(tools.len());
-    for (i, tool) in tools.iter().enumerate() {
-        let path = item("tools", i);
-        specs.push(Tool::ToolSpec(tool_spec(tool, &path)?));
-        origins.tools.push(path);
-    }
+    let specs =
+        read_tools(root, origins, |tool, path| Ok(vec![(Tool::ToolSpec(tool_spec(tool, path)?), path.to_owned())]))?;
     let choice = match present(root, "tool_choice") {
         None => Choice::Unset,
         Some(value) => tool_choice(value)?,
     };
-    if specs.is_empty() {
-        return match choice {
-            Choice::Required | Choice::Function(_) => {
-                Err(CompatError::invalid("tool_choice", "names a tool choice but no tools are given"))
-            }
-            _ => Ok(None),
-        };
-    }
-    let tool_choice = match choice {
-        Choice::Unset => None,
-        Choice::Auto => Some(ToolChoice::Auto(EmptyObject {})),
-        Choice::Required => Some(ToolChoice::Any(EmptyObject {})),
-        Choice::Function(name) => Some(ToolChoice::Tool(SpecificTool { name })),
-        // Converse has no "none". Leaving the tools out is the only way to keep the model
-        // from calling one, so they are dropped, unless the history already holds tool calls
-        // or results: Bedrock refuses those without a toolConfig, so the tools stay (and the
-        // model may, rarely, still call one).
-        Choice::None if !has_tool_blocks => return Ok(None),
-        Choice::None => None,
-    };
-    Ok(Some(ToolConfig { tools: specs, tool_choice }))
+    shared_tool_config(specs, choice, has_tool_blocks, "names a tool choice but no tools are given")
 }
 
 fn tool_spec(value: &Value, path: &str) -> Result<ToolSpec, CompatError> {
@@ -634,7 +598,7 @@ fn tool_choice(value: &Value) -> Result<Choice, CompatError> {
         return match mode {
             "none" => Ok(Choice::None),
             "auto" => Ok(Choice::Auto),
-            "required" => Ok(Choice::Required),
+            "required" => Ok(Choice::Any),
             _ => Err(CompatError::invalid("tool_choice", "must be none, auto, required or a named function")),
         };
     }
@@ -647,7 +611,7 @@ fn tool_choice(value: &Value) -> Result<Choice, CompatError> {
                 None => return Err(CompatError::invalid("tool_choice.function", "is required")),
             };
             only_known(function, "tool_choice.function", &["name"])?;
-            Ok(Choice::Function(required_str(function, "tool_choice.function", "name")?.to_owned()))
+            Ok(Choice::Tool(required_str(function, "tool_choice.function", "name")?.to_owned()))
         }
         "allowed_tools" | "custom" => Err(CompatError::unsupported(
             "tool_choice.type",

@@ -561,4 +561,4 @@ fn add_error(report: &mut CacheReport, error: Option<String>) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

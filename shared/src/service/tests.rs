@@ -932,7 +932,10 @@ mod usage_records {
     }
 }
 
-fn sampler_for(tenant: &str, files: Arc<crate::batch::memory::MemoryFiles>) -> Arc<crate::calibration::Sampler> {
+pub(crate) fn sampler_for(
+    tenant: &str,
+    files: Arc<crate::batch::memory::MemoryFiles>,
+) -> Arc<crate::calibration::Sampler> {
     let config = crate::calibration::CalibrationConfig {
         tenants: crate::calibration::OptIns::new(vec![(Tenant::new(tenant), 1.0)]),
         bucket: "calibration-bucket".into(),

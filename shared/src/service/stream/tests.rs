@@ -178,17 +178,8 @@ async fn a_bypassing_request_streams_without_writing() {
 #[tokio::test]
 async fn a_whole_stream_of_an_opted_in_tenant_is_sampled_and_a_cut_one_is_not() {
     let files = Arc::new(crate::batch::memory::MemoryFiles::default());
-    let config = crate::calibration::CalibrationConfig {
-        tenants: crate::calibration::OptIns::new(vec![(Tenant::new("t"), 1.0)]),
-        bucket: "calibration-bucket".into(),
-        prefix: "calibration/".into(),
-        role_arn: None,
-        min_prompts: 1,
-        max_prompts: 1,
-        catalog_path: None,
-    };
     let (g, _) = gateway();
-    let g = g.with_sampler(Arc::new(crate::calibration::Sampler::new(&config, files.clone())));
+    let g = g.with_sampler(crate::service::tests::sampler_for("t", files.clone()));
     let mut gone = Caller { leave_after: Some(1), ..Caller::default() };
     let cut = stream(&g, call("haiku", "cut short"), &mut gone, "r1").await;
     assert!(matches!(cut.ending, Ending::CallerGone), "{:?}", cut.ending);
