@@ -37,27 +37,27 @@ pub struct TrainArgs {
     /// model, shipped) or `pairs` (router v1's proxy pairs, to compare with).
     #[arg(long, value_enum, default_value_t = LabelsArg::Difficulty)]
     pub labels: LabelsArg,
-    /// Difficulty added per standard deviation of log prompt length (default: the shipped
-    /// prior).
-    #[arg(long)]
-    pub length_prior: Option<f64>,
+    /// The length priors of the weak and mid tiers' outputs, `haiku,sonnet`: how much lower
+    /// each logit is per standard deviation of log prompt length (default: the shipped ones).
+    #[arg(long, value_parser = parse_pair)]
+    pub length_prior: Option<[f64; 2]>,
     /// The cheaper tiers' gaps below the strongest as `haiku,sonnet` logit differences of
     /// accuracy (default: from the published accuracies in `routing::train`).
-    #[arg(long, value_parser = parse_gaps)]
+    #[arg(long, value_parser = parse_pair)]
     pub tier_gaps: Option<[f64; 2]>,
     /// L2 regularisation of the text model (default: the shipped value).
     #[arg(long)]
     pub l2: Option<f64>,
 }
 
-fn parse_gaps(value: &str) -> std::result::Result<[f64; 2], String> {
+fn parse_pair(value: &str) -> std::result::Result<[f64; 2], String> {
     let numbers: Vec<f64> = value
         .split(',')
         .map(|v| v.trim().parse::<f64>().map_err(|_| format!("`{v}` is not a number")))
         .collect::<std::result::Result<_, _>>()?;
     match numbers.as_slice() {
         [haiku, sonnet] if *haiku >= 0.0 && *sonnet >= 0.0 => Ok([*haiku, *sonnet]),
-        _ => Err(format!("`{value}` is not two non-negative gaps `haiku,sonnet`")),
+        _ => Err(format!("`{value}` is not two non-negative numbers `haiku,sonnet`")),
     }
 }
 

@@ -33,22 +33,20 @@ pub struct UnseenRow {
     /// 95 % interval of learned − length and learned − v1.
     pub versus_length: Option<[f64; 2]>,
     pub versus_v1: Option<[f64; 2]>,
+    /// Per bootstrap draw: learned − length and learned − v1 (`None` where undefined), so
+    /// the mean over sources gets an interval of its own.
+    pub draws: Vec<[Option<f64>; 2]>,
 }
 
 /// Scores `rows` (with their ladder outcomes) by both models on both pairs.
-fn evaluate(
-    source: &str,
-    models: [&RouterModel; 2],
-    params: &TrainParams,
-    rows: &[(&Example, [f64; 3])],
-) -> Vec<UnseenRow> {
+fn evaluate(source: &str, models: [&RouterModel; 2], rows: &[(&Example, [f64; 3])]) -> Vec<UnseenRow> {
     let length: Vec<f64> =
         rows.iter().map(|(e, _)| length_score(&Conversation::from_prompt_cell(&e.prompt).joined_text())).collect();
-    let need = |model: &RouterModel, labels: Labels| -> Vec<[f64; 2]> {
-        rows.iter().map(|(e, _)| train::need_scores(model, labels, &e.prompt)).collect()
+    let need = |model: &RouterModel| -> Vec<[f64; 2]> {
+        rows.iter().map(|(e, _)| train::need_scores(model, &e.prompt)).collect()
     };
-    let v1 = need(models[0], Labels::Pairs);
-    let learned = need(models[1], params.labels);
+    let v1 = need(models[0]);
+    let learned = need(models[1]);
     let strong: Vec<f64> = rows.iter().map(|(_, q)| q[2]).collect();
     [("weak→strong", 0usize), ("mid→strong", 1usize)]
         .into_iter()
@@ -63,6 +61,8 @@ fn evaluate(
                 let differences: Vec<f64> = draws.iter().filter_map(|d| Some(d[2]? - d[baseline]?)).collect();
                 percentile_interval(&differences, CONFIDENCE).map(|(low, high)| [low, high])
             };
+            let difference =
+                |d: &[Option<f64>], baseline: usize| Some(d.get(2).copied()?? - d.get(baseline).copied()??);
             UnseenRow {
                 source: source.to_owned(),
                 pair,
@@ -70,6 +70,7 @@ fn evaluate(
                 apgr,
                 versus_length: versus(0),
                 versus_v1: versus(1),
+                draws: draws.iter().map(|d| [difference(d, 0), difference(d, 1)]).collect(),
             }
         })
         .collect()
@@ -93,19 +94,30 @@ pub fn unseen_sources(examples: &[Example], params: &TrainParams) -> Vec<UnseenR
         let without: Vec<Example> = examples.iter().filter(|e| !is_source(e)).cloned().collect();
         let (v1, learned) = (train::train(&without, &v1_params), train::train(&without, params));
         let label = if dataset == source { dataset.to_owned() } else { format!("{dataset}/{source}") };
-        out.extend(evaluate(&label, [&v1, &learned], params, &with_ladder(examples.iter().filter(|e| is_source(e)))));
+        out.extend(evaluate(&label, [&v1, &learned], &with_ladder(examples.iter().filter(|e| is_source(e)))));
     }
     let never_trained = with_ladder(examples.iter().filter(|e| e.held_out));
     if !never_trained.is_empty() {
         let (v1, learned) = (train::train(examples, &v1_params), train::train(examples, params));
-        out.extend(evaluate("mmlu_pro/ori_mmlu (never trained on)", [&v1, &learned], params, &never_trained));
+        out.extend(evaluate("mmlu_pro/ori_mmlu (never trained on)", [&v1, &learned], &never_trained));
     }
     out
 }
 
-/// Mean APGR over the trained-without sources (not the never-trained row, which every
-/// model saw the other sources of) for each pair: the figure the router is judged by.
-pub fn means(rows: &[UnseenRow]) -> Vec<(&'static str, [Option<f64>; 3])> {
+/// Mean over the trained-without sources (not the never-trained row, which every model saw
+/// the other sources of) for one pair: the figure the router is judged by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceMean {
+    pub pair: &'static str,
+    /// APGR of length, v1 and learned.
+    pub apgr: [Option<f64>; 3],
+    /// 95 % intervals of the mean of learned − length and of learned − v1: each source
+    /// resampled on its own, the differences averaged draw by draw.
+    pub versus_length: Option<[f64; 2]>,
+    pub versus_v1: Option<[f64; 2]>,
+}
+
+pub fn means(rows: &[UnseenRow]) -> Vec<SourceMean> {
     ["weak→strong", "mid→strong"]
         .into_iter()
         .map(|pair| {
@@ -115,7 +127,17 @@ pub fn means(rows: &[UnseenRow]) -> Vec<(&'static str, [Option<f64>; 3])> {
                 let values: Vec<f64> = own.iter().filter_map(|r| r.apgr[k]).collect();
                 (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
             };
-            (pair, [mean(0), mean(1), mean(2)])
+            let draws = own.iter().map(|r| r.draws.len()).min().unwrap_or(0);
+            let versus = |k: usize| {
+                let means: Vec<f64> = (0..draws)
+                    .filter_map(|d| {
+                        let values: Option<Vec<f64>> = own.iter().map(|r| r.draws[d][k]).collect();
+                        values.map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
+                    })
+                    .collect();
+                percentile_interval(&means, CONFIDENCE).map(|(low, high)| [low, high])
+            };
+            SourceMean { pair, apgr: [mean(0), mean(1), mean(2)], versus_length: versus(0), versus_v1: versus(1) }
         })
         .collect()
 }
@@ -149,12 +171,16 @@ pub fn render(rows: &[UnseenRow]) -> String {
             interval(r.versus_length)
         ));
     }
-    for (pair, [length, v1, learned]) in means(rows) {
+    for m in means(rows) {
+        let [length, v1, learned] = m.apgr;
         out.push_str(&format!(
-            "| mean over unseen sources | | {pair} | {} | {} | {} | | |\n",
+            "| mean over unseen sources | | {} | {} | {} | {} | {} | {} |\n",
+            m.pair,
             number(length),
             number(v1),
-            number(learned)
+            number(learned),
+            interval(m.versus_v1),
+            interval(m.versus_length)
         ));
     }
     out
@@ -173,12 +199,16 @@ mod tests {
             apgr: [Some(0.47), Some(0.51), Some(0.55)],
             versus_length: Some([0.04, 0.12]),
             versus_v1: Some([-0.01, 0.09]),
+            draws: vec![[Some(0.05), Some(0.02)], [Some(0.07), Some(-0.01)], [Some(0.06), Some(0.04)]],
         };
         let text = render(&[row]);
         assert!(
             text.contains("| mmlu_pro/stemez | 4078 | weak→strong | 0.470 | 0.510 | 0.550 | [-0.010, +0.090] | [+0.040, +0.120] yes |"),
             "{text}"
         );
-        assert!(text.contains("| mean over unseen sources | | weak→strong | 0.470 | 0.510 | 0.550 | | |"), "{text}");
+        assert!(
+            text.contains("| mean over unseen sources | | weak→strong | 0.470 | 0.510 | 0.550 | [-0.008, +0.039] | [+0.051, +0.070] yes |"),
+            "{text}"
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! The routing model: linear outputs over the features of [`super::features`] (a prompt's
-//! ease on an item-response scale, or v1's proxy-pair agreement per tier, and the answer
-//! length), the scoring that turns them into each tier's adequacy, and the tolerance
-//! tables, stored as one versioned binary artifact embedded in every function.
+//! The routing model: linear outputs over the features of [`super::features`] (one per
+//! cheaper tier: under v2 Haiku's is a prompt's ease on an item-response scale and Sonnet's
+//! its proxy pairs' agreement, under v1 both are pair agreements; then the answer length),
+//! the scoring that turns them into each tier's adequacy, and the tolerance tables, stored
+//! as one versioned binary artifact embedded in every function.
 //!
 //! Format (little-endian): magic `BRRM`, format version, hash bits, dense count, output
 //! count, feature fingerprint, a length-prefixed description, then f32 arrays: dense means,
@@ -29,8 +30,6 @@ pub const HEADS: usize = 2;
 /// logistic outputs the tiers read (which one each reads is in [`RouterModel::tier_output`]),
 /// then the answer length.
 pub const OUTPUTS: usize = 3;
-/// The first logistic output: the weak tier's, or the ease every tier reads.
-pub const EASE: usize = 0;
 /// Natural log of the expected answer length in tokens.
 pub const LOG_OUTPUT_TOKENS: usize = 2;
 /// Tolerance tables hold one entry per whole percent, 0 to 100.

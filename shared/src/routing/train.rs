@@ -26,7 +26,7 @@ use super::dataset::{DATASETS, Example};
 use super::features::{BUCKETS, CollectSink, Conversation, DENSE, extract};
 use super::irt;
 use super::model::{
-    EASE, HEADS, Head, LOG_OUTPUT_TOKENS, OUTPUTS, RouterModel, Scoring, TOLERANCE_STEPS, hashed_norm, sigmoid,
+    HEADS, Head, LOG_OUTPUT_TOKENS, OUTPUTS, RouterModel, Scoring, TOLERANCE_STEPS, hashed_norm, sigmoid,
 };
 use crate::splitmix::SplitMix64;
 
@@ -45,12 +45,12 @@ pub struct TrainParams {
     pub l2: f64,
     pub seed: u64,
     pub labels: Labels,
-    /// Difficulty labels: how much harder a prompt one standard deviation longer (in log
-    /// characters) is assumed to be, on top of what the text model learns. Inside the
-    /// training sources length is anti-predictive (a quirk of how each was written: the
-    /// model learns to ignore it), across writers it is the most reliable signal there is,
-    /// so it is a fixed prior rather than a learned weight.
-    pub length_prior: f64,
+    /// Difficulty labels, per cheaper tier's output: how much lower the logit of a prompt
+    /// one standard deviation longer (in log characters) is assumed to be, on top of what
+    /// the text model learns. Inside the training sources length is anti-predictive (a quirk
+    /// of how each was written: the model learns to ignore it), across writers it is the
+    /// most reliable signal there is, so it is a fixed prior rather than a learned weight.
+    pub length_prior: [f64; HEADS],
     /// Difficulty labels: how far each cheaper tier sits below the strongest, as the
     /// difference of the logits of their accuracies ([`PUBLISHED_TIER_ACCURACIES`] gives the
     /// shipped figures); a deployer's own calibration replaces them.
@@ -84,8 +84,11 @@ pub fn published_tier_gaps() -> [f64; 2] {
 /// What the text model learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Labels {
-    /// One ease output from every model's outcomes (item-response difficulty) and the
-    /// answer length; both tiers calibrate the ease output.
+    /// Router v2: the weak tier's output learns each prompt's ease from every model's
+    /// outcomes (item-response difficulty), the mid tier's whether its proxy pairs agree
+    /// with the stronger model (the top of the ladder is where one pair says most), both
+    /// with the length prior, both mapped onto the difficulty scale; and the answer length.
+    /// On unseen sources this pairing ranks best for each tier.
     Difficulty,
     /// Router v1, kept to compare against: output k learns whether tier k's proxy pairs
     /// agree with the stronger model, and tier k calibrates output k.
@@ -102,18 +105,8 @@ impl Default for TrainParams {
             l2: 2.0,
             seed: 0x5eed_2026,
             labels: Labels::Difficulty,
-            length_prior: 1.5,
+            length_prior: [1.5, 1.0],
             tier_gaps: published_tier_gaps(),
-        }
-    }
-}
-
-impl Labels {
-    /// The output tier `head`'s adequacy is calibrated from.
-    pub fn output_of(self, head: Head) -> usize {
-        match self {
-            Labels::Difficulty => EASE,
-            Labels::Pairs => head as usize,
         }
     }
 }
@@ -300,7 +293,7 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
             let source = sources.index(e);
             let length = log_output_tokens(e);
             let targets = match params.labels {
-                Labels::Difficulty => [scales.difficulty(e).map(|b| sigmoid(-b)), None, length],
+                Labels::Difficulty => [scales.difficulty(e).map(|b| sigmoid(-b)), e.labels[1], length],
                 Labels::Pairs => [e.labels[0], e.labels[1], length],
             };
             Row { source, dense, hashed, weight: sources.row_weight(source), targets }
@@ -341,26 +334,30 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
         }
     }
     if params.labels == Labels::Difficulty {
-        model.dense_weights[EASE][LOG_CHARS] -= params.length_prior as f32;
+        for (weights, prior) in model.dense_weights.iter_mut().zip(params.length_prior) {
+            weights[LOG_CHARS] -= prior as f32;
+        }
     }
 
     // Each tier gets its own Platt scale against its pair labels, so "Haiku as good as
     // Opus" and "Sonnet as good as Opus" are each a probability; under difficulty labels
     // both read the one ease output, so prompts rank the same for both.
-    model.tier_output = [Head::Weak, Head::Mid].map(|head| params.labels.output_of(head) as u32);
+    model.tier_output = [Head::Weak as u32, Head::Mid as u32];
     let validation_weight = dataset_weights(validation.iter().copied());
     let raw: Vec<[f64; OUTPUTS]> = validation.iter().map(|e| raw_logits(&model, &e.prompt)).collect();
     if params.labels == Labels::Difficulty {
-        // The ease output's logit, mapped onto the difficulty scale by least squares on the
+        // Each tier's output, mapped onto the difficulty scale by least squares on the
         // validation prompts' fitted difficulties; the tiers' abilities are the validation
         // weight's mean of each dataset's placement.
-        let points: Vec<(f64, f64, f64)> = validation
-            .iter()
-            .zip(&raw)
-            .filter_map(|(e, logits)| Some((logits[EASE], -scales.difficulty(e)?, validation_weight(e.dataset))))
-            .collect();
-        let (a, b) = least_squares(&points);
-        model.platt = [(a as f32, b as f32); HEADS];
+        for head in 0..HEADS {
+            let points: Vec<(f64, f64, f64)> = validation
+                .iter()
+                .zip(&raw)
+                .filter_map(|(e, logits)| Some((logits[head], -scales.difficulty(e)?, validation_weight(e.dataset))))
+                .collect();
+            let (a, b) = least_squares(&points);
+            model.platt[head] = (a as f32, b as f32);
+        }
         model.scoring = Scoring::ItemResponse { abilities: scales.pooled_tiers(&validation, &validation_weight) };
         let rows = tier_rows(&model, &scales, &validation, &validation_weight);
         model.calibration.two_tier = [two_tier_table(&rows, Head::Weak), two_tier_table(&rows, Head::Mid)];
@@ -372,9 +369,7 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
         let points: Vec<(f64, f64, f64)> = validation
             .iter()
             .zip(&raw)
-            .filter_map(|(e, logits)| {
-                Some((logits[params.labels.output_of(head)], e.labels[h]?, validation_weight(e.dataset)))
-            })
+            .filter_map(|(e, logits)| Some((logits[h], e.labels[h]?, validation_weight(e.dataset))))
             .collect();
         let (a, b) = platt(&points);
         model.platt[h] = (a as f32, b as f32);
@@ -386,8 +381,8 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
         .filter_map(|(e, logits)| {
             Some(CalibrationRow {
                 dataset: DATASETS.iter().position(|s| s.name == e.dataset).unwrap_or(0),
-                weak: model.calibrate(Head::Weak, logits[params.labels.output_of(Head::Weak)]),
-                mid: model.calibrate(Head::Mid, logits[params.labels.output_of(Head::Mid)]),
+                weak: model.calibrate(Head::Weak, logits[Head::Weak as usize]),
+                mid: model.calibrate(Head::Mid, logits[Head::Mid as usize]),
                 quality: e.ladder?,
                 weight: validation_weight(e.dataset),
             })
@@ -599,7 +594,9 @@ fn describe(
         sources.describe(),
         match params.labels {
             Labels::Difficulty => format!(
-                "labels: item-response difficulty from every model ({}); answer length: mean over the models' answers",
+                "labels: the weak tier item-response difficulty from every model, the mid tier its proxy pairs, \
+                 length priors {:?} ({}); answer length: mean over the models' answers",
+                params.length_prior,
                 scales.describe()
             ),
             Labels::Pairs => "labels: proxy pairs per tier (router v1)".to_owned(),
@@ -607,11 +604,11 @@ fn describe(
     )
 }
 
-/// How much each cheaper tier needs the strongest, by `labels`' reading of `model`: the
-/// score evaluations rank prompts by (higher needs the strong tier more).
-pub fn need_scores(model: &RouterModel, labels: Labels, prompt: &str) -> [f64; 2] {
+/// How much each cheaper tier needs the strongest by `model`'s reading: the score
+/// evaluations rank prompts by (higher needs the strong tier more).
+pub fn need_scores(model: &RouterModel, prompt: &str) -> [f64; 2] {
     let logits = raw_logits(model, prompt);
-    [Head::Weak, Head::Mid].map(|head| 1.0 - model.calibrate(head, logits[labels.output_of(head)]))
+    [Head::Weak, Head::Mid].map(|head| 1.0 - model.calibrate(head, logits[model.tier_output[head as usize] as usize]))
 }
 
 pub fn raw_logits(model: &RouterModel, prompt: &str) -> [f64; OUTPUTS] {
