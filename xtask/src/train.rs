@@ -7,7 +7,7 @@ use gateway_core::routing::dataset::{self, Example};
 use gateway_core::routing::train::{self, Labels, TrainParams};
 use gateway_core::routing::{RouterModel, Split};
 
-use crate::{Result, candidate, paths, unseen};
+use crate::{Result, candidate, eval, paths, unseen};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
@@ -135,6 +135,8 @@ pub fn run(args: &TrainArgs) -> Result<bool> {
     println!("train-router: model {} ({} bytes)", model.version(), bytes.len());
     report(&examples, &model);
     if let Labels::Difficulty = args.params().labels {
+        let v1 = train::train(&examples, &TrainParams { labels: Labels::Pairs, ..TrainParams::default() });
+        against_v1(&examples, &model, &v1);
         promise_report(&examples, &model, &args.params());
     }
     if deployer {
@@ -197,6 +199,43 @@ fn report(examples: &[Example], model: &RouterModel) {
             }
             println!("{line}");
         }
+    }
+}
+
+/// The learned router against router v1 (trained here from the same data) on each
+/// dataset's test split, per pair, with the 95 % paired-bootstrap interval of the
+/// difference: what "no worse than today in-domain" is judged by.
+fn against_v1(examples: &[Example], model: &RouterModel, v1: &RouterModel) {
+    use gateway_core::routing::eval::{bootstrap_apgr, curve, percentile_interval};
+    for spec in dataset::SHIPPED {
+        let rows: Vec<(&Example, [f64; 3])> = examples
+            .iter()
+            .filter(|e| e.dataset == spec.name && e.split == Split::Test && !e.held_out)
+            .filter_map(|e| Some((e, e.ladder?)))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let strong: Vec<f64> = rows.iter().map(|(_, q)| q[2]).collect();
+        let mut line = format!("train-router: against v1 {:<15} test n={:<5}", spec.name, rows.len());
+        for (pair, cheaper) in [("weak", 0usize), ("mid", 1usize)] {
+            let weak: Vec<f64> = rows.iter().map(|(_, q)| q[cheaper]).collect();
+            let need = |m: &RouterModel| -> Vec<f64> {
+                rows.iter().map(|(e, _)| train::need_scores(m, &e.prompt)[cheaper]).collect()
+            };
+            let (learned, old) = (need(model), need(v1));
+            let draws = bootstrap_apgr(&[&learned, &old], &weak, &strong, eval::BOOTSTRAP_RESAMPLES, 0x0005_ee11);
+            let differences: Vec<f64> = draws.iter().filter_map(|d| Some(d[0]? - d[1]?)).collect();
+            let fmt = |v: Option<f64>| v.map_or("  -  ".to_owned(), |v| format!("{v:.3}"));
+            let interval = percentile_interval(&differences, eval::CONFIDENCE)
+                .map_or("n/a".to_owned(), |(low, high)| format!("[{low:+.3}, {high:+.3}]"));
+            line.push_str(&format!(
+                " | {pair}: learned {} v1 {} difference {interval}",
+                fmt(curve(&learned, &weak, &strong).apgr()),
+                fmt(curve(&old, &weak, &strong).apgr())
+            ));
+        }
+        println!("{line}");
     }
 }
 
