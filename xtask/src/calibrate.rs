@@ -104,15 +104,12 @@ pub fn run(args: &CalibrateArgs) -> Result<bool> {
     Ok(true)
 }
 
-/// The shipped data and the run's graded prompts into a router candidate and its evaluation.
+/// The shipped data and the run's graded prompts into a router candidate and its evaluation,
+/// as `cargo xtask train-router --data data/routing --data <dataset>` makes it.
 fn retrain(dataset: &std::path::Path) -> Result<()> {
-    use gateway_core::routing::{dataset as routing_data, train};
-    let mut examples = routing_data::load_shipped(&paths::repo_root().join("data").join("routing"))?;
-    let graded = routing_data::load_calibration(dataset)?;
-    println!("calibrate: retraining the router with {} graded prompts of {}", graded.len(), dataset.display());
-    examples.extend(graded);
-    let params = train::TrainParams::default();
-    let model = train::train(&examples, &params);
+    let (examples, _) = crate::train::load_data(&[dataset.to_owned()])?;
+    let params = gateway_core::routing::train::TrainParams::default();
+    let model = gateway_core::routing::train::train(&examples, &params);
     crate::candidate::publish(&examples, &model, &params, None)?;
     Ok(())
 }

@@ -89,7 +89,7 @@ pub fn artifact_path() -> PathBuf {
 }
 
 /// The shipped datasets and any deployer outcomes named by `--data`.
-fn load_data(paths_given: &[PathBuf]) -> Result<(Vec<Example>, bool)> {
+pub(crate) fn load_data(paths_given: &[PathBuf]) -> Result<(Vec<Example>, bool)> {
     let shipped_dir = |p: &PathBuf| p.is_dir() && p.join(dataset::MMLU_PRO.file).exists();
     let mut examples = Vec::new();
     let shipped: Vec<&PathBuf> = paths_given.iter().filter(|p| shipped_dir(p)).collect();
@@ -257,17 +257,14 @@ fn promise_report(examples: &[Example], model: &RouterModel, params: &TrainParam
         }
         let mut line = format!("train-router: promise {:<15} test n={:<5}", spec.name, rows.len());
         for percent in [1.0, 5.0, 10.0, 20.0] {
-            let (tw, tm) = model.calibration().three_tier_thresholds(percent);
-            let tier_of = |r: &train::CalibrationRow| train::route3(r.weak, r.mid, tw as f32, tm as f32);
-            let (drop, cost) = train::drop_and_cost(&rows, tier_of);
-            let share = |tier: usize| rows.iter().filter(|r| tier_of(r) == tier).count() as f64 / rows.len() as f64;
+            let f = gateway_core::routing::candidate::at_tolerance(model, &rows, percent);
             line.push_str(&format!(
                 " | {percent:.0} %: drop {:.1} %, H/S/O {:.0}/{:.0}/{:.0} %, cost {:.0} %",
-                drop * 100.0,
-                share(0) * 100.0,
-                share(1) * 100.0,
-                share(2) * 100.0,
-                cost * 100.0
+                f.drop * 100.0,
+                f.shares[0] * 100.0,
+                f.shares[1] * 100.0,
+                f.shares[2] * 100.0,
+                f.cost * 100.0
             ));
         }
         println!("{line}");

@@ -57,20 +57,23 @@ fn evaluate(source: &str, models: [&RouterModel; 2], rows: &[(&Example, [f64; 3]
             let scores = [length.as_slice(), v1.as_slice(), learned.as_slice()];
             let apgr = scores.map(|s| curve(s, &weak, &strong).apgr());
             let draws = bootstrap_apgr(&scores, &weak, &strong, BOOTSTRAP_RESAMPLES, SEED);
-            let versus = |baseline: usize| {
-                let differences: Vec<f64> = draws.iter().filter_map(|d| Some(d[2]? - d[baseline]?)).collect();
-                percentile_interval(&differences, CONFIDENCE).map(|(low, high)| [low, high])
-            };
             let difference =
                 |d: &[Option<f64>], baseline: usize| Some(d.get(2).copied()?? - d.get(baseline).copied()??);
+            let differences: Vec<[Option<f64>; 2]> =
+                draws.iter().map(|d| [difference(d, 0), difference(d, 1)]).collect();
+            let versus = |baseline: usize| {
+                let values: Vec<f64> = differences.iter().filter_map(|d| d[baseline]).collect();
+                percentile_interval(&values, CONFIDENCE).map(|(low, high)| [low, high])
+            };
+            let (versus_length, versus_v1) = (versus(0), versus(1));
             UnseenRow {
                 source: source.to_owned(),
                 pair,
                 rows: rows.len(),
                 apgr,
-                versus_length: versus(0),
-                versus_v1: versus(1),
-                draws: draws.iter().map(|d| [difference(d, 0), difference(d, 1)]).collect(),
+                versus_length,
+                versus_v1,
+                draws: differences,
             }
         })
         .collect()

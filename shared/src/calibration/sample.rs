@@ -127,10 +127,14 @@ impl Sampler {
 
     /// The stage: picks, and writes within [`SAMPLE_WRITE_BUDGET`].
     pub async fn sample(&self, tenant: &Tenant, request: &ConverseRequest, now: SystemTime) -> Sampled {
-        let (uri, body) = match self.pick(tenant, request, now) {
-            Ok(picked) => picked,
-            Err(skipped) => return skipped,
-        };
+        match self.pick(tenant, request, now) {
+            Ok((uri, body)) => self.write(uri, body).await,
+            Err(skipped) => skipped,
+        }
+    }
+
+    /// Writes a picked sample within [`SAMPLE_WRITE_BUDGET`], unless this instance already did.
+    pub async fn write(&self, uri: String, body: Vec<u8>) -> Sampled {
         if self.remembered(&uri) {
             return Sampled::Written;
         }

@@ -9,45 +9,34 @@ use std::fmt::Write;
 use super::dataset::{DATASETS, DEPLOYER, Example};
 use super::eval::curve;
 use super::train::{self, CalibrationRow, TrainParams};
-use super::{Conversation, RouterModel, RoutingPolicy, Split};
+use super::{RouterModel, RoutingPolicy, Split};
 
-/// One model's figures on one set of rows at the default tolerance.
-struct Figures {
-    apgr: [Option<f64>; 2],
-    drop: f64,
-    cost: f64,
-    shares: [f64; 3],
+/// One model's figures on a set of rows at one tolerance, three tiers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Figures {
+    /// APGR of Haiku→Opus and Sonnet→Opus, ranking by the rows' adequacies.
+    pub apgr: [Option<f64>; 2],
+    /// Quality lost against always Opus, and cost relative to it, as shares.
+    pub drop: f64,
+    pub cost: f64,
+    /// Share of rows per tier: Haiku, Sonnet, Opus.
+    pub shares: [f64; 3],
 }
 
-fn figures(model: &RouterModel, rows: &[CalibrationRow], prompts: &[&str]) -> Figures {
-    let tolerance = RoutingPolicy::default().quality_tolerance;
+/// How `model`'s three-tier thresholds at `tolerance` (percent) route `rows`, whose
+/// adequacies are `model`'s.
+pub fn at_tolerance(model: &RouterModel, rows: &[CalibrationRow], tolerance: f64) -> Figures {
     let (tw, tm) = model.calibration().three_tier_thresholds(tolerance);
     let tier_of = |r: &CalibrationRow| train::route3(r.weak, r.mid, tw as f32, tm as f32);
     let (drop, cost) = train::drop_and_cost(rows, tier_of);
     let share = |tier: usize| rows.iter().filter(|r| tier_of(r) == tier).count() as f64 / rows.len().max(1) as f64;
     let strong: Vec<f64> = rows.iter().map(|r| r.quality[2]).collect();
     let apgr = [0usize, 1].map(|cheaper| {
-        let need: Vec<f64> = prompts
-            .iter()
-            .map(|p| {
-                let a = model.adequacy(&Conversation::from_prompt_cell(p));
-                1.0 - if cheaper == 0 { a.weak } else { a.mid }
-            })
-            .collect();
+        let need: Vec<f64> = rows.iter().map(|r| 1.0 - if cheaper == 0 { r.weak } else { r.mid }).collect();
         let weak: Vec<f64> = rows.iter().map(|r| r.quality[cheaper]).collect();
         curve(&need, &weak, &strong).apgr()
     });
     Figures { apgr, drop, cost, shares: [share(0), share(1), share(2)] }
-}
-
-/// The deployer's graded test rows, with each model's adequacies and the real grades.
-fn deployer_rows(model: &RouterModel, test: &[&Example]) -> Vec<CalibrationRow> {
-    test.iter()
-        .filter_map(|e| {
-            let adequacy = model.adequacy(&Conversation::from_prompt_cell(&e.prompt));
-            Some(CalibrationRow { dataset: 0, weak: adequacy.weak, mid: adequacy.mid, quality: e.ladder?, weight: 1.0 })
-        })
-        .collect()
 }
 
 fn line(out: &mut String, slice: &str, n: usize, name: &str, f: &Figures) {
@@ -91,11 +80,16 @@ pub fn evaluation(
     if deployer_test.is_empty() {
         let _ = writeln!(out, "| your traffic (test split) | 0 | - | | | | | |");
     }
-    let prompts: Vec<&str> = deployer_test.iter().map(|e| e.prompt.as_str()).collect();
     for (name, model) in models {
         if !deployer_test.is_empty() {
-            let rows = deployer_rows(model, &deployer_test);
-            line(&mut out, "your traffic (test split, graded)", rows.len(), name, &figures(model, &rows, &prompts));
+            let rows = train::scored_rows(model, &deployer_test, &|_| 1.0, |e| e.ladder);
+            line(
+                &mut out,
+                "your traffic (test split, graded)",
+                rows.len(),
+                name,
+                &at_tolerance(model, &rows, tolerance),
+            );
         }
     }
     let usable: Vec<&Example> = examples.iter().filter(|e| !e.held_out).collect();
@@ -106,15 +100,8 @@ pub fn evaluation(
             usable.iter().copied().filter(|e| e.dataset == spec.name && e.split == Split::Test).collect();
         for (name, model) in models {
             let rows = train::tier_rows(model, &scales, &test, &|_| 1.0);
-            let prompts: Vec<&str> =
-                test.iter().filter(|e| scales.tier_quality(e).is_some()).map(|e| e.prompt.as_str()).collect();
-            line(
-                &mut out,
-                &format!("{} (test split, modelled)", spec.name),
-                rows.len(),
-                name,
-                &figures(model, &rows, &prompts),
-            );
+            let figures = at_tolerance(model, &rows, tolerance);
+            line(&mut out, &format!("{} (test split, modelled)", spec.name), rows.len(), name, &figures);
         }
     }
     let _ = writeln!(

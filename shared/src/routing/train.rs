@@ -339,79 +339,83 @@ pub fn train(examples: &[Example], params: &TrainParams) -> RouterModel {
         }
     }
 
-    // Each tier gets its own Platt scale against its pair labels, so "Haiku as good as
-    // Opus" and "Sonnet as good as Opus" are each a probability; under difficulty labels
-    // both read the one ease output, so prompts rank the same for both.
     model.tier_output = [Head::Weak as u32, Head::Mid as u32];
     let validation_weight = dataset_weights(validation.iter().copied());
     let raw: Vec<[f64; OUTPUTS]> = validation.iter().map(|e| raw_logits(&model, &e.prompt)).collect();
-    if params.labels == Labels::Difficulty {
-        // Each tier's output, mapped onto the difficulty scale by least squares on the
-        // validation prompts' fitted difficulties; the tiers' abilities are the validation
-        // weight's mean of each dataset's placement.
-        for head in 0..HEADS {
-            let points: Vec<(f64, f64, f64)> = validation
-                .iter()
-                .zip(&raw)
-                .filter_map(|(e, logits)| Some((logits[head], -scales.difficulty(e)?, validation_weight(e.dataset))))
-                .collect();
-            let (a, b) = least_squares(&points);
-            model.platt[head] = (a as f32, b as f32);
-        }
-        model.scoring = Scoring::ItemResponse { abilities: scales.pooled_tiers(&validation, &validation_weight) };
-        let rows = tier_rows(&model, &scales, &validation, &validation_weight);
-        model.calibration.two_tier = [two_tier_table(&rows, Head::Weak), two_tier_table(&rows, Head::Mid)];
-        model.calibration.three_tier = three_tier_table(&rows);
-        return model.with_computed_version();
-    }
-    for head in [Head::Weak, Head::Mid] {
-        let h = head as usize;
+    // Each tier's scale from its output's logit, fitted on validation: under v2 a least-squares
+    // map onto the difficulty scale (the tiers' abilities are the validation weight's mean of
+    // each dataset's placement); under v1 a Platt scale against its pair labels, so "Haiku as
+    // good as Opus" and "Sonnet as good as Opus" are each a probability.
+    for head in 0..HEADS {
+        let target = |e: &Example| match params.labels {
+            Labels::Difficulty => scales.difficulty(e).map(|b| -b),
+            Labels::Pairs => e.labels[head],
+        };
         let points: Vec<(f64, f64, f64)> = validation
             .iter()
             .zip(&raw)
-            .filter_map(|(e, logits)| Some((logits[h], e.labels[h]?, validation_weight(e.dataset))))
+            .filter_map(|(e, logits)| Some((logits[head], target(e)?, validation_weight(e.dataset))))
             .collect();
-        let (a, b) = platt(&points);
-        model.platt[h] = (a as f32, b as f32);
+        let (a, b) = match params.labels {
+            Labels::Difficulty => least_squares(&points),
+            Labels::Pairs => platt(&points),
+        };
+        model.platt[head] = (a as f32, b as f32);
     }
-
-    let calibration_rows: Vec<CalibrationRow> = validation
-        .iter()
-        .zip(&raw)
-        .filter_map(|(e, logits)| {
-            Some(CalibrationRow {
-                dataset: DATASETS.iter().position(|s| s.name == e.dataset).unwrap_or(0),
-                weak: model.calibrate(Head::Weak, logits[Head::Weak as usize]),
-                mid: model.calibrate(Head::Mid, logits[Head::Mid as usize]),
-                quality: e.ladder?,
-                weight: validation_weight(e.dataset),
-            })
-        })
-        .collect();
-    model.calibration.two_tier =
-        [two_tier_table(&calibration_rows, Head::Weak), two_tier_table(&calibration_rows, Head::Mid)];
-    model.calibration.three_tier = three_tier_table(&calibration_rows);
+    if params.labels == Labels::Difficulty {
+        model.scoring = Scoring::ItemResponse { abilities: scales.pooled_tiers(&validation, &validation_weight) };
+    }
+    let quality = |e: &Example| match params.labels {
+        Labels::Difficulty => scales.tier_quality(e),
+        Labels::Pairs => e.ladder,
+    };
+    let rows = rows_from_logits(&model, &validation, &raw, &validation_weight, quality);
+    model.calibration.two_tier = [two_tier_table(&rows, Head::Weak), two_tier_table(&rows, Head::Mid)];
+    model.calibration.three_tier = three_tier_table(&rows);
     model.with_computed_version()
 }
 
-/// The validation (or test) prompts with the router's adequacies and the tiers' qualities
-/// on the item-response scale: each tier's chance at the prompt's fitted difficulty.
+/// Prompts with the router's adequacies and, by `quality`, the tiers' outcomes on them
+/// (weak, mid, strong in 0–1): what tolerance tables are built from and checked against.
+pub fn scored_rows(
+    model: &RouterModel,
+    examples: &[&Example],
+    weight: &impl Fn(&str) -> f64,
+    quality: impl Fn(&Example) -> Option<[f64; 3]>,
+) -> Vec<CalibrationRow> {
+    let logits: Vec<[f64; OUTPUTS]> = examples.iter().map(|e| raw_logits(model, &e.prompt)).collect();
+    rows_from_logits(model, examples, &logits, weight, quality)
+}
+
+/// [`scored_rows`] with the tiers' qualities on the item-response scale: each tier's chance
+/// at the prompt's fitted difficulty.
 pub fn tier_rows(
     model: &RouterModel,
     scales: &Scales,
     examples: &[&Example],
     weight: &impl Fn(&str) -> f64,
 ) -> Vec<CalibrationRow> {
+    scored_rows(model, examples, weight, |e| scales.tier_quality(e))
+}
+
+fn rows_from_logits(
+    model: &RouterModel,
+    examples: &[&Example],
+    logits: &[[f64; OUTPUTS]],
+    weight: &impl Fn(&str) -> f64,
+    quality: impl Fn(&Example) -> Option<[f64; 3]>,
+) -> Vec<CalibrationRow> {
+    let tier =
+        |head: Head, logits: &[f64; OUTPUTS]| model.calibrate(head, logits[model.tier_output[head as usize] as usize]);
     examples
         .iter()
-        .filter_map(|e| {
-            let quality = scales.tier_quality(e)?;
-            let logits = raw_logits(model, &e.prompt);
+        .zip(logits)
+        .filter_map(|(e, logits)| {
             Some(CalibrationRow {
                 dataset: DATASETS.iter().position(|s| s.name == e.dataset).unwrap_or(0),
-                weak: model.calibrate(Head::Weak, logits[model.tier_output[0] as usize]),
-                mid: model.calibrate(Head::Mid, logits[model.tier_output[1] as usize]),
-                quality,
+                weak: tier(Head::Weak, logits),
+                mid: tier(Head::Mid, logits),
+                quality: quality(e)?,
                 weight: weight(e.dataset),
             })
         })
