@@ -32,14 +32,18 @@ async fn converse_round_trips_through_the_sdk() {
         "messages": [{"role": "user", "content": [{"text": "Name three rivers in Europe."}]}],
         "inferenceConfig": {"temperature": 0, "maxTokens": 300, "topP": 0.9}
     }));
-    let answer = invoker.converse(HAIKU, &req, due()).await.unwrap();
+    // Claude 3.7 Sonnet takes temperature with topP (Haiku 4.5 would refuse them together).
+    const SONNET_3_7: &str = "us.anthropic.claude-3-7-sonnet-20250219-v1:0";
+    let answer = invoker.converse(SONNET_3_7, &req, due()).await.unwrap();
     assert_eq!(answer.output.message.role, gateway_core::request::Role::Assistant);
     assert!(!answer.text().is_empty());
     assert!(matches!(answer.stop_reason.as_str(), "end_turn" | "max_tokens"));
     assert_eq!(answer.usage.input_tokens as u64, tokens::estimate_request(&req));
     assert_eq!(answer.usage.total_tokens, answer.usage.input_tokens + answer.usage.output_tokens);
     // Same request, same answer: the emulator is deterministic.
-    assert_eq!(invoker.converse(HAIKU, &req, due()).await.unwrap().output, answer.output);
+    assert_eq!(invoker.converse(SONNET_3_7, &req, due()).await.unwrap().output, answer.output);
+    let refused = invoker.converse(HAIKU, &req, due()).await.unwrap_err();
+    assert!(matches!(refused, InvokeError::Rejected { .. }), "{refused:?}");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use gateway_core::catalog::{Catalog, ModelSpec, ResolveError, Scope, Target, Tier};
 use gateway_core::quota::{QuotaKey, Throttle};
 use gateway_core::request::{CacheTtl, ConverseRequest};
+use gateway_core::sampling::{Given, Refusal};
 use gateway_core::tokens::estimate_request;
 use sha2::{Digest, Sha256};
 
@@ -315,6 +316,18 @@ fn check_limits(spec: &ModelSpec, request: &ConverseRequest) -> Result<u64, ApiE
             "The maximum tokens you requested exceeds the model limit of {model_max}. Try again with a maximum tokens \
              value that is lower than {model_max}."
         )));
+    }
+    if let Some(refusal) = spec.sampling.refusal(Given::of(request)) {
+        // Bedrock passes the model's own 400 on, in Anthropic's spelling of the parameters.
+        return Err(ApiError::validation(match refusal {
+            Refusal::Both => "The model returned the following errors: `temperature` and `top_p` cannot both be \
+                              specified for this model. Please use only one."
+                .to_owned(),
+            Refusal::Unsupported(name) => format!(
+                "The model returned the following errors: `{}` is deprecated for this model.",
+                if name == "topP" { "top_p" } else { name }
+            ),
+        }));
     }
     if crate::generate::prefill(request).is_some_and(|text| text.ends_with(char::is_whitespace)) {
         // Anthropic's models refuse to continue from trailing whitespace, and Bedrock passes that on.

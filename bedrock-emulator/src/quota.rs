@@ -105,7 +105,7 @@ fn effective(base: Option<Quota>, overrides: [Option<QuotaOverride>; 2]) -> Opti
             return quota;
         }
         // A quota without a catalog default becomes limited only in what the override names.
-        let unlimited = Quota { tpm: u64::MAX, rpm: u64::MAX };
+        let unlimited = Quota { tpm: Quota::UNLIMITED, rpm: Quota::UNLIMITED };
         let q = quota.unwrap_or(unlimited);
         Some(Quota { tpm: o.tpm.unwrap_or(q.tpm), rpm: o.rpm.unwrap_or(q.rpm) })
     })

@@ -589,7 +589,7 @@ fn window_json(state: &AppState, bucket: &QuotaKey, now: Instant) -> Value {
         "requests": usage.requests,
         "tokens": usage.tokens,
         "in_flight_tokens": usage.in_flight_tokens,
-        "rpm_limit": limits.map(|q| q.rpm),
+        "rpm_limit": limits.and_then(|q| q.rpm_limit()),
         "tpm_limit": limits.map(|q| q.tpm),
     })
 }

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use gateway_core::catalog::Scope;
+use gateway_core::catalog::{Quota, Scope};
 use gateway_core::quota::QuotaKey;
 use gateway_core::quota::names::{QuotaMetric, QuotaScope, quota_name};
 use serde_json::{Map, Value, json};
@@ -223,7 +223,7 @@ fn enforced_quotas(state: &AppState, region: &str) -> Vec<Value> {
             for (metric, value) in
                 [(QuotaMetric::TokensPerMinute, limits.tpm), (QuotaMetric::RequestsPerMinute, limits.rpm)]
             {
-                if value == u64::MAX {
+                if value == Quota::UNLIMITED {
                     continue;
                 }
                 let Some(name) = quota_name(spec, QuotaScope::of(scope), metric) else {

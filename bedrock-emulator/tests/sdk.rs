@@ -348,6 +348,57 @@ async fn invalid_requests_are_validation_exceptions_with_bedrocks_wording() {
 }
 
 #[tokio::test]
+async fn sampling_parameters_a_model_refuses_are_validation_exceptions_in_converse_and_invoke() {
+    let (emulator, client) = start(EmulatorConfig::instant()).await;
+    let converse = |model: &'static str, config: InferenceConfiguration| {
+        let client = client.clone();
+        async move { client.converse().model_id(model).messages(user("x")).inference_config(config).send().await }
+    };
+    let message = |err: &aws_sdk_bedrockruntime::error::SdkError<_, _>| {
+        let service: &aws_sdk_bedrockruntime::operation::converse::ConverseError = err.as_service_error().unwrap();
+        assert!(service.is_validation_exception());
+        service.meta().message().unwrap().to_owned()
+    };
+    let both = InferenceConfiguration::builder().max_tokens(50).temperature(0.2).top_p(0.9).build();
+    let err = converse(HAIKU, both.clone()).await.unwrap_err();
+    assert_eq!(
+        message(&err),
+        "The model returned the following errors: `temperature` and `top_p` cannot both be specified for this \
+         model. Please use only one."
+    );
+    // Either alone is fine, and Claude 3.7 Sonnet takes both.
+    converse(HAIKU, InferenceConfiguration::builder().max_tokens(50).top_p(0.9).build()).await.unwrap();
+    converse("us.anthropic.claude-3-7-sonnet-20250219-v1:0", both).await.unwrap();
+
+    const OPUS_4_7: &str = "global.anthropic.claude-opus-4-7";
+    let err =
+        converse(OPUS_4_7, InferenceConfiguration::builder().max_tokens(50).top_p(0.5).build()).await.unwrap_err();
+    assert_eq!(message(&err), "The model returned the following errors: `top_p` is deprecated for this model.");
+    converse(OPUS_4_7, max_tokens(50)).await.unwrap();
+
+    // The Anthropic body of InvokeModel is held to the same rule, top_k included.
+    let body = json!({
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 50, "top_k": 3,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
+    });
+    let err = client
+        .invoke_model()
+        .model_id(OPUS_4_7)
+        .content_type("application/json")
+        .body(Blob::new(body.to_string()))
+        .send()
+        .await
+        .unwrap_err();
+    let service = err.as_service_error().unwrap();
+    assert!(service.is_validation_exception());
+    assert_eq!(
+        service.meta().message(),
+        Some("The model returned the following errors: `top_k` is deprecated for this model.")
+    );
+    assert_eq!(stats(&emulator).await["totals"]["validation_errors"], 3);
+}
+
+#[tokio::test]
 async fn count_tokens_matches_the_input_tokens_of_converse_and_invoke() {
     let (_emulator, client) = start(EmulatorConfig::instant()).await;
     let system = SystemContentBlock::Text("You are terse.".into());

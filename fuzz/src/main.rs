@@ -259,7 +259,9 @@ fn run_http(
 /// starts a function's process on its first invocation.
 fn warm_up(fuzz: &HttpFuzz) -> Result<(), String> {
     let warm = HttpFuzz { address: fuzz.address, timeout: Duration::from_secs(120) };
-    for (function, path) in [("invoke-with-cache", "/v1/converse"), ("router", "/v1/route")] {
+    for (function, path) in
+        [("invoke-with-cache", "/v1/converse"), ("invoke-stream", "/v1/converse-stream"), ("router", "/v1/route")]
+    {
         let body = r#"{"modelId":"haiku","messages":[{"role":"user","content":[{"text":"warm up"}]}]}"#;
         let request = format!(
             "POST /lambda-url/{function}{path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\nx-tenant-id: fuzz\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::cost::{PricingMode, Usage};
+use crate::sampling::Sampling;
 
 const EMBEDDED_CATALOG: &str = include_str!("../catalog.toml");
 
@@ -78,7 +79,28 @@ pub struct Prices {
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     pub tpm: u64,
+    /// [`Quota::UNLIMITED`] (no `rpm` in the catalog) where AWS sets no requests-per-minute
+    /// quota, as for Claude Opus 4.7 and 4.8: tokens alone limit them.
+    #[serde(default = "Quota::unlimited", skip_serializing_if = "Quota::is_unlimited")]
     pub rpm: u64,
+}
+
+impl Quota {
+    /// A limit that is never reached; what a quota AWS does not set counts as.
+    pub const UNLIMITED: u64 = u64::MAX;
+
+    fn unlimited() -> u64 {
+        Quota::UNLIMITED
+    }
+
+    fn is_unlimited(limit: &u64) -> bool {
+        *limit == Quota::UNLIMITED
+    }
+
+    /// The requests-per-minute limit, `None` when there is none.
+    pub fn rpm_limit(&self) -> Option<u64> {
+        (self.rpm != Quota::UNLIMITED).then_some(self.rpm)
+    }
 }
 
 /// Bedrock keeps separate quotas for in-Region on-demand, geographic cross-Region and global
@@ -113,6 +135,9 @@ pub struct ModelSpec {
     pub price: Prices,
     #[serde(default)]
     pub quota: Quotas,
+    /// Which sampling parameters the model accepts; the gateway leaves out the others.
+    #[serde(default)]
+    pub sampling: Sampling,
 }
 
 /// How a model is reached: this decides both its price and which quota it draws from.
@@ -522,6 +547,29 @@ mod tests {
         let c = catalog();
         let spec = c.by_model_id("anthropic.claude-haiku-4-5-20251001-v1:0").unwrap();
         assert_eq!(spec.scopes(), vec![Scope::Geo("us".into()), Scope::Geo("eu".into()), Scope::Global]);
+    }
+
+    #[test]
+    fn sampling_rules_and_a_missing_rpm_quota_read_from_the_catalog() {
+        let c = catalog();
+        let spec = |id: &str| c.by_model_id(id).unwrap();
+        assert_eq!(spec("anthropic.claude-3-7-sonnet-20250219-v1:0").sampling, Sampling::Any);
+        assert_eq!(spec("anthropic.claude-haiku-4-5-20251001-v1:0").sampling, Sampling::TemperatureOrTopP);
+        let opus = spec("anthropic.claude-opus-4-7");
+        assert_eq!(opus.sampling, Sampling::Fixed);
+        let quota = opus.quota(&Scope::Global).unwrap();
+        assert_eq!((quota.tpm, quota.rpm_limit()), (30_000_000, None));
+        assert_eq!(
+            spec("anthropic.claude-haiku-4-5-20251001-v1:0").quota(&Scope::Global).unwrap().rpm_limit(),
+            Some(1000)
+        );
+        // A quota without RPM is written back without one, so a dumped catalog reads the same.
+        assert_eq!(serde_json::to_value(quota).unwrap(), serde_json::json!({"tpm": 30_000_000}));
+
+        let bad = EMBEDDED_CATALOG.replacen("sampling = \"fixed\"", "sampling = \"greedy\"", 1);
+        let err = Catalog::from_toml(&bad).unwrap_err();
+        let detail = std::error::Error::source(&err).unwrap().to_string();
+        assert!(detail.contains("unknown variant `greedy`"), "{detail}");
     }
 
     #[test]

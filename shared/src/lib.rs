@@ -24,6 +24,7 @@ pub mod ports;
 pub mod quota;
 pub mod request;
 pub mod routing;
+pub mod sampling;
 pub mod service;
 pub mod singleflight;
 pub mod splitmix;

@@ -200,6 +200,7 @@ pub struct FakeInvoker {
     model_delays: Mutex<Vec<(String, Duration)>>,
     routed_to: Mutex<Option<String>>,
     seen_models: Mutex<Vec<String>>,
+    seen_requests: Mutex<Vec<ConverseRequest>>,
     seen_time_limits: Mutex<Vec<Duration>>,
     ignores_deadlines: AtomicBool,
     stream_cut: Mutex<Option<(usize, FailureFactory)>>,
@@ -219,6 +220,11 @@ impl FakeInvoker {
     /// Model IDs the fake was called with, in order.
     pub fn seen_models(&self) -> Vec<String> {
         read_lock(&self.seen_models)
+    }
+
+    /// The requests the fake was sent, in order.
+    pub fn seen_requests(&self) -> Vec<ConverseRequest> {
+        read_lock(&self.seen_requests)
     }
 
     /// What each call's deadline left it when the call started, in order.
@@ -292,6 +298,9 @@ impl ModelInvoker for FakeInvoker {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut seen) = self.seen_models.lock() {
             seen.push(model_id.to_owned());
+        }
+        if let Ok(mut seen) = self.seen_requests.lock() {
+            seen.push(request.clone());
         }
         if let Ok(mut seen) = self.seen_time_limits.lock() {
             seen.push(deadline.remaining());

@@ -44,6 +44,7 @@ use crate::label::ErrorLabel;
 use crate::ports::Ports;
 use crate::request::{ConverseRequest, RequestError};
 use crate::routing::RouteOverrides;
+use crate::sampling::Sampling;
 use crate::service::{AUTO_MODEL, ConverseCall, Gateway, GatewayError, USAGE_WRITE_BUDGET};
 use crate::usage::{self, UsageRecord, UsageSource, build::Served};
 
@@ -488,6 +489,14 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
             Err(ResolveError::NeedsProfile { .. }) => self.catalog.resolve_served(id)?.0,
             Err(e) => return Err(e.into()),
         };
+        if spec.price.batch_input <= 0.0 && spec.price.batch_output <= 0.0 {
+            let mut bad = BadLine::new(
+                ErrorLabel::UnknownModel,
+                format!("{} has no batch price in the catalog: Bedrock does not offer it in batch", spec.display_name),
+            );
+            bad.model_id = spec.model_id.clone();
+            return Err(bad);
+        }
         if self.settings.batch_models.as_ref().is_some_and(|allowed| !allowed.contains(&spec.model_id)) {
             let mut bad = BadLine::new(
                 ErrorLabel::UnknownModel,
@@ -550,7 +559,7 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
             let Some(oldest) = waiting.first() else {
                 return Ok(());
             };
-            let (input, fits) = job_input(&waiting, self.settings.max_input_bytes)?;
+            let (input, fits) = job_input(&waiting, spec.sampling, self.settings.max_input_bytes)?;
             if fits >= self.settings.min_records.max(1) {
                 let records = &waiting[..fits];
                 let plan = self.plan_for(&spec.model_id, records, now);
@@ -644,7 +653,8 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
         }
         // The plan's records may still wait when the run died before taking them out.
         self.ports.pending().remove(&records).await?;
-        let (input, fits) = job_input(&records, u64::MAX)?;
+        let sampling = self.catalog.by_model_id(&plan.model_id).map_or(Sampling::Any, |spec| spec.sampling);
+        let (input, fits) = job_input(&records, sampling, u64::MAX)?;
         if fits != records.len() {
             return Err(BatchError::Corrupt(format!("job {} has records that cannot be encoded", plan.job_name)));
         }
@@ -758,21 +768,19 @@ struct InputLine<'a> {
     model_input: &'a ConverseRequest,
 }
 
-/// The input JSONL of a job of `records`: the longest prefix within `max_bytes`, and its
-/// length in records.
-fn job_input(records: &[SubmittedRecord], max_bytes: u64) -> Result<(Vec<u8>, usize), BatchError> {
+/// The input JSONL of a job of `records` for a model with `sampling`: the longest prefix
+/// within `max_bytes`, and its length in records. Each line is fitted to the model's
+/// sampling rule, as an online call is: one refused parameter would fail the record.
+fn job_input(records: &[SubmittedRecord], sampling: Sampling, max_bytes: u64) -> Result<(Vec<u8>, usize), BatchError> {
     let mut body = Vec::new();
     for (i, record) in records.iter().enumerate() {
+        let mut model_input = sampling.fit(&record.request);
         // The job names the model; a record enqueued with its `modelId` still in the body
         // must not send it.
-        let stripped;
-        let model_input = if record.request.model_id.is_some() {
-            stripped = ConverseRequest { model_id: None, ..record.request.clone() };
-            &stripped
-        } else {
-            &record.request
-        };
-        let line = InputLine { record_id: record.record_id.to_string(), model_input };
+        if model_input.model_id.is_some() {
+            model_input.to_mut().model_id = None;
+        }
+        let line = InputLine { record_id: record.record_id.to_string(), model_input: &model_input };
         let mut encoded = serde_json::to_vec(&line)
             .map_err(|e| BatchError::Corrupt(format!("record {} cannot be encoded: {e}", record.record_id)))?;
         encoded.push(b'\n');

@@ -24,6 +24,7 @@ use crate::batch::{AsyncOutputReader, BatchFiles, BatchJobs, CreateJob, JobDescr
 use crate::catalog::{Catalog, Tier};
 use crate::cost::{PricingMode, Usage};
 use crate::request::{ConverseResponse, InferenceConfig};
+use crate::sampling::Sampling;
 
 /// The largest manifest, prompts file or sample read whole; a larger one is not ours.
 const MAX_OBJECT_BYTES: u64 = 256 * 1024 * 1024;
@@ -265,12 +266,14 @@ impl<P: CalibrationPorts> Calibration<P> {
         let mut records = 0;
         let empty = Answers::new();
         let reference_answers = answers.get(&Tier::Opus).unwrap_or(&empty);
+        let grader_sampling = self.sampling_of(&manifest.grader);
         for (record_id, sample) in &prompts {
             let Some(reference) = reference_answers.get(record_id) else { continue };
             let (system, cell, reference) = (sample.system_text(), sample.prompt_cell(), reference.text());
             for tier in CHEAPER {
                 let Some(candidate) = answers.get(&tier).and_then(|a| a.get(record_id)) else { continue };
                 let request = grading_request(&system, &cell, &reference, &candidate.text());
+                let request = grader_sampling.fit(&request);
                 input.extend(encode_line(&json!({"recordId": format!("{record_id}-{tier}"), "modelInput": request}))?);
                 records += 1;
             }
@@ -416,6 +419,12 @@ impl<P: CalibrationPorts> Calibration<P> {
             }
         }
         Ok(answers)
+    }
+
+    /// The sampling rule of the model a job runs (a base ID, profile ID or ARN); a model
+    /// outside the catalog is sent the request as it is.
+    fn sampling_of(&self, model_id: &str) -> Sampling {
+        self.catalog.resolve_served(model_id).map_or(Sampling::Any, |(spec, _)| spec.sampling)
     }
 
     fn batch_cost(&self, model_id: &str, response: &ConverseResponse) -> Result<f64, CalibrationError> {

@@ -24,6 +24,7 @@ use crate::deadline::Deadline;
 use crate::label::ErrorLabel;
 use crate::ports::{InvokeError, ModelInvoker, Ports};
 use crate::request::{ConverseRequest, ConverseResponse};
+use crate::sampling::Given;
 use crate::tokens::estimate_request;
 
 use super::prepare::{Attempt, Prepared, check_model_limits};
@@ -66,8 +67,9 @@ pub(super) enum Failure {
 }
 
 impl Hop {
-    fn of(attempt: &Attempt, outcome: &'static str, error: Option<String>) -> Hop {
-        Hop { model_id: attempt.invoke_id.clone(), tier: attempt.tier, outcome, error }
+    fn of(attempt: &Attempt, request: &ConverseRequest, outcome: &'static str, error: Option<String>) -> Hop {
+        let omitted = attempt.sampling.omitted(Given::of(request)).names();
+        Hop { model_id: attempt.invoke_id.clone(), tier: attempt.tier, outcome, error, omitted }
     }
 }
 
@@ -133,7 +135,7 @@ impl<P: Ports> Gateway<P> {
                     let key = CacheKey::compute(&prepared.tenant, &attempt.key_model, request);
                     match self.cache_get(&key, SystemTime::now(), deadline).await {
                         Ok(Some(entry)) => {
-                            hops.push(Hop::of(attempt, "cache_hit", None));
+                            hops.push(Hop::of(attempt, request, "cache_hit", None));
                             return Ok(Chained {
                                 served: Served::Cached { entry: Box::new(entry), key },
                                 hops,
@@ -162,12 +164,17 @@ impl<P: Ports> Gateway<P> {
             let last = i + 1 == attempts.len();
             match run(attempt, last).await {
                 Ok(output) => {
-                    hops.push(Hop::of(attempt, "served", None));
+                    hops.push(Hop::of(attempt, request, "served", None));
                     return Ok(Chained { served: Served::Answered { output, attempt }, hops, waited });
                 }
                 Err(Failure::Refused(refusal)) => {
                     waited += refusal.waited;
-                    hops.push(Hop::of(attempt, ErrorLabel::QuotaExhausted.as_str(), Some(refusal.to_string())));
+                    hops.push(Hop::of(
+                        attempt,
+                        request,
+                        ErrorLabel::QuotaExhausted.as_str(),
+                        Some(refusal.to_string()),
+                    ));
                     if last {
                         let refusal = Refusal { waited, ..refusal };
                         tracing::info!(
@@ -180,7 +187,7 @@ impl<P: Ports> Gateway<P> {
                     tracing::info!(quota = %refusal.key, "quota full; spilling to the next of the chain");
                 }
                 Err(Failure::Model(error)) => {
-                    hops.push(Hop::of(attempt, error.label().as_str(), Some(error.to_string())));
+                    hops.push(Hop::of(attempt, request, error.label().as_str(), Some(error.to_string())));
                     if !error.warrants_fallback() || last {
                         let error = self.with_retry_hint(error);
                         if hops.len() > 1 {
@@ -210,7 +217,7 @@ impl<P: Ports> Gateway<P> {
         prepared: &Prepared,
         last: bool,
     ) -> Result<(ConverseResponse, Option<AdmissionSummary>), Failure> {
-        let request = &prepared.request;
+        let request = attempt.sampling.fit(&prepared.request);
         let spec = attempt.quota.as_ref().and_then(|q| self.catalog.by_model_id(&q.model_id));
         let model_max = attempt.max_output.as_ref().map(|(max, _)| *max).or(spec.map(|s| s.max_output_tokens));
         let tenant = prepared.tenant.as_str();
@@ -222,11 +229,11 @@ impl<P: Ports> Gateway<P> {
         };
         let sent = match learned {
             Some((max_tokens, _)) => {
-                let mut sent = request.clone();
+                let mut sent = request.into_owned();
                 sent.inference_config.get_or_insert_with(Default::default).max_tokens = Some(max_tokens);
                 Cow::Owned(sent)
             }
-            None => Cow::Borrowed(request),
+            None => request,
         };
         let wait = if last { prepared.deadline } else { prepared.deadline.within(self.settings.spill_after) };
         let (mut response, mut admission) = self.admitted_call(attempt, spec, &sent, wait, prepared).await?;

@@ -150,6 +150,9 @@ pub struct Hop {
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Sampling parameters of the request left out because this model refuses them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

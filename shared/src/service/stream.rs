@@ -156,12 +156,12 @@ impl<P: Ports> Gateway<P> {
     /// One attempt of the chain: admitted like a buffered call, answered once its stream has
     /// sent a first event (a throttle or failure before that still falls back).
     async fn open_attempt(&self, attempt: &Attempt, prepared: &Prepared, last: bool) -> Result<Opened, Failure> {
-        let request = &prepared.request;
+        let request = attempt.sampling.fit(&prepared.request);
         let spec = self.attempt_spec(attempt);
         let wait = if last { prepared.deadline } else { prepared.deadline.within(self.settings.spill_after) };
-        let permit = self.admit(attempt, spec, request, wait, prepared).await?;
+        let permit = self.admit(attempt, spec, &request, wait, prepared).await?;
         let deadline = prepared.deadline;
-        let opening = self.ports.models().converse_stream(&attempt.invoke_id, request, deadline);
+        let opening = self.ports.models().converse_stream(&attempt.invoke_id, &request, deadline);
         let mut stream = match deadline.bound(opening).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(Failure::Model(error)),

@@ -973,3 +973,75 @@ async fn only_opted_in_answered_requests_are_sampled_and_a_failed_sample_changes
     assert_eq!((sampler.written(), sampler.failed()), (1, 1));
     assert_eq!(files.uris().len(), 1);
 }
+
+/// A body setting all three sampling parameters.
+fn sampled_body(model: &str) -> serde_json::Value {
+    let mut body = body(model, "hello");
+    body["inferenceConfig"] = serde_json::json!({"temperature": 0.3, "topP": 0.9, "maxTokens": 200});
+    body["additionalModelRequestFields"] = serde_json::json!({"top_k": 5});
+    body
+}
+
+#[tokio::test]
+async fn each_model_is_sent_only_the_sampling_parameters_it_accepts_and_the_hop_says_what_was_left_out() {
+    let gateway = gateway();
+    let sent_config = |i: usize| {
+        let sent = &gateway.ports().models().seen_requests()[i];
+        let config = sent.inference_config.clone().unwrap_or_default();
+        (config.temperature, config.top_p, config.max_tokens, sent.additional_model_request_fields.clone())
+    };
+    let top_k = Some(serde_json::json!({"top_k": 5}));
+
+    // Claude 3.7 Sonnet takes the three together: sent as asked.
+    let answer =
+        gateway.converse(call("a", sampled_body("us.anthropic.claude-3-7-sonnet-20250219-v1:0"))).await.unwrap();
+    assert_eq!(sent_config(0), (Some(0.3), Some(0.9), Some(200), top_k.clone()));
+    assert!(answer.hops[0].omitted.is_empty());
+
+    // Haiku 4.5 refuses temperature with topP: topP goes, top_k stays.
+    let answer = gateway.converse(call("a", sampled_body("haiku"))).await.unwrap();
+    assert_eq!(sent_config(1), (Some(0.3), None, Some(200), top_k));
+    assert_eq!(answer.hops[0].omitted, ["topP"]);
+
+    // Opus 4.7 takes none of them.
+    let answer = gateway.converse(call("a", sampled_body("global.anthropic.claude-opus-4-7"))).await.unwrap();
+    assert_eq!(sent_config(2), (None, None, Some(200), None));
+    assert_eq!(answer.hops[0].omitted, ["temperature", "topP", "top_k"]);
+
+    // The caller's request is the cache's: a repeat is a hit on the same entry.
+    let repeat = gateway.converse(call("a", sampled_body("global.anthropic.claude-opus-4-7"))).await.unwrap();
+    assert_eq!(repeat.cache.result, CacheResult::Bypass, "temperature 0.3 samples, so nothing is cached");
+}
+
+#[tokio::test]
+async fn a_fallback_to_a_model_with_another_rule_is_sent_what_that_model_accepts() {
+    // The sonnet tier on Claude 3.7 Sonnet, which takes temperature with topP; haiku throttled.
+    let catalog = Arc::new(Catalog::embedded().unwrap());
+    let mut settings = GatewaySettings { fallback: true, ..GatewaySettings::from_catalog(&catalog) };
+    settings.tier_models.insert(Tier::Sonnet, "us.anthropic.claude-3-7-sonnet-20250219-v1:0".into());
+    let router = Router::new(
+        RouterModel::embedded().unwrap(),
+        catalog.clone(),
+        settings.tier_models.clone(),
+        RoutingPolicy::default(),
+    );
+    let g = Gateway::new(catalog, settings, fakes()).with_router(router);
+    throttle_haiku(&g.ports.models);
+    let mut request = auto_haiku_with_sonnet_fallback();
+    request.request = ConverseRequest::from_json(sampled_body("auto").to_string().as_bytes()).unwrap();
+    let answer = g.converse(request).await.unwrap();
+
+    let hops: Vec<(&str, &str, Vec<&str>)> =
+        answer.hops.iter().map(|h| (h.model_id.as_str(), h.outcome, h.omitted.clone())).collect();
+    assert_eq!(
+        hops,
+        vec![
+            ("us.anthropic.claude-haiku-4-5-20251001-v1:0", "throttled", vec!["topP"]),
+            ("global.anthropic.claude-haiku-4-5-20251001-v1:0", "throttled", vec!["topP"]),
+            ("us.anthropic.claude-3-7-sonnet-20250219-v1:0", "served", vec![]),
+        ]
+    );
+    let top_p: Vec<Option<f32>> =
+        g.ports.models.seen_requests().iter().map(|r| r.inference_config.as_ref().and_then(|c| c.top_p)).collect();
+    assert_eq!(top_p, [None, None, Some(0.9)]);
+}

@@ -205,8 +205,8 @@ fn quota_datums(
             if quota.tpm > 0 {
                 datums.push(d("TpmUtilization", Unit::Percent, 100.0 * tokens / quota.tpm as f64));
             }
-            if quota.rpm > 0 {
-                datums.push(d("RpmUtilization", Unit::Percent, 100.0 * requests / quota.rpm as f64));
+            if let Some(rpm) = quota.rpm_limit().filter(|rpm| *rpm > 0) {
+                datums.push(d("RpmUtilization", Unit::Percent, 100.0 * requests / rpm as f64));
             }
         }
     }
