@@ -7,7 +7,7 @@
 //! | `CALIBRATION_BUCKET` | required with tenants | the S3 bucket of samples, runs and the dataset |
 //! | `CALIBRATION_PREFIX` | `calibration/` | where under the bucket; ends with `/` |
 //! | `CALIBRATION_ROLE_ARN` | required to run | the service role Bedrock's batch jobs assume |
-//! | `CALIBRATION_MIN_PROMPTS` | 100 | fewest prompts a run starts with (each answer job has that many records; Bedrock's minimum is 100) |
+//! | `CALIBRATION_MIN_PROMPTS` | 100 | fewest prompts a run starts with and fewest records of any of its jobs (each answer job has that many; a grading job with fewer gradable answers is filled up with repeats; Bedrock's minimum is 100) |
 //! | `CALIBRATION_MAX_PROMPTS` | 1000 | most prompts in one run |
 
 use std::path::PathBuf;

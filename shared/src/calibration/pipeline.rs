@@ -7,6 +7,7 @@
 //! stage reads (the run's own prompts file, the jobs' outputs) does not change once written,
 //! so a repeated stage computes the same manifest.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -262,21 +263,28 @@ impl<P: CalibrationPorts> Calibration<P> {
             answers.insert(*tier, read);
         }
         let prompts = self.prompts(&manifest).await?;
-        let mut input = Vec::new();
-        let mut records = 0;
         let empty = Answers::new();
         let reference_answers = answers.get(&Tier::Opus).unwrap_or(&empty);
         let grader_sampling = self.sampling_of(&manifest.grader);
+        let mut graded = Vec::new();
         for (record_id, sample) in &prompts {
             let Some(reference) = reference_answers.get(record_id) else { continue };
             let (system, cell, reference) = (sample.system_text(), sample.prompt_cell(), reference.text());
             for tier in CHEAPER {
                 let Some(candidate) = answers.get(&tier).and_then(|a| a.get(record_id)) else { continue };
                 let request = grading_request(&system, &cell, &reference, &candidate.text());
-                let request = grader_sampling.fit(&request);
-                input.extend(encode_line(&json!({"recordId": format!("{record_id}-{tier}"), "modelInput": request}))?);
-                records += 1;
+                graded.push((format!("{record_id}-{tier}"), grader_sampling.fit(&request).into_owned()));
             }
+        }
+        // Failed answers can leave fewer grades than Bedrock's per-job minimum, which would
+        // refuse the job and stall the run. The job is filled up with repeats instead: each
+        // is a second chance at a grade its first copy leaves malformed.
+        let records = if graded.is_empty() { 0 } else { graded.len().max(self.settings.min_prompts) };
+        let mut input = Vec::new();
+        for i in 0..records {
+            let (record_id, request) = &graded[i % graded.len()];
+            let record_id = repeat_id(record_id, i / graded.len());
+            input.extend(encode_line(&json!({"recordId": record_id, "modelInput": request}))?);
         }
         manifest.missing_answers = missing;
         manifest.cost = RunCost::new(answers_usd, 0.0, manifest.prompts.len() as u64);
@@ -304,20 +312,34 @@ impl<P: CalibrationPorts> Calibration<P> {
         for response in grades.values() {
             grading_usd += self.batch_cost(&job.model_id, response)?;
         }
+        let gradable = |entry: &PromptEntry, tier: &Tier| {
+            entry.output_tokens.contains_key(tier) && entry.output_tokens.contains_key(&Tier::Opus)
+        };
+        let distinct: u64 =
+            manifest.prompts.iter().map(|e| CHEAPER.iter().filter(|t| gradable(e, t)).count() as u64).sum();
+        let copies = job.records.div_ceil(distinct.max(1)) as usize;
         let mut missing = 0;
         for entry in &mut manifest.prompts {
             for tier in CHEAPER {
-                if !entry.output_tokens.contains_key(&tier) || !entry.output_tokens.contains_key(&Tier::Opus) {
+                if !gradable(entry, &tier) {
                     continue;
                 }
                 let record_id = format!("{}-{tier}", entry.record_id);
-                match grades.get(&record_id).map(parse_grade) {
-                    Some(Ok(score)) => {
-                        entry.scores.insert(tier, score);
+                // The first readable grade among the record and its repeats.
+                let copies = (0..copies).filter_map(|copy| grades.get(repeat_id(&record_id, copy).as_ref()));
+                let mut score = None;
+                for response in copies {
+                    match parse_grade(response) {
+                        Ok(read) => {
+                            score = Some(read);
+                            break;
+                        }
+                        Err(reason) => tracing::warn!(run_id = manifest.run_id, record_id, %reason, "grade unreadable"),
                     }
-                    Some(Err(reason)) => {
-                        tracing::warn!(run_id = manifest.run_id, record_id, %reason, "grade missing");
-                        missing += 1;
+                }
+                match score {
+                    Some(score) => {
+                        entry.scores.insert(tier, score);
                     }
                     None => missing += 1,
                 }
@@ -507,4 +529,12 @@ fn encode_line<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CalibrationErr
 
 fn corrupt(uri: &str, reason: &str) -> CalibrationError {
     CalibrationError::Corrupt { uri: uri.to_owned(), reason: reason.to_owned() }
+}
+
+/// The record ID of a grading record's `copy`-th repeat (the record itself at 0).
+fn repeat_id(record_id: &str, copy: usize) -> Cow<'_, str> {
+    match copy {
+        0 => Cow::Borrowed(record_id),
+        n => Cow::Owned(format!("{record_id}-r{}", n + 1)),
+    }
 }

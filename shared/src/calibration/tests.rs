@@ -407,6 +407,65 @@ async fn a_malformed_grade_is_missing_not_guessed() {
 }
 
 #[tokio::test]
+async fn a_grading_job_below_the_job_minimum_is_filled_with_repeats_that_rescue_unreadable_grades() {
+    let ports = Arc::new(Ports::default());
+    for text in ["a", "b", "c", "d", "e"] {
+        drop_sample(&ports, "acme", text);
+    }
+    // A job takes at least five records here. Haiku answers one prompt and Sonnet three, so
+    // four answers are gradable.
+    let cal = calibration(&ports, &["acme"], 5);
+    let answer = |job: &str, record_id: &str, input: &Value| {
+        let failed = match job {
+            j if j.ends_with("-haiku") => record_id != "p0",
+            j if j.ends_with("-sonnet") => ["p3", "p4"].contains(&record_id),
+            _ => false,
+        };
+        if failed {
+            return None;
+        }
+        if input.get("toolConfig").is_some() {
+            // The first copy of p0's haiku grade is unreadable; its repeat is not.
+            return Some(match record_id {
+                "p0-haiku" => text_output("no tool call", 5),
+                "p0-haiku-r2" => grade_output(json!(3)),
+                id if id.contains("-haiku") => grade_output(json!(9)),
+                _ => grade_output(json!(7)),
+            });
+        }
+        well_behaved(job, record_id, input)
+    };
+    let (_, uri, cost, _) = run_to_end(&cal, &ports, &answer).await;
+    let grading =
+        ports.jobs.jobs.lock().unwrap().values().find(|(c, _)| c.plan.job_name.ends_with("-grade")).unwrap().0.clone();
+    assert_eq!(grading.plan.records, 5, "four gradable answers, filled up to the minimum");
+    let input = String::from_utf8(ports.files.inner.get(&grading.plan.input_uri).unwrap()).unwrap();
+    let ids: Vec<String> = input
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["recordId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["p0-haiku", "p0-sonnet", "p1-sonnet", "p2-sonnet", "p0-haiku-r2"]);
+
+    let lines = dataset(&ports, &uri);
+    let scores: Vec<[Option<u8>; 2]> =
+        lines.iter().map(|l| [Tier::Haiku, Tier::Sonnet].map(|t| l.outcomes[&t].score)).collect();
+    assert_eq!(scores, [[Some(3), Some(7)], [None, Some(7)], [None, Some(7)], [None, None], [None, None]]);
+    assert_eq!(
+        cal.runs().await.unwrap()[0].missing_grades,
+        0,
+        "a failed answer is a missing answer, not a missing grade"
+    );
+    // Every record of the job, repeats included, is paid for.
+    let catalog = Catalog::embedded().unwrap();
+    let usage = crate::cost::Usage { input_tokens: 300, output_tokens: 20, ..Default::default() };
+    let one = catalog.cost_of(catalog.tier_default(Tier::Opus), &usage, crate::cost::PricingMode::Batch).unwrap();
+    let unreadable = crate::cost::Usage { input_tokens: 100, output_tokens: 5, ..Default::default() };
+    let unreadable =
+        catalog.cost_of(catalog.tier_default(Tier::Opus), &unreadable, crate::cost::PricingMode::Batch).unwrap();
+    assert!((cost.grading_usd - (4.0 * one + unreadable)).abs() < 1e-12, "{cost:?}");
+}
+
+#[tokio::test]
 async fn a_failed_answer_has_no_tokens_and_without_the_graders_answer_nothing_is_graded() {
     let ports = Arc::new(Ports::default());
     drop_sample(&ports, "acme", "only");
