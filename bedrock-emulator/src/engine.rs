@@ -327,6 +327,10 @@ fn check_limits(spec: &ModelSpec, request: &ConverseRequest) -> Result<u64, ApiE
                 "The model returned the following errors: `{}` is deprecated for this model.",
                 if name == "topP" { "top_p" } else { name }
             ),
+            Refusal::BudgetedThinking => "The model returned the following errors: \"thinking.type.enabled\" is not \
+                                          supported for this model. Use \"thinking.type.adaptive\" and \
+                                          \"output_config.effort\" to control thinking behavior."
+                .to_owned(),
         }));
     }
     if crate::generate::prefill(request).is_some_and(|text| text.ends_with(char::is_whitespace)) {

@@ -395,7 +395,27 @@ async fn sampling_parameters_a_model_refuses_are_validation_exceptions_in_conver
         service.meta().message(),
         Some("The model returned the following errors: `top_k` is deprecated for this model.")
     );
-    assert_eq!(stats(&emulator).await["totals"]["validation_errors"], 3);
+
+    let body = json!({
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 4000,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
+    });
+    let invoke = |body: Value| {
+        client
+            .invoke_model()
+            .model_id(OPUS_4_7)
+            .content_type("application/json")
+            .body(Blob::new(body.to_string()))
+            .send()
+    };
+    let err = invoke(body.clone()).await.unwrap_err();
+    let message = err.as_service_error().unwrap().meta().message().unwrap().to_owned();
+    assert!(message.contains(r#""thinking.type.enabled" is not supported for this model"#), "{message}");
+    let mut adaptive = body;
+    adaptive["thinking"] = json!({"type": "adaptive"});
+    invoke(adaptive).await.unwrap();
+    assert_eq!(stats(&emulator).await["totals"]["validation_errors"], 4);
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 //! Claude models differ, and Bedrock answers a parameter a model refuses with a 400: Claude 3.x
 //! and 4 take all three together; Opus 4.1 and the 4.5 and 4.6 generations refuse
 //! `temperature` with `topP` ("cannot both be specified for this model"); Opus 4.7 and later
-//! refuse all three. A caller who names a tier, or whose request falls back to another model,
+//! refuse all three, and take thinking only as `{"type": "adaptive"}` (a budgeted
+//! `{"type": "enabled", "budget_tokens": n}` is a 400 there). A caller who names a tier, or whose request falls back to another model,
 //! cannot know which rule the answering model follows, so the gateway sends each attempt what
 //! its model accepts and reports in the attempt's hop what it left out.
 
@@ -15,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::request::ConverseRequest;
 
-/// The key of Anthropic's `top_k` in `additionalModelRequestFields`.
+/// The keys of Anthropic's `top_k` and `thinking` in `additionalModelRequestFields`.
 const TOP_K: &str = "top_k";
+const THINKING: &str = "thinking";
 
 /// A model's rule for the sampling parameters (`sampling` in the catalog).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +29,8 @@ pub enum Sampling {
     Any,
     /// `temperature` or `topP`, not both; `top_k` with either.
     TemperatureOrTopP,
-    /// None of them: the model samples at its own settings.
+    /// None of them, and thinking only adaptive: the model samples, and decides how long it
+    /// thinks, at its own settings.
     Fixed,
 }
 
@@ -37,6 +40,8 @@ pub struct Given {
     pub temperature: bool,
     pub top_p: bool,
     pub top_k: bool,
+    /// Thinking with a token budget (`thinking.type` `enabled`).
+    pub budgeted_thinking: bool,
 }
 
 impl Given {
@@ -46,6 +51,11 @@ impl Given {
             temperature: config.is_some_and(|c| c.temperature.is_some()),
             top_p: config.is_some_and(|c| c.top_p.is_some()),
             top_k: request.additional_model_request_fields.as_ref().is_some_and(|f| f.get(TOP_K).is_some()),
+            budgeted_thinking: request
+                .additional_model_request_fields
+                .as_ref()
+                .and_then(|f| f.get(THINKING)?.get("type")?.as_str().map(|kind| kind == "enabled"))
+                .unwrap_or(false),
         }
     }
 
@@ -55,10 +65,15 @@ impl Given {
 
     /// The parameters' names as a Converse request spells them.
     pub fn names(self) -> Vec<&'static str> {
-        [(self.temperature, "temperature"), (self.top_p, "topP"), (self.top_k, TOP_K)]
-            .into_iter()
-            .filter_map(|(set, name)| set.then_some(name))
-            .collect()
+        [
+            (self.temperature, "temperature"),
+            (self.top_p, "topP"),
+            (self.top_k, TOP_K),
+            (self.budgeted_thinking, "thinking.budget_tokens"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect()
     }
 }
 
@@ -67,8 +82,10 @@ impl Given {
 pub enum Refusal {
     /// `temperature` and `topP` together.
     Both,
-    /// The model takes none; the first of them the request sets.
+    /// The model takes no sampling parameter; the first of them the request sets.
     Unsupported(&'static str),
+    /// The model thinks only adaptively.
+    BudgetedThinking,
 }
 
 impl Sampling {
@@ -77,18 +94,25 @@ impl Sampling {
         match self {
             Sampling::Any => None,
             Sampling::TemperatureOrTopP => (given.temperature && given.top_p).then_some(Refusal::Both),
-            Sampling::Fixed => given.names().first().map(|name| Refusal::Unsupported(name)),
+            Sampling::Fixed => {
+                let sampled = Given { budgeted_thinking: false, ..given };
+                match sampled.names().first() {
+                    Some(name) => Some(Refusal::Unsupported(name)),
+                    None => given.budgeted_thinking.then_some(Refusal::BudgetedThinking),
+                }
+            }
         }
     }
 
     /// The parameters to leave out of a request that sets `given` so that the model accepts
     /// it. Of `temperature` and `topP` together, `topP` goes: `temperature` is the one callers
-    /// set on purpose far more often, and SDKs that send both fill `topP` with a default.
+    /// set on purpose far more often, and SDKs that send both fill `topP` with a default. A
+    /// thinking budget goes and thinking stays on, adaptive: the caller asked for thinking.
     pub fn omitted(self, given: Given) -> Given {
         match self.refusal(given) {
             None => Given::default(),
             Some(Refusal::Both) => Given { top_p: true, ..Given::default() },
-            Some(Refusal::Unsupported(_)) => given,
+            Some(Refusal::Unsupported(_) | Refusal::BudgetedThinking) => given,
         }
     }
 
@@ -107,10 +131,16 @@ impl Sampling {
                 config.top_p = None;
             }
         }
-        if omitted.top_k
-            && let Some(fields) = fitted.additional_model_request_fields.as_mut().and_then(|f| f.as_object_mut())
-        {
-            fields.remove(TOP_K);
+        if let Some(fields) = fitted.additional_model_request_fields.as_mut().and_then(|f| f.as_object_mut()) {
+            if omitted.top_k {
+                fields.remove(TOP_K);
+            }
+            if omitted.budgeted_thinking
+                && let Some(thinking) = fields.get_mut(THINKING).and_then(|t| t.as_object_mut())
+            {
+                thinking.remove("budget_tokens");
+                thinking.insert("type".to_owned(), "adaptive".into());
+            }
             if fields.is_empty() {
                 fitted.additional_model_request_fields = None;
             }
@@ -173,5 +203,27 @@ mod tests {
         assert_eq!(Sampling::Fixed.refusal(Given::of(&thinking)), Some(Refusal::Unsupported("top_k")));
         let fitted = Sampling::Fixed.fit(&thinking);
         assert_eq!(fitted.additional_model_request_fields, Some(json!({"thinking": {"type": "adaptive"}})));
+    }
+
+    #[test]
+    fn a_thinking_budget_becomes_adaptive_thinking_where_only_that_is_taken() {
+        let budgeted = request(
+            json!({"maxTokens": 4000}),
+            Some(json!({"thinking": {"type": "enabled", "budget_tokens": 2048, "display": "summarized"}})),
+        );
+        assert_eq!(Sampling::Fixed.refusal(Given::of(&budgeted)), Some(Refusal::BudgetedThinking));
+        let fitted = Sampling::Fixed.fit(&budgeted);
+        assert_eq!(
+            fitted.additional_model_request_fields,
+            Some(json!({"thinking": {"type": "adaptive", "display": "summarized"}}))
+        );
+        assert_eq!(Sampling::Fixed.refusal(Given::of(&fitted)), None);
+        assert_eq!(Sampling::Fixed.omitted(Given::of(&budgeted)).names(), ["thinking.budget_tokens"]);
+        // Models before Opus 4.7 take the budget.
+        for rule in [Sampling::Any, Sampling::TemperatureOrTopP] {
+            assert!(matches!(rule.fit(&budgeted), Cow::Borrowed(_)));
+        }
+        let off = request(json!({}), Some(json!({"thinking": {"type": "disabled"}})));
+        assert_eq!(Sampling::Fixed.refusal(Given::of(&off)), None);
     }
 }

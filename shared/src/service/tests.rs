@@ -978,7 +978,8 @@ async fn only_opted_in_answered_requests_are_sampled_and_a_failed_sample_changes
 fn sampled_body(model: &str) -> serde_json::Value {
     let mut body = body(model, "hello");
     body["inferenceConfig"] = serde_json::json!({"temperature": 0.3, "topP": 0.9, "maxTokens": 200});
-    body["additionalModelRequestFields"] = serde_json::json!({"top_k": 5});
+    body["additionalModelRequestFields"] =
+        serde_json::json!({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}});
     body
 }
 
@@ -990,23 +991,24 @@ async fn each_model_is_sent_only_the_sampling_parameters_it_accepts_and_the_hop_
         let config = sent.inference_config.clone().unwrap_or_default();
         (config.temperature, config.top_p, config.max_tokens, sent.additional_model_request_fields.clone())
     };
-    let top_k = Some(serde_json::json!({"top_k": 5}));
+    let fields = Some(serde_json::json!({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}}));
 
     // Claude 3.7 Sonnet takes the three together: sent as asked.
     let answer =
         gateway.converse(call("a", sampled_body("us.anthropic.claude-3-7-sonnet-20250219-v1:0"))).await.unwrap();
-    assert_eq!(sent_config(0), (Some(0.3), Some(0.9), Some(200), top_k.clone()));
+    assert_eq!(sent_config(0), (Some(0.3), Some(0.9), Some(200), fields.clone()));
     assert!(answer.hops[0].omitted.is_empty());
 
     // Haiku 4.5 refuses temperature with topP: topP goes, top_k stays.
     let answer = gateway.converse(call("a", sampled_body("haiku"))).await.unwrap();
-    assert_eq!(sent_config(1), (Some(0.3), None, Some(200), top_k));
+    assert_eq!(sent_config(1), (Some(0.3), None, Some(200), fields));
     assert_eq!(answer.hops[0].omitted, ["topP"]);
 
-    // Opus 4.7 takes none of them.
+    // Opus 4.7 takes none of them, and thinks only adaptively.
     let answer = gateway.converse(call("a", sampled_body("global.anthropic.claude-opus-4-7"))).await.unwrap();
-    assert_eq!(sent_config(2), (None, None, Some(200), None));
-    assert_eq!(answer.hops[0].omitted, ["temperature", "topP", "top_k"]);
+    let adaptive = Some(serde_json::json!({"thinking": {"type": "adaptive"}}));
+    assert_eq!(sent_config(2), (None, None, Some(200), adaptive));
+    assert_eq!(answer.hops[0].omitted, ["temperature", "topP", "top_k", "thinking.budget_tokens"]);
 
     // The caller's request is the cache's: a repeat is a hit on the same entry.
     let repeat = gateway.converse(call("a", sampled_body("global.anthropic.claude-opus-4-7"))).await.unwrap();
