@@ -240,7 +240,8 @@ impl<'a> S3Uri<'a> {
 /// An object's body as it arrives, chunk by chunk.
 pub type S3Reader = Pin<Box<dyn AsyncBufRead + Send>>;
 
-/// S3 by `s3://` URIs: PutObject, ListObjectsV2 (every page) and a streaming GetObject.
+/// S3 by `s3://` URIs: PutObject, ListObjectsV2 (every page), a streaming GetObject and
+/// DeleteObject.
 #[derive(Debug, Clone)]
 pub struct S3BatchFiles {
     client: aws_sdk_s3::Client,
@@ -294,6 +295,20 @@ impl BatchFiles for S3BatchFiles {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
             Err(e) => Err(remote_error(S3, GET_OBJECT, e)),
         }
+    }
+
+    async fn delete(&self, uri: &str) -> Result<(), BatchError> {
+        const DELETE: &str = "DeleteObject";
+        let at = S3Uri::object(uri, DELETE)?;
+        // S3 answers a missing key with success too.
+        self.client
+            .delete_object()
+            .bucket(at.bucket)
+            .key(at.key)
+            .send()
+            .await
+            .map_err(|e| remote_error(S3, DELETE, e))?;
+        Ok(())
     }
 }
 

@@ -435,6 +435,11 @@ impl BatchFiles for MemoryFiles {
     async fn open(&self, uri: &str) -> Result<Option<Self::Reader>, BatchError> {
         Ok(self.get(uri).map(std::io::Cursor::new))
     }
+
+    async fn delete(&self, uri: &str) -> Result<(), BatchError> {
+        locked(&self.objects).remove(uri);
+        Ok(())
+    }
 }
 
 /// Bedrock's control plane in memory: jobs created (idempotent by name) and the status a

@@ -263,6 +263,9 @@ pub trait BatchFiles: Send + Sync {
 
     /// The object's bytes as a stream, never held whole. `None` when there is no such object.
     fn open(&self, uri: &str) -> impl Future<Output = Result<Option<Self::Reader>, BatchError>> + Send;
+
+    /// Deletes an object; one already gone is no error, so a repeated delete is safe.
+    fn delete(&self, uri: &str) -> impl Future<Output = Result<(), BatchError>> + Send;
 }
 
 // ---- Dropped files: what it takes to write a file's results once every line is final. ----

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures_util::{StreamExt, TryStreamExt, stream};
+
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -31,6 +33,9 @@ use crate::sampling::Sampling;
 const MAX_OBJECT_BYTES: u64 = 256 * 1024 * 1024;
 
 const CHEAPER: [Tier; 2] = [Tier::Haiku, Tier::Sonnet];
+
+/// S3 requests a run keeps in flight when it reads manifests or deletes samples.
+const CONCURRENT_READS: usize = 16;
 
 /// The calibration use case over its ports: [`Calibration::advance`] moves the open run (or a
 /// new one) as far as it can go now.
@@ -99,22 +104,32 @@ impl<P: CalibrationPorts> Calibration<P> {
         }
     }
 
-    /// Every run's manifest, oldest first (run IDs sort by time).
+    /// Every run's manifest, oldest first (run IDs sort by time). Read [`CONCURRENT_READS`] at
+    /// a time: an hourly schedule makes thousands of runs a year, each one manifest.
     pub async fn runs(&self) -> Result<Vec<RunManifest>, CalibrationError> {
-        let mut runs = Vec::new();
-        for uri in self.ports.files().list(&self.layout().runs_prefix()).await? {
-            if !uri.ends_with("/manifest.json") {
-                continue;
-            }
-            let bytes = self.read(&uri).await?.ok_or_else(|| corrupt(&uri, "listed but gone"))?;
-            let manifest: RunManifest = serde_json::from_slice(&bytes).map_err(|e| corrupt(&uri, &e.to_string()))?;
-            if manifest.schema != SCHEMA {
-                return Err(corrupt(&uri, &format!("schema {} is not {SCHEMA}", manifest.schema)));
-            }
-            runs.push(manifest);
-        }
+        let uris: Vec<String> = self
+            .ports
+            .files()
+            .list(&self.layout().runs_prefix())
+            .await?
+            .into_iter()
+            .filter(|uri| uri.ends_with("/manifest.json"))
+            .collect();
+        // The futures are made before they are streamed: a stream mapping references to
+        // futures is not `Send` for every lifetime, which the function's handler needs.
+        let reads: Vec<_> = uris.iter().map(|uri| self.manifest(uri)).collect();
+        let mut runs: Vec<RunManifest> = stream::iter(reads).buffered(CONCURRENT_READS).try_collect().await?;
         runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
         Ok(runs)
+    }
+
+    async fn manifest(&self, uri: &str) -> Result<RunManifest, CalibrationError> {
+        let bytes = self.read(uri).await?.ok_or_else(|| corrupt(uri, "listed but gone"))?;
+        let manifest: RunManifest = serde_json::from_slice(&bytes).map_err(|e| corrupt(uri, &e.to_string()))?;
+        if manifest.schema != SCHEMA {
+            return Err(corrupt(uri, &format!("schema {} is not {SCHEMA}", manifest.schema)));
+        }
+        Ok(manifest)
     }
 
     /// Stage `collect`: the opted-in tenants' samples that no run holds, taken in turn from
@@ -365,6 +380,12 @@ impl<P: CalibrationPorts> Calibration<P> {
         }
         let uri = self.layout().dataset_uri(&manifest.run_id);
         self.ports.files().write(&uri, body).await?;
+        // The samples are redundant once published (the run's prompts file and the dataset
+        // hold them) and would only pile up: a run deletes its own before it is done, so a
+        // killed run deletes them again on resuming.
+        let deletes: Vec<_> =
+            manifest.prompts.iter().map(|entry| self.ports.files().delete(&entry.sample_uri)).collect();
+        stream::iter(deletes).buffer_unordered(CONCURRENT_READS).try_collect::<Vec<()>>().await?;
         manifest.dataset_uri = Some(uri);
         manifest.stage = Stage::Done;
         self.save(&manifest).await?;

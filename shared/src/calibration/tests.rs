@@ -132,6 +132,10 @@ impl BatchFiles for KillableFiles {
     async fn open(&self, uri: &str) -> Result<Option<Self::Reader>, BatchError> {
         self.inner.open(uri).await
     }
+
+    async fn delete(&self, uri: &str) -> Result<(), BatchError> {
+        self.inner.delete(uri).await
+    }
 }
 
 #[derive(Debug, Default)]
@@ -297,6 +301,10 @@ async fn a_run_answers_on_every_tier_grades_and_publishes_with_its_cost() {
     assert!((cost.per_1000_prompts_usd - (answers + grading) * 1000.0 / 3.0).abs() < 1e-9);
     let manifest = &cal.runs().await.unwrap()[0];
     assert_eq!((manifest.stage, manifest.cost), (Stage::Done, cost));
+    // A published run's samples are deleted; gamma's, never taken, stays.
+    let left = ports.files.inner.list(&cal.layout().samples_prefix()).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].contains("gamma"), "{left:?}");
 }
 
 #[tokio::test]
