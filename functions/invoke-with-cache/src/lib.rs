@@ -286,11 +286,18 @@ fn borrowed<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a
     headers.iter().map(|(name, value)| (*name, value.as_str())).collect()
 }
 
+/// Which of the caller's sampling parameters the answering model was not sent; in a header so
+/// that every dialect's callers (OpenAI and Anthropic bodies have no place for it) can see it.
+pub(crate) const SAMPLING_OMITTED: &str = "x-sampling-omitted";
+
 /// The gateway's headers on every answer, whatever its body's shape.
 fn answer_headers(answer: &Answer) -> Vec<(&'static str, String)> {
     let mut headers = vec![("x-cache", answer.cache.result.as_str().to_owned())];
     if let Some(decision) = &answer.routing {
         headers.push(("x-route-tier", decision.tier.as_str().to_owned()));
+    }
+    if !answer.omitted().is_empty() {
+        headers.push((SAMPLING_OMITTED, answer.omitted().join(",")));
     }
     if let Some(admission) = &answer.admission {
         headers.push(("x-quota-mode", admission.mode.as_str().to_owned()));

@@ -122,6 +122,7 @@ impl<P: Ports + 'static> StreamHandler<P> {
         let open = self.gateway.open_stream(call).await?;
         let encoder = Encoder::new(dialect, request_id, created, open.model_id(), parsed.include_usage);
         let cache = open.cache_result();
+        let omitted = open.omitted().join(",");
         let (sender, receiver) = mpsc::channel::<Bytes>(BUFFERED_EVENTS);
         let request_id = request_id.to_owned();
         let catalog_owner = &self.gateway;
@@ -148,6 +149,11 @@ impl<P: Ports + 'static> StreamHandler<P> {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         headers.insert("x-cache", HeaderValue::from_static(cache.as_str()));
+        if let Ok(value) = HeaderValue::from_str(&omitted)
+            && !omitted.is_empty()
+        {
+            headers.insert(crate::SAMPLING_OMITTED, value);
+        }
         Ok(response)
     }
 }

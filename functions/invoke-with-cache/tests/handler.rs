@@ -332,3 +332,19 @@ async fn every_served_request_leaves_one_usage_record_under_its_request_id() {
     assert!(records.iter().any(|r| r.cache == Some(CacheResult::Miss) && r.cost_usd > 0.0));
     assert!(!records.iter().any(|r| matches!(r.outcome, UsageOutcome::Failed(_))), "keyed by request ID, stored once");
 }
+
+#[tokio::test]
+async fn a_parameter_the_model_refuses_is_left_out_and_named_in_a_header() {
+    let f = fixture();
+    let request = event("openai-temperature-and-top-p.json");
+    let reply = http_support::testing::Reply::from(f.handler.handle(request).await.unwrap());
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // Haiku 4.5 refuses temperature with top_p: the call went without top_p.
+    assert_eq!(reply.header("x-sampling-omitted").as_deref(), Some("topP"));
+    let sent = f.invoker.seen_requests();
+    let config = sent[0].inference_config.as_ref().unwrap();
+    assert_eq!((config.temperature, config.top_p), (Some(0.7), None));
+
+    let plain = http_support::testing::Reply::from(f.handler.handle(event("openai-chat.json")).await.unwrap());
+    assert_eq!(plain.header("x-sampling-omitted"), None);
+}

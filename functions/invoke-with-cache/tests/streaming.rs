@@ -177,3 +177,18 @@ async fn a_cut_stream_ends_with_an_error_event_in_every_api() {
     assert_eq!(records.len(), 3);
     assert!(records.iter().all(|r| r.cost_usd > 0.0), "what was generated is paid for and recorded");
 }
+
+#[tokio::test]
+async fn a_stream_names_the_sampling_parameters_its_model_was_not_sent() {
+    let f = fixture();
+    let mut request = event("openai-stream.json");
+    let mut body: serde_json::Value = serde_json::from_slice(request.body().as_ref()).unwrap();
+    body["temperature"] = serde_json::json!(0.5);
+    body["top_p"] = serde_json::json!(0.8);
+    *request.body_mut() = lambda_http::Body::from(body.to_string());
+    let streamed = send(&f, request).await;
+    assert_eq!(streamed.status, 200, "{}", streamed.text());
+    assert_eq!(streamed.headers["x-sampling-omitted"], "topP");
+    let config = f.invoker.seen_requests()[0].inference_config.clone().unwrap();
+    assert_eq!((config.temperature, config.top_p), (Some(0.5), None));
+}

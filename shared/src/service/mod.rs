@@ -237,6 +237,18 @@ pub struct Answer {
     pub admission: Option<AdmissionSummary>,
 }
 
+impl Answer {
+    /// The sampling parameters the model that answered was not sent (it refuses them).
+    pub fn omitted(&self) -> &[&'static str] {
+        served_omitted(&self.hops)
+    }
+}
+
+/// What the hop that answered left out: the chain's last hop, when it served.
+pub(crate) fn served_omitted(hops: &[Hop]) -> &[&'static str] {
+    hops.last().filter(|hop| hop.outcome == "served").map_or(&[], |hop| hop.omitted.as_slice())
+}
+
 /// What admission did for an answer, over every call it took (continuations included).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

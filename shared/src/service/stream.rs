@@ -193,6 +193,14 @@ impl<P: Ports> OpenStream<'_, P> {
         }
     }
 
+    /// The sampling parameters the answering model was not sent (see [`Answer::omitted`]).
+    pub fn omitted(&self) -> &[&'static str] {
+        match &self.state {
+            State::Hit(_) => &[],
+            State::Live(live) => super::served_omitted(&live.hops),
+        }
+    }
+
     pub fn cache_result(&self) -> CacheResult {
         match &self.state {
             State::Hit(answer) => answer.cache.result,

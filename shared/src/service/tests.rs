@@ -1003,6 +1003,7 @@ async fn each_model_is_sent_only_the_sampling_parameters_it_accepts_and_the_hop_
     let answer = gateway.converse(call("a", sampled_body("haiku"))).await.unwrap();
     assert_eq!(sent_config(1), (Some(0.3), None, Some(200), fields));
     assert_eq!(answer.hops[0].omitted, ["topP"]);
+    assert_eq!(answer.omitted(), ["topP"]);
 
     // Opus 4.7 takes none of them, and thinks only adaptively.
     let answer = gateway.converse(call("a", sampled_body("global.anthropic.claude-opus-4-7"))).await.unwrap();
