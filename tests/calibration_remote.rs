@@ -38,6 +38,7 @@ fn config() -> CalibrationConfig {
         min_prompts: 3,
         max_prompts: 100,
         catalog_path: None,
+        tier_overrides: Default::default(),
     }
 }
 
@@ -85,7 +86,11 @@ async fn sampled_prompts_are_answered_graded_and_published_through_the_batch_pla
     let catalog = Catalog::embedded().unwrap();
     let pipeline = || {
         let ports = AwsCalibrationPorts { files: files.clone(), jobs: BedrockBatchJobs::new(bedrock.clone()) };
-        Calibration::new(Arc::new(catalog.clone()), CalibrationSettings::from_config(&config()), ports)
+        Calibration::new(
+            Arc::new(catalog.clone()),
+            CalibrationSettings::from_config(&config(), &Catalog::embedded().unwrap()).unwrap(),
+            ports,
+        )
     };
     // Each invocation is a fresh process: only S3 and Bedrock carry the run.
     let started = Instant::now();

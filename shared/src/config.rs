@@ -122,14 +122,7 @@ impl RoutingConfig {
             Some(v) => parse_tolerance("ROUTER_QUALITY_TOLERANCE", &v)
                 .map_err(|e| invalid("ROUTER_QUALITY_TOLERANCE", &v, e.to_string()))?,
         };
-        let tier_overrides = [
-            (Tier::Haiku, "TIER_HAIKU_MODEL_ID"),
-            (Tier::Sonnet, "TIER_SONNET_MODEL_ID"),
-            (Tier::Opus, "TIER_OPUS_MODEL_ID"),
-        ]
-        .into_iter()
-        .filter_map(|(tier, name)| env.get(name).map(|id| (tier, id)))
-        .collect();
+        let tier_overrides = tier_overrides(&env);
         Ok(RoutingConfig {
             catalog_path: env.get("CATALOG_PATH").map(PathBuf::from),
             router_model_path: env.get("ROUTER_MODEL_PATH").map(PathBuf::from),
@@ -148,26 +141,7 @@ impl RoutingConfig {
     /// Bedrock ID per tier: the catalog's defaults with every override checked, so that a
     /// typo fails the cold start rather than every request.
     pub fn tier_models(&self, catalog: &Catalog) -> Result<BTreeMap<Tier, String>, ConfigError> {
-        let mut models: BTreeMap<Tier, String> =
-            Tier::ALL.iter().map(|t| (*t, catalog.tier_default(*t).to_owned())).collect();
-        for (tier, id) in &self.tier_overrides {
-            let name = match tier {
-                Tier::Haiku => "TIER_HAIKU_MODEL_ID",
-                Tier::Sonnet => "TIER_SONNET_MODEL_ID",
-                Tier::Opus => "TIER_OPUS_MODEL_ID",
-            };
-            let invalid = |reason: String| ConfigError::Invalid { name, value: id.clone(), reason };
-            match catalog.resolve(id) {
-                Ok(Target::Model(m)) if m.spec.tier == *tier => {}
-                Ok(Target::Model(m)) => {
-                    return Err(invalid(format!("{} is a {} model", m.spec.display_name, m.spec.tier)));
-                }
-                Ok(Target::PromptRouter { .. }) => {}
-                Err(e) => return Err(invalid(e.to_string())),
-            }
-            models.insert(*tier, id.clone());
-        }
-        Ok(models)
+        tier_models(catalog, &self.tier_overrides)
     }
 
     /// The router over the embedded model, or the one `ROUTER_MODEL_PATH` names, built once
@@ -188,6 +162,43 @@ impl RoutingConfig {
         let tiers = self.tier_models(&catalog)?;
         Ok(Router::new(model, catalog, tiers, self.policy))
     }
+}
+
+/// The variable that names a tier's model.
+pub fn tier_variable(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Haiku => "TIER_HAIKU_MODEL_ID",
+        Tier::Sonnet => "TIER_SONNET_MODEL_ID",
+        Tier::Opus => "TIER_OPUS_MODEL_ID",
+    }
+}
+
+/// The tiers' models the deployer set (`TIER_*_MODEL_ID`), unchecked.
+pub(crate) fn tier_overrides(env: &Env<'_>) -> BTreeMap<Tier, String> {
+    Tier::ALL.into_iter().filter_map(|tier| env.get(tier_variable(tier)).map(|id| (tier, id))).collect()
+}
+
+/// Bedrock ID per tier: the catalog's defaults with every override checked, so that a typo
+/// fails the cold start rather than every request.
+pub fn tier_models(
+    catalog: &Catalog,
+    overrides: &BTreeMap<Tier, String>,
+) -> Result<BTreeMap<Tier, String>, ConfigError> {
+    let mut models: BTreeMap<Tier, String> =
+        Tier::ALL.iter().map(|t| (*t, catalog.tier_default(*t).to_owned())).collect();
+    for (tier, id) in overrides {
+        let invalid = |reason: String| ConfigError::Invalid { name: tier_variable(*tier), value: id.clone(), reason };
+        match catalog.resolve(id) {
+            Ok(Target::Model(m)) if m.spec.tier == *tier => {}
+            Ok(Target::Model(m)) => {
+                return Err(invalid(format!("{} is a {} model", m.spec.display_name, m.spec.tier)));
+            }
+            Ok(Target::PromptRouter { .. }) => {}
+            Err(e) => return Err(invalid(e.to_string())),
+        }
+        models.insert(*tier, id.clone());
+    }
+    Ok(models)
 }
 
 /// Where the limits of Bedrock's quotas are read from, before overrides.

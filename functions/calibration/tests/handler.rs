@@ -50,12 +50,17 @@ fn config() -> CalibrationConfig {
         min_prompts: 1,
         max_prompts: 10,
         catalog_path: None,
+        tier_overrides: Default::default(),
     }
 }
 
 fn handler() -> Handler<Calibration<Ports>> {
     let catalog = Arc::new(Catalog::embedded().unwrap());
-    Handler::new(Calibration::new(catalog, CalibrationSettings::from_config(&config()), Ports::default()))
+    Handler::new(Calibration::new(
+        catalog,
+        CalibrationSettings::from_config(&config(), &Catalog::embedded().unwrap()).unwrap(),
+        Ports::default(),
+    ))
 }
 
 #[tokio::test]
@@ -71,7 +76,11 @@ async fn the_schedule_advances_the_run_and_says_how_far_it_got() {
         let sampled = sampler.sample(&Tenant::new("acme"), &request.unwrap(), SystemTime::now()).await;
         assert_eq!(sampled, Sampled::Written);
         let catalog = Arc::new(Catalog::embedded().unwrap());
-        Handler::new(Calibration::new(catalog, CalibrationSettings::from_config(&config()), ports))
+        Handler::new(Calibration::new(
+            catalog,
+            CalibrationSettings::from_config(&config(), &Catalog::embedded().unwrap()).unwrap(),
+            ports,
+        ))
     };
     let waiting = handler.handle_event(event("scheduled.json"), SystemTime::now()).await.unwrap();
     assert_eq!(waiting["state"], "waiting");

@@ -50,10 +50,11 @@ pub async fn aws_calibration(config: &CalibrationConfig) -> Result<Calibration<A
         return Err(ConfigError::Missing("CALIBRATION_ROLE_ARN").into());
     }
     let catalog = Catalog::load(config.catalog_path.as_deref())?;
+    let settings = CalibrationSettings::from_config(config, &catalog)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let ports = AwsCalibrationPorts {
         files: S3BatchFiles::new(batch_remote::s3_client(&sdk)),
         jobs: BedrockBatchJobs::new(batch_remote::bedrock_control_client(&sdk)),
     };
-    Ok(Calibration::new(Arc::new(catalog), CalibrationSettings::from_config(config), ports))
+    Ok(Calibration::new(Arc::new(catalog), settings, ports))
 }

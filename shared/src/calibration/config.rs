@@ -9,10 +9,13 @@
 //! | `CALIBRATION_ROLE_ARN` | required to run | the service role Bedrock's batch jobs assume |
 //! | `CALIBRATION_MIN_PROMPTS` | 100 | fewest prompts a run starts with and fewest records of any of its jobs (each answer job has that many; a grading job with fewer gradable answers is filled up with repeats; Bedrock's minimum is 100) |
 //! | `CALIBRATION_MAX_PROMPTS` | 1000 | most prompts in one run |
+//! | `TIER_HAIKU_MODEL_ID`, `TIER_SONNET_MODEL_ID`, `TIER_OPUS_MODEL_ID` | catalog `[tiers]` | the models a run answers with (the Opus tier's grades), as the gateway's tiers; each must have a batch price |
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::cache::Tenant;
+use crate::catalog::Tier;
 use crate::config::{ConfigError, Env};
 
 pub const DEFAULT_PREFIX: &str = "calibration/";
@@ -80,6 +83,8 @@ pub struct CalibrationConfig {
     pub max_prompts: usize,
     /// `CATALOG_PATH`, as the gateway reads it: the tiers' models and prices.
     pub catalog_path: Option<PathBuf>,
+    /// `TIER_*_MODEL_ID`, as the gateway reads them: a run measures the models the tiers serve.
+    pub tier_overrides: BTreeMap<Tier, String>,
 }
 
 impl CalibrationConfig {
@@ -123,7 +128,17 @@ impl CalibrationConfig {
             ));
         }
         let catalog_path = env.get("CATALOG_PATH").map(PathBuf::from);
-        Ok(Some(CalibrationConfig { tenants, bucket, prefix, role_arn, min_prompts, max_prompts, catalog_path }))
+        let tier_overrides = crate::config::tier_overrides(&env);
+        Ok(Some(CalibrationConfig {
+            tenants,
+            bucket,
+            prefix,
+            role_arn,
+            min_prompts,
+            max_prompts,
+            catalog_path,
+            tier_overrides,
+        }))
     }
 }
 
@@ -154,6 +169,29 @@ mod tests {
         assert_eq!(config.tenants.rate(&Tenant::new("gamma")), None);
         assert_eq!(config.tenants.rate(&Tenant::anonymous()), None);
         assert_eq!((config.min_prompts, config.max_prompts), (100, 1000));
+    }
+
+    #[test]
+    fn a_run_measures_the_deployers_tier_models_and_refuses_one_batch_cannot_run() {
+        use crate::calibration::CalibrationSettings;
+        use crate::catalog::Catalog;
+        let catalog = Catalog::embedded().unwrap();
+        let base = [("CALIBRATION_TENANTS", "acme=1"), ("CALIBRATION_BUCKET", "b")];
+        let with = |tier_var: (&'static str, &'static str)| {
+            let mut vars = base.to_vec();
+            vars.push(tier_var);
+            CalibrationSettings::from_config(&read(&vars).unwrap().unwrap(), &catalog)
+        };
+        let settings = with(("TIER_SONNET_MODEL_ID", "us.anthropic.claude-sonnet-4-6")).unwrap();
+        assert_eq!(settings.tier_models[&Tier::Sonnet], "us.anthropic.claude-sonnet-4-6");
+        assert_eq!(settings.tier_models[&Tier::Opus], catalog.tier_default(Tier::Opus));
+
+        // Opus 4.8 has no batch price: every run would fail at its first job.
+        let error = with(("TIER_OPUS_MODEL_ID", "us.anthropic.claude-opus-4-8")).unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid { name: "TIER_OPUS_MODEL_ID", .. }), "{error}");
+        assert!(error.to_string().contains("batch"), "{error}");
+        let error = with(("TIER_HAIKU_MODEL_ID", "us.anthropic.claude-opus-4-5-20251101-v1:0")).unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid { name: "TIER_HAIKU_MODEL_ID", .. }), "{error}");
     }
 
     #[test]

@@ -38,8 +38,12 @@ pub use pipeline::Calibration;
 pub use record::{CalibrationOutcome, SampledPrompt, TierOutcome};
 pub use sample::{SAMPLE_WRITE_BUDGET, SampleWriter, Sampled, Sampler};
 
+use std::collections::BTreeMap;
+
 use crate::batch::{BatchError, BatchFiles, BatchJobs};
 use crate::cache::Tenant;
+use crate::catalog::{Catalog, Target, Tier};
+use crate::config::ConfigError;
 use crate::label::ErrorLabel;
 
 /// The pipeline's ports: S3 and Bedrock's batch control plane, exactly the batch pipeline's.
@@ -126,11 +130,38 @@ pub struct CalibrationSettings {
     pub timeout_hours: Option<u32>,
     /// `maxTokens` of every answer (samples keep no inference parameters).
     pub answer_max_tokens: u32,
+    /// The model each tier's answers come from (the Opus tier's also grades): the ones the
+    /// gateway's tiers serve, so that a run measures what is routed to.
+    pub tier_models: BTreeMap<Tier, String>,
 }
 
 impl CalibrationSettings {
-    pub fn from_config(config: &CalibrationConfig) -> Self {
-        CalibrationSettings {
+    /// The settings of `config` against `catalog`. Every tier's model must run in batch: one
+    /// without a batch price (Opus 4.7 and 4.8) would fail every run at its first job, so it
+    /// fails the cold start instead.
+    pub fn from_config(config: &CalibrationConfig, catalog: &Catalog) -> Result<Self, ConfigError> {
+        let tier_models = crate::config::tier_models(catalog, &config.tier_overrides)?;
+        for (tier, id) in &tier_models {
+            let invalid = |reason: String| ConfigError::Invalid {
+                name: crate::config::tier_variable(*tier),
+                value: id.clone(),
+                reason,
+            };
+            let spec = match catalog.resolve(id) {
+                Ok(Target::Model(m)) => m.spec,
+                Ok(Target::PromptRouter { .. }) => {
+                    return Err(invalid("a prompt router picks its model per call, so it cannot be calibrated".into()));
+                }
+                Err(e) => return Err(invalid(e.to_string())),
+            };
+            if spec.price.batch_input <= 0.0 && spec.price.batch_output <= 0.0 {
+                return Err(invalid(format!(
+                    "{} has no batch price in the catalog: Bedrock does not run it in batch, so calibration cannot",
+                    spec.display_name
+                )));
+            }
+        }
+        Ok(CalibrationSettings {
             layout: Layout::new(&config.bucket, &config.prefix),
             tenants: config.tenants.tenants().cloned().collect(),
             role_arn: config.role_arn.clone(),
@@ -138,7 +169,8 @@ impl CalibrationSettings {
             max_prompts: config.max_prompts,
             timeout_hours: Some(24),
             answer_max_tokens: 1024,
-        }
+            tier_models,
+        })
     }
 }
 

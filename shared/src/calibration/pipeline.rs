@@ -198,8 +198,7 @@ impl<P: CalibrationPorts> Calibration<P> {
             });
         }
         self.ports.files().write(&self.layout().run_file(&run_id, "prompts.jsonl"), lines).await?;
-        let models: BTreeMap<Tier, String> =
-            Tier::ALL.iter().map(|tier| (*tier, self.catalog.tier_default(*tier).to_owned())).collect();
+        let models = self.settings.tier_models.clone();
         let manifest = RunManifest {
             schema: SCHEMA,
             run_id,

@@ -166,6 +166,7 @@ fn settings(tenants: &[&str], min_prompts: usize) -> CalibrationSettings {
         max_prompts: 100,
         timeout_hours: Some(24),
         answer_max_tokens: 256,
+        tier_models: Tier::ALL.iter().map(|t| (*t, Catalog::embedded().unwrap().tier_default(*t).to_owned())).collect(),
     }
 }
 
@@ -187,6 +188,7 @@ fn drop_sample(ports: &Ports, tenant: &str, text: &str) -> String {
         min_prompts: 1,
         max_prompts: 1,
         catalog_path: None,
+        tier_overrides: Default::default(),
     };
     let sampler = Sampler::new(&config, Arc::new(MemoryFiles::default()));
     let request: ConverseRequest = serde_json::from_value(json!({
@@ -553,6 +555,7 @@ mod sampling {
             min_prompts: 1,
             max_prompts: 10,
             catalog_path: None,
+            tier_overrides: Default::default(),
         };
         Sampler::new(&config, writer)
     }

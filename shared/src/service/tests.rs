@@ -944,6 +944,7 @@ pub(crate) fn sampler_for(
         min_prompts: 1,
         max_prompts: 1,
         catalog_path: None,
+        tier_overrides: Default::default(),
     };
     Arc::new(crate::calibration::Sampler::new(&config, files))
 }
