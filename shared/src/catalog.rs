@@ -171,6 +171,12 @@ impl ModelSpec {
         }
     }
 
+    /// Whether Bedrock runs this model in batch jobs: the catalog gives it a batch price
+    /// (AWS publishes none for the models it does not offer in batch).
+    pub fn offered_in_batch(&self) -> bool {
+        self.price.batch_input > 0.0 || self.price.batch_output > 0.0
+    }
+
     /// The ID to send to Bedrock for this model through `scope`.
     pub fn invoke_id(&self, scope: &Scope) -> String {
         match scope {

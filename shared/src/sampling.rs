@@ -6,9 +6,10 @@
 //! and 4 take all three together; Opus 4.1 and the 4.5 and 4.6 generations refuse
 //! `temperature` with `topP` ("cannot both be specified for this model"); Opus 4.7 and later
 //! refuse all three, and take thinking only as `{"type": "adaptive"}` (a budgeted
-//! `{"type": "enabled", "budget_tokens": n}` is a 400 there). A caller who names a tier, or whose request falls back to another model,
-//! cannot know which rule the answering model follows, so the gateway sends each attempt what
-//! its model accepts and reports in the attempt's hop what it left out.
+//! `{"type": "enabled", "budget_tokens": n}` is a 400 there). A caller who names a tier, or
+//! whose request falls back to another model, cannot know which rule the answering model
+//! follows, so the gateway sends each attempt what its model accepts and reports in the
+//! attempt's hop what it left out.
 
 use std::borrow::Cow;
 

@@ -167,7 +167,7 @@ fn batch_model(prepared: &Prepared, catalog: &Catalog) -> Result<String, Request
     let spec = catalog.by_model_id(&first.key_model).ok_or_else(|| {
         RequestError::invalid("modelId", format!("{} is not in the catalog, so it cannot be deferred", first.key_model))
     })?;
-    if spec.price.batch_input <= 0.0 && spec.price.batch_output <= 0.0 {
+    if !spec.offered_in_batch() {
         return Err(RequestError::invalid(
             "modelId",
             format!("{} has no batch price in the catalog, so it cannot be deferred", spec.display_name),

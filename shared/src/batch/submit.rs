@@ -489,7 +489,7 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
             Err(ResolveError::NeedsProfile { .. }) => self.catalog.resolve_served(id)?.0,
             Err(e) => return Err(e.into()),
         };
-        if spec.price.batch_input <= 0.0 && spec.price.batch_output <= 0.0 {
+        if !spec.offered_in_batch() {
             let mut bad = BadLine::new(
                 ErrorLabel::UnknownModel,
                 format!("{} has no batch price in the catalog: Bedrock does not offer it in batch", spec.display_name),

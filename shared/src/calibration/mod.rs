@@ -154,7 +154,7 @@ impl CalibrationSettings {
                 }
                 Err(e) => return Err(invalid(e.to_string())),
             };
-            if spec.price.batch_input <= 0.0 && spec.price.batch_output <= 0.0 {
+            if !spec.offered_in_batch() {
                 return Err(invalid(format!(
                     "{} has no batch price in the catalog: Bedrock does not run it in batch, so calibration cannot",
                     spec.display_name

@@ -331,7 +331,7 @@ impl<P: CalibrationPorts> Calibration<P> {
         };
         let distinct: u64 =
             manifest.prompts.iter().map(|e| CHEAPER.iter().filter(|t| gradable(e, t)).count() as u64).sum();
-        let copies = job.records.div_ceil(distinct.max(1)) as usize;
+        let copies_per_record = job.records.div_ceil(distinct.max(1)) as usize;
         let mut missing = 0;
         for entry in &mut manifest.prompts {
             for tier in CHEAPER {
@@ -340,7 +340,7 @@ impl<P: CalibrationPorts> Calibration<P> {
                 }
                 let record_id = format!("{}-{tier}", entry.record_id);
                 // The first readable grade among the record and its repeats.
-                let copies = (0..copies).filter_map(|copy| grades.get(repeat_id(&record_id, copy).as_ref()));
+                let copies = (0..copies_per_record).filter_map(|copy| grades.get(repeat_id(&record_id, copy).as_ref()));
                 let mut score = None;
                 for response in copies {
                     match parse_grade(response) {
