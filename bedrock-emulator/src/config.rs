@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use gateway_core::catalog::{Catalog, CatalogError, Tier};
+use gateway_core::date::Date;
 use serde::{Deserialize, Serialize};
 
 /// Everything that can be configured. `EmulatorConfig::default()` behaves like Bedrock with
@@ -32,6 +33,10 @@ pub struct EmulatorConfig {
     pub latency: LatencyConfig,
     pub answers: AnswerLength,
     pub batch: BatchConfig,
+    /// The day the models' lifecycle is judged on (`yyyy-mm-dd`): from a model's
+    /// `end_of_life` in the catalog, Bedrock answers its calls `ResourceNotFoundException`.
+    /// Absent: the real UTC day. Set it to rehearse a retirement before it happens.
+    pub today: Option<Date>,
 }
 
 impl Default for EmulatorConfig {
@@ -46,6 +51,7 @@ impl Default for EmulatorConfig {
             latency: LatencyConfig::default(),
             answers: AnswerLength::default(),
             batch: BatchConfig::default(),
+            today: None,
         }
     }
 }
@@ -453,6 +459,7 @@ mod tests {
             latency_scale = 0.5
             quota_window_seconds = 10
             seed = 7
+            today = "2026-06-01"
             [quotas."us.anthropic.claude-haiku-4-5-20251001-v1:0"]
             rpm = 3
             [faults]
@@ -469,6 +476,7 @@ mod tests {
         let config = EmulatorConfig::from_toml(text).unwrap();
         config.validate(&Catalog::embedded().unwrap()).unwrap();
         assert_eq!(config.quotas.values().next().unwrap().rpm, Some(3));
+        assert_eq!(config.today.map(|day| day.to_string()).as_deref(), Some("2026-06-01"));
         assert_eq!(config.latency.sonnet.ttft_ms, Some(100));
         assert_eq!(config.faults.stream_error_type, StreamErrorType::InternalServer);
         assert_eq!(config.answers, AnswerLength { min_tokens: 30, max_tokens: 4000 });
@@ -489,6 +497,7 @@ mod tests {
     fn typos_and_bad_values_are_rejected_with_the_reason() {
         assert!(EmulatorConfig::from_toml("latency_scal = 0").is_err());
         assert!(EmulatorConfig::from_toml("[faults]\nthrottle_rate = 1").is_err());
+        assert!(EmulatorConfig::from_toml("today = \"2026-6-1\"").is_err());
         let catalog = Catalog::embedded().unwrap();
         let check = |text: &str| EmulatorConfig::from_toml(text).unwrap().validate(&catalog).unwrap_err().to_string();
         assert!(check("[quotas.\"gpt-4o\"]\nrpm = 1").contains("unknown model"));

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gateway_core::catalog::{Catalog, ModelSpec, ResolveError, Scope, Target, Tier};
+use gateway_core::date::Date;
 use gateway_core::quota::{QuotaKey, Throttle};
 use gateway_core::request::{CacheTtl, ConverseRequest};
 use gateway_core::sampling::{Given, Refusal};
@@ -16,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{CacheUsage, PromptCache};
 use crate::config::{AnswerLength, ConfigError, EmulatorConfig};
-use crate::errors::{ApiError, INVALID_MODEL};
+use crate::errors::{ApiError, END_OF_LIFE, INVALID_MODEL};
 use crate::faults::{Fault, FaultInjector, Selector, StreamCut};
 use crate::generate::{self, Answer, Rng};
 use crate::latency::LatencyModel;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub stats: Stats,
     pub answers: AnswerLength,
     ids: IdSource,
+    /// The configured lifecycle day; `None` follows the real one.
+    today: Option<Date>,
 }
 
 impl AppState {
@@ -62,8 +65,14 @@ impl AppState {
             stats: Stats::default(),
             ids: IdSource::new(config.seed),
             answers: config.answers,
+            today: config.today,
             catalog,
         })
+    }
+
+    /// The day a model's end of life is judged against.
+    pub fn today(&self) -> Date {
+        self.today.unwrap_or_else(Date::today)
     }
 
     /// A fresh identifier such as `msg_bdrk_...`: unique per request, not reproducible.
@@ -96,6 +105,9 @@ impl AppState {
     /// What a model ID in a request path refers to, with Bedrock's errors for IDs it rejects.
     pub fn resolve(&self, model_id: &str, request: &ConverseRequest) -> Result<Resolved, ApiError> {
         match self.catalog.resolve(model_id) {
+            Ok(Target::Model(m)) if m.spec.retired_on(self.today()) => {
+                Err(ApiError::ResourceNotFound(END_OF_LIFE.into()))
+            }
             Ok(Target::Model(m)) => Ok(Resolved {
                 bucket: QuotaKey::new(&m.spec.model_id, m.scope),
                 spec: m.spec.clone(),
@@ -106,9 +118,9 @@ impl AppState {
                 "Invocation of model ID {model_id} with on-demand throughput isn't supported. Retry your request with the \
                  ID or ARN of an inference profile that contains this model."
             ))),
-            Err(ResolveError::UnknownModel(_) | ResolveError::ProfileNotOffered { .. }) => {
-                Err(ApiError::validation(INVALID_MODEL))
-            }
+            Err(
+                ResolveError::UnknownModel(_) | ResolveError::ProfileNotOffered { .. } | ResolveError::Retired { .. },
+            ) => Err(ApiError::validation(INVALID_MODEL)),
         }
     }
 
@@ -126,8 +138,12 @@ impl AppState {
         {
             return Err(ApiError::validation(INVALID_MODEL));
         }
-        let candidates: Vec<&ModelSpec> =
-            DEFAULT_ROUTER_MODELS.iter().filter_map(|id| self.catalog.by_model_id(id)).collect();
+        let today = self.today();
+        let candidates: Vec<&ModelSpec> = DEFAULT_ROUTER_MODELS
+            .iter()
+            .filter_map(|id| self.catalog.by_model_id(id))
+            .filter(|spec| !spec.retired_on(today))
+            .collect();
         let candidates = if candidates.len() == 2 {
             candidates
         } else {
@@ -554,9 +570,43 @@ mod tests {
         assert_eq!(s.resolve("gpt-4o", &ask("x")).unwrap_err(), ApiError::validation(INVALID_MODEL));
     }
 
+    /// The emulator as it stood on `day`, for what changed when a model retired.
+    fn state_on(day: &str) -> AppState {
+        AppState::new(&EmulatorConfig { today: Some(Date::parse(day).unwrap()), ..EmulatorConfig::instant() }).unwrap()
+    }
+
+    #[test]
+    fn a_model_past_its_end_of_life_is_not_found_from_that_day_on() {
+        let haiku3 = "anthropic.claude-3-haiku-20240307-v1:0";
+        assert!(state_on("2026-09-09").resolve(haiku3, &ask("hi")).is_ok());
+        let gone = ApiError::ResourceNotFound(END_OF_LIFE.into());
+        assert_eq!(state_on("2026-09-10").resolve(haiku3, &ask("hi")).unwrap_err(), gone);
+        let profile = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
+        assert_eq!(state_on("2026-06-19").resolve(profile, &ask("hi")).unwrap_err(), gone);
+        assert_eq!(gone.status(), axum::http::StatusCode::NOT_FOUND);
+        assert_eq!(gone.error_type(), "ResourceNotFoundException");
+        // Models without an announced date are served whatever the day.
+        assert!(state_on("2099-01-01").resolve("us.anthropic.claude-haiku-4-5-20251001-v1:0", &ask("hi")).is_ok());
+    }
+
+    #[test]
+    fn once_its_models_retire_the_default_router_routes_between_the_catalogs_haiku_and_sonnet() {
+        let s = state_on("2026-09-10");
+        let arn = "arn:aws:bedrock:us-east-1:123456789012:default-prompt-router/anthropic.claude:1";
+        let short = s.resolve(arn, &ask("hi")).unwrap();
+        assert_eq!(
+            short.invoked_model_id.as_deref(),
+            Some(
+                "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0"
+            )
+        );
+        let long = s.resolve(arn, &ask(&"word ".repeat(300))).unwrap();
+        assert_eq!(long.spec.model_id, "anthropic.claude-sonnet-4-5-20250929-v1:0");
+    }
+
     #[test]
     fn the_default_router_picks_by_prompt_length_and_reports_a_profile_arn() {
-        let s = state();
+        let s = state_on("2026-06-01");
         let arn = "arn:aws:bedrock:us-east-1:123456789012:default-prompt-router/anthropic.claude:1";
         let short = s.resolve(arn, &ask("hi")).unwrap();
         assert_eq!(short.spec.tier, Tier::Haiku);

@@ -12,6 +12,9 @@ const TOO_MANY_TOKENS: &str = "Too many tokens, please wait before trying again.
 const INTERNAL: &str = "The system encountered an unexpected error during processing. Try your request again.";
 const UNAVAILABLE: &str = "Bedrock is unable to process your request.";
 const MODEL_TIMEOUT: &str = "Model has timed out in processing the request. Try your request again.";
+/// What Bedrock answers a call to a model past its end-of-life date.
+pub const END_OF_LIFE: &str =
+    "This model version has reached the end of its life. Please refer to the AWS documentation for more details.";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -32,6 +35,8 @@ pub enum ApiError {
     ModelTimeout,
     #[error("{0}")]
     UnknownOperation(String),
+    #[error("{0}")]
+    ResourceNotFound(String),
 }
 
 impl ApiError {
@@ -48,6 +53,7 @@ impl ApiError {
             ApiError::ServiceUnavailable => "ServiceUnavailableException",
             ApiError::ModelTimeout => "ModelTimeoutException",
             ApiError::UnknownOperation(_) => "UnknownOperationException",
+            ApiError::ResourceNotFound(_) => "ResourceNotFoundException",
         }
     }
 
@@ -57,7 +63,7 @@ impl ApiError {
             ApiError::TooManyRequests | ApiError::TooManyTokens | ApiError::InjectedThrottling => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::UnknownOperation(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownOperation(_) | ApiError::ResourceNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InternalServer => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ModelTimeout => StatusCode::REQUEST_TIMEOUT,

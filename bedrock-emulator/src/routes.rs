@@ -31,7 +31,7 @@ use serde_json::{Map, Value, json};
 use crate::anthropic;
 use crate::config::{FaultOverride, QuotaOverride, StreamErrorType};
 use crate::engine::{self, AppState, Invocation, Outcome, Usage, bucket_of, selector_of};
-use crate::errors::{ApiError, INVALID_MODEL};
+use crate::errors::{ApiError, END_OF_LIFE, INVALID_MODEL};
 use crate::eventstream;
 use crate::faults::Selector;
 use crate::generate::{self, Answer, AnswerContent};
@@ -557,6 +557,9 @@ fn count_tokens(state: &AppState, model_id: &str, body: &[u8]) -> Result<Respons
         }
     };
     let bucket = match state.catalog.resolve(model_id) {
+        Ok(Target::Model(m)) if m.spec.retired_on(state.today()) => {
+            return Err(reject(state, op, ApiError::ResourceNotFound(END_OF_LIFE.into())));
+        }
         Ok(Target::Model(m)) => QuotaKey::new(&m.spec.model_id, m.scope),
         Ok(Target::PromptRouter { .. }) => {
             let error = ApiError::validation("The provided model doesn't support counting tokens.");

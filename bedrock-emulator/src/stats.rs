@@ -174,7 +174,9 @@ impl Stats {
                 ApiError::TooManyRequests | ApiError::TooManyTokens | ApiError::InjectedThrottling => {
                     "InvocationThrottles"
                 }
-                ApiError::Validation(_) | ApiError::UnknownOperation(_) => "InvocationClientErrors",
+                ApiError::Validation(_) | ApiError::UnknownOperation(_) | ApiError::ResourceNotFound(_) => {
+                    "InvocationClientErrors"
+                }
                 ApiError::InternalServer | ApiError::ServiceUnavailable | ApiError::ModelTimeout => {
                     "InvocationServerErrors"
                 }
@@ -182,7 +184,8 @@ impl Stats {
             self.publish(bucket, &[(metric, "Count", 1.0)]);
         }
         self.lock().each(bucket, |c| match error {
-            ApiError::Validation(_) | ApiError::UnknownOperation(_) => {
+            // The caller's to fix, like a validation error; the admin API counts them together.
+            ApiError::Validation(_) | ApiError::UnknownOperation(_) | ApiError::ResourceNotFound(_) => {
                 c.validation_errors += 1;
             }
             ApiError::TooManyRequests => c.throttled.rpm += 1,

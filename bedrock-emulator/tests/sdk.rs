@@ -21,6 +21,7 @@ use aws_sdk_bedrockruntime::types::{
 };
 use aws_smithy_types::Document;
 use bedrock_emulator::{EmulatorConfig, FaultOverride, QuotaOverride, RunningEmulator};
+use gateway_core::date::Date;
 use serde_json::{Value, json};
 
 mod common;
@@ -28,7 +29,14 @@ use common::http;
 
 const HAIKU: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
 const SONNET: &str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0";
+const OPUS: &str = "us.anthropic.claude-opus-4-5-20251101-v1:0";
+/// Served in-Region until its end of life (2026-09-10): the tests of in-Region calls run on a
+/// day before it ([`before_claude3_haiku_retired`]).
 const CLAUDE3_HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+
+fn before_claude3_haiku_retired(config: EmulatorConfig) -> EmulatorConfig {
+    EmulatorConfig { today: Some(Date::parse("2026-06-01").unwrap()), ..config }
+}
 
 async fn start(config: EmulatorConfig) -> (RunningEmulator, Client) {
     let emulator = bedrock_emulator::spawn(config).await.unwrap();
@@ -288,7 +296,7 @@ async fn injected_errors_surface_as_the_sdks_typed_errors() {
     config.faults.models.insert(HAIKU.into(), rates(|o| o.internal_error_rate = Some(1.0)));
     config.faults.models.insert(SONNET.into(), rates(|o| o.service_unavailable_rate = Some(1.0)));
     config.faults.models.insert(
-        CLAUDE3_HAIKU.into(),
+        OPUS.into(),
         rates(|o| {
             o.model_timeout_rate = Some(1.0);
             o.model_timeout_ms = Some(50);
@@ -299,7 +307,7 @@ async fn injected_errors_surface_as_the_sdks_typed_errors() {
     assert!(call(HAIKU).await.unwrap_err().as_service_error().unwrap().is_internal_server_exception());
     assert!(call(SONNET).await.unwrap_err().as_service_error().unwrap().is_service_unavailable_exception());
     let started = Instant::now();
-    let err = call(CLAUDE3_HAIKU).await.unwrap_err();
+    let err = call(OPUS).await.unwrap_err();
     assert!(err.as_service_error().unwrap().is_model_timeout_exception());
     assert!(started.elapsed() >= Duration::from_millis(50));
 }
@@ -554,7 +562,7 @@ async fn invoke_model_with_response_stream_sends_anthropic_events() {
 
 #[tokio::test]
 async fn url_encoded_arns_and_raw_arns_reach_the_right_model() {
-    let (emulator, client) = start(EmulatorConfig::instant()).await;
+    let (emulator, client) = start(before_claude3_haiku_retired(EmulatorConfig::instant())).await;
     let profile_arn = format!("arn:aws:bedrock:us-east-1:123456789012:inference-profile/{HAIKU}");
     client.converse().model_id(&profile_arn).messages(user("x")).send().await.unwrap();
     let model_arn = format!("arn:aws:bedrock:us-east-1::foundation-model/{CLAUDE3_HAIKU}");
@@ -574,7 +582,7 @@ async fn url_encoded_arns_and_raw_arns_reach_the_right_model() {
 
 #[tokio::test]
 async fn a_prompt_router_reports_the_model_it_chose() {
-    let (_emulator, client) = start(EmulatorConfig::instant()).await;
+    let (_emulator, client) = start(before_claude3_haiku_retired(EmulatorConfig::instant())).await;
     let router = "arn:aws:bedrock:us-east-1:123456789012:default-prompt-router/anthropic.claude:1";
     let out = client.converse().model_id(router).messages(user("Hi!")).send().await.unwrap();
     let invoked = out.trace().unwrap().prompt_router().unwrap().invoked_model_id().unwrap();
@@ -586,6 +594,32 @@ async fn a_prompt_router_reports_the_model_it_chose() {
     let out = client.converse().model_id(router).messages(user(&long)).send().await.unwrap();
     let invoked = out.trace().unwrap().prompt_router().unwrap().invoked_model_id().unwrap();
     assert!(invoked.ends_with("us.anthropic.claude-3-5-sonnet-20241022-v2:0"), "{invoked}");
+}
+
+#[tokio::test]
+async fn a_model_past_its_end_of_life_is_a_resource_not_found_exception_with_bedrocks_wording() {
+    let (emulator, client) = start(EmulatorConfig::instant()).await;
+    // Claude 3.5 Haiku's end of life (2026-06-19) has passed on the real calendar.
+    for id in ["us.anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-3-5-haiku-20241022-v1:0"] {
+        let err = client.converse().model_id(id).messages(user("x")).send().await.unwrap_err();
+        let service = err.as_service_error().unwrap();
+        assert!(service.is_resource_not_found_exception(), "{id}: {service:?}");
+        assert!(service.meta().message().unwrap().contains("reached the end of its life"), "{service:?}");
+        let body = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]});
+        let err = client.invoke_model().model_id(id).body(Blob::new(body.to_string())).send().await.unwrap_err();
+        assert!(err.as_service_error().unwrap().is_resource_not_found_exception(), "{id}");
+    }
+    let (status, body) = http(
+        "POST",
+        format!("{}/model/anthropic.claude-3-5-haiku-20241022-v1:0/count-tokens", emulator.url()),
+        Some(json!({"input": {"converse": {"messages": [{"role": "user", "content": [{"text": "x"}]}]}}})),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    // The day a test pins decides: before it, the model answers.
+    let (_emulator, client) =
+        start(EmulatorConfig { today: Some(Date::parse("2026-06-18").unwrap()), ..EmulatorConfig::instant() }).await;
+    client.converse().model_id("us.anthropic.claude-3-5-haiku-20241022-v1:0").messages(user("x")).send().await.unwrap();
 }
 
 fn weather_tools() -> ToolConfiguration {

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::cost::{PricingMode, Usage};
+use crate::date::Date;
 use crate::sampling::Sampling;
 
 const EMBEDDED_CATALOG: &str = include_str!("../catalog.toml");
@@ -138,6 +139,10 @@ pub struct ModelSpec {
     /// Which sampling parameters the model accepts; the gateway leaves out the others.
     #[serde(default)]
     pub sampling: Sampling,
+    /// Bedrock's end-of-life date for the model: from that day Bedrock no longer serves it
+    /// and the gateway refuses it by name. Absent while AWS has announced none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_of_life: Option<Date>,
 }
 
 /// How a model is reached: this decides both its price and which quota it draws from.
@@ -175,6 +180,11 @@ impl ModelSpec {
     /// (AWS publishes none for the models it does not offer in batch).
     pub fn offered_in_batch(&self) -> bool {
         self.price.batch_input > 0.0 || self.price.batch_output > 0.0
+    }
+
+    /// Whether Bedrock has stopped serving the model by `today`.
+    pub fn retired_on(&self, today: Date) -> bool {
+        self.end_of_life.is_some_and(|end| today >= end)
     }
 
     /// The ID to send to Bedrock for this model through `scope`.
@@ -261,6 +271,17 @@ pub enum ResolveError {
     NeedsProfile { id: String, suggestion: String },
     #[error("model `{id}` is not offered under the `{prefix}.` inference profile")]
     ProfileNotOffered { id: String, prefix: String },
+    #[error("model `{id}` ({name}) reached its end of life on Amazon Bedrock on {end_of_life}{}", successor(*.tier, .replacement.as_deref()))]
+    Retired { id: String, name: String, end_of_life: Date, tier: Tier, replacement: Option<String> },
+}
+
+/// Where a caller of a retired model can go instead: the catalog's model for its tier, when
+/// that is not the retired one itself.
+fn successor(tier: Tier, replacement: Option<&str>) -> String {
+    match replacement {
+        Some(id) => format!("; the catalog's current {tier} model is `{id}`, or ask for `{tier}`"),
+        None => String::new(),
+    }
 }
 
 impl ResolveError {
@@ -269,6 +290,7 @@ impl ResolveError {
             ResolveError::UnknownModel(_)
             | ResolveError::NeedsProfile { .. }
             | ResolveError::ProfileNotOffered { .. } => crate::label::ErrorLabel::UnknownModel,
+            ResolveError::Retired { .. } => crate::label::ErrorLabel::ModelRetired,
         }
     }
 }
@@ -419,6 +441,27 @@ impl Catalog {
         Ok(Target::Model(ResolvedModel { spec, scope, invoke_id: as_given.to_owned() }))
     }
 
+    /// [`Catalog::resolve`] for a call made on `today`: a model past its end of life is
+    /// refused with its date and the catalog's model for its tier. Pricing what Bedrock
+    /// reports it served ([`Catalog::resolve_served`]) never asks this.
+    pub fn resolve_callable(&self, id: &str, today: Date) -> Result<Target<'_>, ResolveError> {
+        let target = self.resolve(id)?;
+        match &target {
+            Target::Model(m) if m.spec.retired_on(today) => Err(ResolveError::Retired {
+                id: id.to_owned(),
+                name: m.spec.display_name.clone(),
+                end_of_life: m.spec.end_of_life.unwrap_or(today),
+                tier: m.spec.tier,
+                replacement: Some(self.tier_default(m.spec.tier))
+                    .filter(|default| {
+                        !matches!(self.resolve(default), Ok(Target::Model(d)) if d.spec.model_id == m.spec.model_id)
+                    })
+                    .map(str::to_owned),
+            }),
+            _ => Ok(target),
+        }
+    }
+
     /// Cost in USD of a call that Bedrock reports was served by `served_id` (a base ID,
     /// profile ID or ARN; for prompt routers, the trace's `invokedModelId`).
     pub fn cost_of(&self, served_id: &str, usage: &Usage, mode: PricingMode) -> Result<f64, ResolveError> {
@@ -472,6 +515,43 @@ mod tests {
             };
             assert_eq!(m.spec.tier, tier);
         }
+    }
+
+    #[test]
+    fn a_model_is_callable_until_its_end_of_life_and_then_refused_with_the_date_and_its_successor() {
+        let c = catalog();
+        let day = |text: &str| Date::parse(text).unwrap();
+        let id = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
+        assert!(matches!(c.resolve_callable(id, day("2026-06-18")), Ok(Target::Model(_))));
+        let err = c.resolve_callable(id, day("2026-06-19")).unwrap_err();
+        assert_eq!(err.label(), crate::label::ErrorLabel::ModelRetired);
+        let text = err.to_string();
+        for part in [id, "Claude 3.5 Haiku", "2026-06-19", c.tier_default(Tier::Haiku), "ask for `haiku`"] {
+            assert!(text.contains(part), "{part} missing from: {text}");
+        }
+        // What Bedrock reports it served is still priced and named after the date.
+        let usage = Usage { input_tokens: 1_000_000, ..Usage::default() };
+        assert!(c.cost_of(id, &usage, PricingMode::OnDemand).unwrap() > 0.0);
+        // A tier default with no announced end is callable on any day.
+        assert!(c.resolve_callable(c.tier_default(Tier::Haiku), day("2099-12-31")).is_ok());
+    }
+
+    #[test]
+    fn a_retired_model_that_is_its_tiers_default_names_no_successor() {
+        let toml = EMBEDDED_CATALOG.replace(
+            "haiku = \"us.anthropic.claude-haiku-4-5-20251001-v1:0\"",
+            "haiku = \"us.anthropic.claude-3-5-haiku-20241022-v1:0\"",
+        );
+        let c = Catalog::from_toml(&toml).unwrap();
+        let err = c.resolve_callable(c.tier_default(Tier::Haiku), Date::parse("2026-07-01").unwrap()).unwrap_err();
+        assert!(!err.to_string().contains("current haiku model"), "{err}");
+    }
+
+    #[test]
+    fn an_end_of_life_that_is_not_a_date_fails_the_load() {
+        let toml = EMBEDDED_CATALOG.replace("end_of_life = \"2026-06-19\"", "end_of_life = \"2026-06-31\"");
+        let err = Catalog::from_toml(&toml).unwrap_err();
+        assert!(format!("{err:?}").contains("2026-06-31"), "{err:?}");
     }
 
     #[test]

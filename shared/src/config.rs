@@ -29,7 +29,7 @@
 //! | `ROUTER_FALLBACK` | `true` | a throttled or failing model hands over to the next profile, then the adjacent tier |
 //! | `DEFAULT_MODEL_ID` | none | `modelId` for requests that give none, e.g. `auto` to route them |
 //! | `QUOTA_SOURCE` | `catalog` | where Bedrock's per-model limits come from: `catalog` (its defaults), or `service-quotas` (the account's applied values, read once per cold start with `ListServiceQuotas`; on failure, a warning and the catalog) |
-//! | `QUOTA_OVERRIDES` | none | limits that win over both, `ID=tpm:N,rpm:N` entries separated by `;`, keyed by the ID Bedrock is called with, e.g. `us.anthropic.claude-sonnet-4-5-20250929-v1:0=tpm:400000,rpm:200;anthropic.claude-3-haiku-20240307-v1:0=rpm:50` |
+//! | `QUOTA_OVERRIDES` | none | limits that win over both, `ID=tpm:N,rpm:N` entries separated by `;`, keyed by the ID Bedrock is called with, e.g. `us.anthropic.claude-sonnet-4-5-20250929-v1:0=tpm:400000,rpm:200;global.anthropic.claude-haiku-4-5-20251001-v1:0=rpm:50` |
 //! | `QUOTA_WINDOW_SECONDS` | 60 | length of the quota window (Bedrock's is a minute); shorter only to test against an emulator scaled down the same way |
 //! | `SERVICE_QUOTAS_TIMEOUT_MS` | 3000 | the whole Service Quotas read at cold start, every page included |
 //! | `LEARNED_MAX_TOKENS` | `true` | a request without `maxTokens` is sent with a learned one (a high quantile of the answer lengths seen on its route) and continued when it stops there, instead of reserving the model's whole output limit |
@@ -62,7 +62,8 @@ use crate::deadline::Budgets;
 use crate::identity::TenantRules;
 use std::sync::Arc;
 
-use crate::catalog::{Catalog, Target, Tier};
+use crate::catalog::{Catalog, ResolveError, Target, Tier};
+use crate::date::Date;
 use crate::quota::{DetectedLimit, QuotaOverrides, QuotaTable};
 use crate::routing::policy::{parse_tier, parse_tolerance};
 use crate::routing::{Router, RouterModel, RoutingPolicy};
@@ -76,6 +77,8 @@ pub enum ConfigError {
     Invalid { name: &'static str, value: String, reason: String },
     #[error("the embedded router model cannot be used: {0}")]
     RouterModel(String),
+    #[error("{reason}: set {name} to a model Amazon Bedrock still serves")]
+    RetiredDefault { name: &'static str, reason: String },
 }
 
 /// How requests are routed between tiers; shared by invoke-with-cache and the router function.
@@ -184,11 +187,29 @@ pub fn tier_models(
     catalog: &Catalog,
     overrides: &BTreeMap<Tier, String>,
 ) -> Result<BTreeMap<Tier, String>, ConfigError> {
+    tier_models_on(catalog, overrides, Date::today())
+}
+
+/// [`tier_models`] on the day `today`: a tier whose model has retired fails the cold start,
+/// naming the variable that points at it (or the catalog, for a default).
+pub(crate) fn tier_models_on(
+    catalog: &Catalog,
+    overrides: &BTreeMap<Tier, String>,
+    today: Date,
+) -> Result<BTreeMap<Tier, String>, ConfigError> {
     let mut models: BTreeMap<Tier, String> =
         Tier::ALL.iter().map(|t| (*t, catalog.tier_default(*t).to_owned())).collect();
+    for (tier, id) in &models {
+        if overrides.contains_key(tier) {
+            continue;
+        }
+        if let Err(e @ ResolveError::Retired { .. }) = catalog.resolve_callable(id, today) {
+            return Err(ConfigError::RetiredDefault { name: tier_variable(*tier), reason: e.to_string() });
+        }
+    }
     for (tier, id) in overrides {
         let invalid = |reason: String| ConfigError::Invalid { name: tier_variable(*tier), value: id.clone(), reason };
-        match catalog.resolve(id) {
+        match catalog.resolve_callable(id, today) {
             Ok(Target::Model(m)) if m.spec.tier == *tier => {}
             Ok(Target::Model(m)) => {
                 return Err(invalid(format!("{} is a {} model", m.spec.display_name, m.spec.tier)));
@@ -564,6 +585,27 @@ mod tests {
     fn config(vars: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
         let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         GatewayConfig::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn a_tier_on_a_retired_model_fails_the_cold_start_naming_its_variable() {
+        let catalog = Catalog::embedded().unwrap();
+        let overrides = BTreeMap::from([(Tier::Haiku, "anthropic.claude-3-haiku-20240307-v1:0".to_owned())]);
+        let before = Date::parse("2026-09-09").unwrap();
+        assert!(tier_models_on(&catalog, &overrides, before).is_ok());
+        let error = tier_models_on(&catalog, &overrides, Date::parse("2026-09-10").unwrap()).unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid { name: "TIER_HAIKU_MODEL_ID", .. }), "{error}");
+        assert!(error.to_string().contains("end of life on Amazon Bedrock on 2026-09-10"), "{error}");
+
+        // A deployer's catalog whose default has retired: the variable to set is named.
+        let toml = include_str!("../catalog.toml").replace(
+            "haiku = \"us.anthropic.claude-haiku-4-5-20251001-v1:0\"",
+            "haiku = \"us.anthropic.claude-3-5-haiku-20241022-v1:0\"",
+        );
+        let stale = Catalog::from_toml(&toml).unwrap();
+        let error = tier_models_on(&stale, &BTreeMap::new(), Date::parse("2026-07-01").unwrap()).unwrap_err();
+        assert!(matches!(error, ConfigError::RetiredDefault { name: "TIER_HAIKU_MODEL_ID", .. }), "{error}");
+        assert!(tier_models_on(&stale, &BTreeMap::new(), Date::parse("2026-06-01").unwrap()).is_ok());
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum ErrorLabel {
     InvalidRequest,
     InvalidRouting,
     UnknownModel,
+    /// A model past its Bedrock end of life, named by the caller or a deployer's setting.
+    ModelRetired,
     Unauthenticated,
     NotFound,
     MethodNotAllowed,
@@ -39,11 +41,12 @@ pub enum ErrorLabel {
 }
 
 impl ErrorLabel {
-    pub const ALL: [ErrorLabel; 22] = [
+    pub const ALL: [ErrorLabel; 23] = [
         ErrorLabel::MalformedJson,
         ErrorLabel::InvalidRequest,
         ErrorLabel::InvalidRouting,
         ErrorLabel::UnknownModel,
+        ErrorLabel::ModelRetired,
         ErrorLabel::Unauthenticated,
         ErrorLabel::NotFound,
         ErrorLabel::MethodNotAllowed,
@@ -75,6 +78,7 @@ impl ErrorLabel {
             ErrorLabel::InvalidRequest => "invalid_request",
             ErrorLabel::InvalidRouting => "invalid_routing",
             ErrorLabel::UnknownModel => "unknown_model",
+            ErrorLabel::ModelRetired => "model_retired",
             ErrorLabel::Unauthenticated => "unauthenticated",
             ErrorLabel::NotFound => "not_found",
             ErrorLabel::MethodNotAllowed => "method_not_allowed",

@@ -15,6 +15,7 @@ pub mod compat;
 pub mod config;
 pub mod continuation;
 pub mod cost;
+pub mod date;
 pub mod deadline;
 pub mod identity;
 pub mod label;

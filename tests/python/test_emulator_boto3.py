@@ -19,8 +19,10 @@ from botocore.exceptions import ClientError, EventStreamError
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 # Buckets (model x scope) reserved for the tests below that change emulator state; each test
 # owns one so that they can run in any order or in parallel.
-THROTTLE_BUCKET = "apac.anthropic.claude-3-haiku-20240307-v1:0"
-STREAM_FAULT_BUCKET = "eu.anthropic.claude-3-haiku-20240307-v1:0"
+THROTTLE_BUCKET = "jp.anthropic.claude-sonnet-4-5-20250929-v1:0"
+STREAM_FAULT_BUCKET = "au.anthropic.claude-sonnet-4-6"
+# Past its Bedrock end of life (2026-06-19).
+RETIRED = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 
 
 @pytest.fixture(scope="session")
@@ -172,6 +174,13 @@ def test_validation_exception(client):
     assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     with pytest.raises(client.exceptions.ValidationException, match="model identifier is invalid"):
         converse(client, "x", modelId="anthropic.claude-does-not-exist")
+
+
+def test_a_retired_model_is_resource_not_found(client):
+    with pytest.raises(client.exceptions.ResourceNotFoundException) as raised:
+        converse(client, "x", modelId=RETIRED)
+    assert "reached the end of its life" in raised.value.response["Error"]["Message"]
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
 def test_throttling_after_the_rpm_quota(client, url):

@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use gateway_core::catalog::Target;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -153,7 +154,13 @@ fn parse_create(service: &BatchService, body: &[u8]) -> Result<JobSpec, BatchErr
         )));
     }
     let model_id = required(body.model_id, "modelId")?;
-    service.engine.catalog.resolve(&model_id).map_err(|_| invalid(crate::errors::INVALID_MODEL))?;
+    match service.engine.catalog.resolve(&model_id) {
+        Ok(Target::Model(m)) if m.spec.retired_on(service.engine.today()) => {
+            return Err(BatchError::NotFound(crate::errors::END_OF_LIFE.into()));
+        }
+        Ok(_) => {}
+        Err(_) => return Err(invalid(crate::errors::INVALID_MODEL)),
+    }
     let input = required(body.input_data_config, "inputDataConfig")?;
     let s3_input = s3_config(&input, "s3InputDataConfig", "inputDataConfig")?;
     let input_uri = s3_uri(s3_input, "inputDataConfig.s3InputDataConfig")?;

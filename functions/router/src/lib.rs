@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use gateway_core::catalog::{Catalog, Target, Tier};
 use gateway_core::config::RoutingConfig;
+use gateway_core::date::Date;
 use gateway_core::metrics::{self, EmfDocument, Unit};
 use gateway_core::request::{self, ConverseRequest};
 use gateway_core::routing::{RouteDecision, RouteOverrides, Router};
@@ -126,7 +127,7 @@ impl Handler {
             Ok(tier) => self.router.tier_model(tier),
             Err(()) => requested,
         };
-        Ok(match self.catalog.resolve(id)? {
+        Ok(match self.catalog.resolve_callable(id, Date::today())? {
             Target::Model(model) => Forced { model_id: model.invoke_id, tier: Some(model.spec.tier) },
             Target::PromptRouter { arn } => Forced { model_id: arn, tier: None },
         })

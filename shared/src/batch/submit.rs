@@ -40,6 +40,7 @@ use crate::cache::{CacheOptions, Tenant};
 use crate::catalog::{Catalog, ModelSpec, ResolveError, Target, Tier};
 use crate::cost::PricingMode;
 use crate::cost::Usage;
+use crate::date::Date;
 use crate::label::ErrorLabel;
 use crate::ports::Ports;
 use crate::request::{ConverseRequest, RequestError};
@@ -489,6 +490,14 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
             Err(ResolveError::NeedsProfile { .. }) => self.catalog.resolve_served(id)?.0,
             Err(e) => return Err(e.into()),
         };
+        if let Some(end) = spec.end_of_life.filter(|_| spec.retired_on(Date::today())) {
+            let mut bad = BadLine::new(
+                ErrorLabel::ModelRetired,
+                format!("{} reached its end of life on Amazon Bedrock on {end}", spec.display_name),
+            );
+            bad.model_id = spec.model_id.clone();
+            return Err(bad);
+        }
         if !spec.offered_in_batch() {
             let mut bad = BadLine::new(
                 ErrorLabel::UnknownModel,
@@ -815,23 +824,9 @@ pub fn job_name(model_id: &str, first_record_id: &str, count: usize, now: System
 fn utc_stamp(at: SystemTime, with_time: bool) -> String {
     let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
+    let (year, month, day) = crate::date::civil_from_days(days as i64);
     let date = format!("{year:04}{month:02}{day:02}");
     if with_time { format!("{date}{:02}{:02}{:02}", rest / 3600, rest % 3600 / 60, rest % 60) } else { date }
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// The ID a call (or a job) for the model is sent with: in-region where the model runs there,

@@ -146,10 +146,11 @@ async fn a_dropped_file_enqueues_its_good_lines_and_fails_each_bad_one_with_its_
             .to_string(),
         json!({"recordId": "k", "modelId": "haiku", "messages": [{"role": "user", "content": [{"text": "hi"}]}], "inferenceConfig": {"maxTokens": 999_999}}).to_string(),
         line("l", "third", HAIKU),
+        line("m", "retired", "us.anthropic.claude-3-5-haiku-20241022-v1:0"),
     ];
     let report = f.submission.intake_file(drop_file(&f.ports, DROP_KEY, &lines)).await.unwrap();
 
-    assert_eq!((report.records, report.enqueued, report.failed), (11, 3, 8), "{report:#?}");
+    assert_eq!((report.records, report.enqueued, report.failed), (12, 3, 9), "{report:#?}");
     assert!(!report.duplicate && report.refused.is_none());
     let failure = |line: u64| report.failures.iter().find(|f| f.line == line).unwrap_or_else(|| panic!("line {line}"));
     assert_eq!(failure(2).label, "malformed_json");
@@ -161,13 +162,15 @@ async fn a_dropped_file_enqueues_its_good_lines_and_fails_each_bad_one_with_its_
     assert!(failure(9).reason.contains("auto"));
     assert!(failure(10).reason.contains("recordId"));
     assert!(failure(11).reason.contains("maxTokens"));
+    assert_eq!(failure(13).label, "model_retired");
+    assert!(failure(13).reason.contains("end of life on Amazon Bedrock on 2026-06-19"), "{}", failure(13).reason);
 
     // Each bad line's result is stored at once, failed, under the file's pseudo job.
     let job = file_job(DROP_KEY);
     assert_eq!(report.file_job, job);
     let stored = f.ports.results.get(&job, &RecordId::new(line_request_id(&job, 4), 1).unwrap()).unwrap();
     assert!(matches!(&stored.state, ResultState::Failed { failure } if failure.label == ErrorLabel::UnknownModel));
-    assert_eq!(f.ports.results.writes(), 8);
+    assert_eq!(f.ports.results.writes(), 9);
 
     // The good lines wait, resolved to the base model, owned by the files' tenant.
     let waiting = f.ports.pending.all();

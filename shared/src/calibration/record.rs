@@ -120,7 +120,7 @@ pub struct TierOutcome {
 pub fn rfc3339(at: SystemTime) -> String {
     let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = crate::batch::submit::civil_from_days(days as i64);
+    let (year, month, day) = crate::date::civil_from_days(days as i64);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 

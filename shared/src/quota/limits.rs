@@ -131,7 +131,11 @@ impl QuotaOverrides {
                         "this model has no in-Region quota; use a profile ID such as `{suggestion}`"
                     )));
                 }
-                Err(e @ (ResolveError::UnknownModel(_) | ResolveError::ProfileNotOffered { .. })) => {
+                Err(
+                    e @ (ResolveError::UnknownModel(_)
+                    | ResolveError::ProfileNotOffered { .. }
+                    | ResolveError::Retired { .. }),
+                ) => {
                     return Err(model_error(e.to_string()));
                 }
             };

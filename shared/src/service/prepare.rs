@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::cache::{CacheDecision, CacheKey, Tenant};
 use crate::catalog::{ModelSpec, ResolveError, Scope, Target, Tier};
+use crate::date::Date;
 use crate::deadline::Deadline;
 use crate::ports::Ports;
 use crate::quota::QuotaKey;
@@ -160,7 +161,7 @@ impl<P: Ports> Gateway<P> {
             if let Some(tier) = adjacent
                 && let Some(id) = self.settings.tier_models.get(&tier)
             {
-                match self.catalog.resolve(id) {
+                match self.catalog.resolve_callable(id, Date::today()) {
                     Ok(Target::Model(m)) => {
                         attempts.push(Attempt::model(m.spec, &m.scope, m.invoke_id.clone(), Some(tier)));
                         attempts.extend(wider_scopes(m.spec, &m.scope, Some(tier)));
@@ -173,12 +174,14 @@ impl<P: Ports> Gateway<P> {
         Ok(attempts)
     }
 
+    /// What the caller named, as it stands today: a model past its end of life is refused
+    /// here, before the cache or Bedrock is asked, with the date and where to go instead.
     fn resolve(&self, requested: &str) -> Result<Target<'_>, ResolveError> {
         let id = match requested.parse::<Tier>() {
             Ok(tier) => self.settings.tier_models.get(&tier).map_or(requested, String::as_str),
             Err(()) => requested,
         };
-        self.catalog.resolve(id)
+        self.catalog.resolve_callable(id, Date::today())
     }
 }
 

@@ -168,6 +168,20 @@ async fn caller_mistakes_are_request_errors() {
 }
 
 #[tokio::test]
+async fn a_model_past_its_end_of_life_is_refused_before_the_cache_or_bedrock_with_the_date() {
+    let g = gateway();
+    // Claude 3.5 Haiku left Bedrock on 2026-06-19.
+    for id in ["us.anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-3-5-haiku-20241022-v1:0"] {
+        let err = g.converse(call("a", body(id, "hi"))).await.unwrap_err();
+        assert!(matches!(&err, GatewayError::UnknownModel(ResolveError::Retired { .. })), "{err:?}");
+        assert_eq!(err.label(), ErrorLabel::ModelRetired);
+        assert!(err.to_string().contains("2026-06-19"), "{err}");
+    }
+    assert_eq!(g.ports.models.calls(), 0);
+    assert_eq!(g.ports.cache.len(), 0);
+}
+
+#[tokio::test]
 async fn throttling_carries_a_retry_hint_and_is_not_cached() {
     let g = gateway();
     g.ports.models.fail_with(|| InvokeError::Throttled { message: "slow down".into(), retry_after: None });
