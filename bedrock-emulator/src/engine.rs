@@ -333,7 +333,7 @@ fn check_limits(spec: &ModelSpec, request: &ConverseRequest) -> Result<u64, ApiE
              value that is lower than {model_max}."
         )));
     }
-    if let Some(refusal) = spec.sampling.refusal(Given::of(request)) {
+    if let Some(refusal) = spec.accepts().refusal(Given::of(request)) {
         // Bedrock passes the model's own 400 on, in Anthropic's spelling of the parameters.
         return Err(ApiError::validation(match refusal {
             Refusal::Both => "The model returned the following errors: `temperature` and `top_p` cannot both be \

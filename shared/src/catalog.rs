@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost::{PricingMode, Usage};
 use crate::date::Date;
-use crate::sampling::Sampling;
+use crate::sampling::{Accepts, Sampling, Thinking};
 
 const EMBEDDED_CATALOG: &str = include_str!("../catalog.toml");
 
@@ -139,6 +139,10 @@ pub struct ModelSpec {
     /// Which sampling parameters the model accepts; the gateway leaves out the others.
     #[serde(default)]
     pub sampling: Sampling,
+    /// Which forms of extended thinking the model accepts; see [`ModelSpec::accepts`] for
+    /// an entry without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<Thinking>,
     /// Bedrock's end-of-life date for the model: from that day Bedrock no longer serves it
     /// and the gateway refuses it by name. Absent while AWS has announced none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,6 +171,17 @@ impl Scope {
 }
 
 impl ModelSpec {
+    /// What the model accepts of a request. A catalog entry without `thinking` written
+    /// before the field existed said "adaptive only" with `sampling = "fixed"`, and is read
+    /// so.
+    pub fn accepts(&self) -> Accepts {
+        let thinking = self.thinking.unwrap_or(match self.sampling {
+            Sampling::Fixed => Thinking::Adaptive,
+            Sampling::Any | Sampling::TemperatureOrTopP => Thinking::Any,
+        });
+        Accepts { sampling: self.sampling, thinking }
+    }
+
     /// The quota that applies when this model is called through `scope`.
     pub fn quota(&self, scope: &Scope) -> Option<Quota> {
         match scope {

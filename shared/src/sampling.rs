@@ -1,6 +1,6 @@
-//! Which of the sampling parameters (`temperature`, `topP`, and `top_k` in
-//! `additionalModelRequestFields`) each model accepts, and the request a model is sent once
-//! the ones it refuses are left out.
+//! Which sampling parameters (`temperature`, `topP`, and `top_k` in
+//! `additionalModelRequestFields`) and which forms of extended thinking each model accepts,
+//! and the request a model is sent once what it refuses is left out.
 //!
 //! Claude models differ, and Bedrock answers a parameter a model refuses with a 400: Claude 3.x
 //! and 4 take all three together; Opus 4.1 and the 4.5 and 4.6 generations refuse
@@ -30,33 +30,71 @@ pub enum Sampling {
     Any,
     /// `temperature` or `topP`, not both; `top_k` with either.
     TemperatureOrTopP,
-    /// None of them, and thinking only adaptive: the model samples, and decides how long it
-    /// thinks, at its own settings.
+    /// None of them: the model samples at its own settings.
     Fixed,
 }
 
-/// Which sampling parameters a request sets.
+/// A model's rule for extended thinking (`thinking` in the catalog).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Thinking {
+    /// Every form the request may take, sent as it is.
+    #[default]
+    Any,
+    /// Only adaptive thinking: the model decides how long it thinks.
+    Adaptive,
+}
+
+/// The form of extended thinking a request asks for (`thinking.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThinkingForm {
+    /// `enabled`, with a token budget.
+    Budgeted,
+    Adaptive,
+    Disabled,
+    /// A `thinking` field of another shape, which only Bedrock can judge.
+    Other,
+}
+
+impl ThinkingForm {
+    fn of(thinking: &serde_json::Value) -> ThinkingForm {
+        match thinking.get("type").and_then(|kind| kind.as_str()) {
+            Some("enabled") => ThinkingForm::Budgeted,
+            Some("adaptive") => ThinkingForm::Adaptive,
+            Some("disabled") => ThinkingForm::Disabled,
+            _ => ThinkingForm::Other,
+        }
+    }
+
+    /// The name a hop lists when this form was not sent.
+    fn name(self) -> &'static str {
+        match self {
+            ThinkingForm::Budgeted => "thinking.budget_tokens",
+            ThinkingForm::Adaptive => "thinking.adaptive",
+            ThinkingForm::Disabled => "thinking.disabled",
+            ThinkingForm::Other => THINKING,
+        }
+    }
+}
+
+/// Which sampling parameters, and which form of thinking, a request sets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Given {
     pub temperature: bool,
     pub top_p: bool,
     pub top_k: bool,
-    /// Thinking with a token budget (`thinking.type` `enabled`).
-    pub budgeted_thinking: bool,
+    pub thinking: Option<ThinkingForm>,
 }
 
 impl Given {
     pub fn of(request: &ConverseRequest) -> Given {
         let config = request.inference_config.as_ref();
+        let fields = request.additional_model_request_fields.as_ref();
         Given {
             temperature: config.is_some_and(|c| c.temperature.is_some()),
             top_p: config.is_some_and(|c| c.top_p.is_some()),
-            top_k: request.additional_model_request_fields.as_ref().is_some_and(|f| f.get(TOP_K).is_some()),
-            budgeted_thinking: request
-                .additional_model_request_fields
-                .as_ref()
-                .and_then(|f| f.get(THINKING)?.get("type")?.as_str().map(|kind| kind == "enabled"))
-                .unwrap_or(false),
+            top_k: fields.is_some_and(|f| f.get(TOP_K).is_some()),
+            thinking: fields.and_then(|f| f.get(THINKING)).map(ThinkingForm::of),
         }
     }
 
@@ -66,19 +104,19 @@ impl Given {
 
     /// The parameters' names as a Converse request spells them.
     pub fn names(self) -> Vec<&'static str> {
-        [
-            (self.temperature, "temperature"),
-            (self.top_p, "topP"),
-            (self.top_k, TOP_K),
-            (self.budgeted_thinking, "thinking.budget_tokens"),
-        ]
-        .into_iter()
-        .filter_map(|(set, name)| set.then_some(name))
-        .collect()
+        [(self.temperature, "temperature"), (self.top_p, "topP"), (self.top_k, TOP_K)]
+            .into_iter()
+            .filter_map(|(set, name)| set.then_some(name))
+            .chain(self.thinking.map(ThinkingForm::name))
+            .collect()
+    }
+
+    fn sampled(self) -> Given {
+        Given { thinking: None, ..self }
     }
 }
 
-/// Why a model refuses a request's sampling parameters.
+/// Why a model refuses a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// `temperature` and `topP` together.
@@ -90,34 +128,57 @@ pub enum Refusal {
 }
 
 impl Sampling {
-    /// What a model with this rule refuses in a request that sets `given`.
-    pub fn refusal(self, given: Given) -> Option<Refusal> {
+    fn refusal(self, given: Given) -> Option<Refusal> {
         match self {
             Sampling::Any => None,
             Sampling::TemperatureOrTopP => (given.temperature && given.top_p).then_some(Refusal::Both),
-            Sampling::Fixed => {
-                let sampled = Given { budgeted_thinking: false, ..given };
-                match sampled.names().first() {
-                    Some(name) => Some(Refusal::Unsupported(name)),
-                    None => given.budgeted_thinking.then_some(Refusal::BudgetedThinking),
-                }
-            }
+            Sampling::Fixed => given.sampled().names().first().copied().map(Refusal::Unsupported),
         }
     }
 
-    /// The parameters to leave out of a request that sets `given` so that the model accepts
-    /// it. Of `temperature` and `topP` together, `topP` goes: `temperature` is the one callers
-    /// set on purpose far more often, and SDKs that send both fill `topP` with a default. A
-    /// thinking budget goes and thinking stays on, adaptive: the caller asked for thinking.
-    pub fn omitted(self, given: Given) -> Given {
+    /// Of `temperature` and `topP` together, `topP` goes: `temperature` is the one callers
+    /// set on purpose far more often, and SDKs that send both fill `topP` with a default.
+    fn omitted(self, given: Given) -> Given {
         match self.refusal(given) {
             None => Given::default(),
             Some(Refusal::Both) => Given { top_p: true, ..Given::default() },
-            Some(Refusal::Unsupported(_) | Refusal::BudgetedThinking) => given,
+            Some(_) => given.sampled(),
         }
     }
+}
 
-    /// `request` as a model with this rule accepts it: borrowed when nothing is left out.
+impl Thinking {
+    fn refusal(self, given: Given) -> Option<Refusal> {
+        match (self, given.thinking?) {
+            (Thinking::Adaptive, ThinkingForm::Budgeted) => Some(Refusal::BudgetedThinking),
+            _ => None,
+        }
+    }
+}
+
+/// What a model accepts of a request: the catalog's `sampling` and `thinking` of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepts {
+    pub sampling: Sampling,
+    pub thinking: Thinking,
+}
+
+impl Accepts {
+    /// What a model with these rules refuses in a request that sets `given`, the sampling
+    /// parameters first.
+    pub fn refusal(self, given: Given) -> Option<Refusal> {
+        self.sampling.refusal(given).or_else(|| self.thinking.refusal(given))
+    }
+
+    /// What to leave out of, or change in, a request that sets `given` so that the model
+    /// accepts it. A thinking budget the model refuses becomes adaptive thinking: the caller
+    /// asked for thinking.
+    pub fn omitted(self, given: Given) -> Given {
+        let thinking = self.thinking.refusal(given).and(given.thinking);
+        Given { thinking, ..self.sampling.omitted(given) }
+    }
+
+    /// `request` as a model with these rules accepts it: borrowed when nothing is left out.
     pub fn fit(self, request: &ConverseRequest) -> Cow<'_, ConverseRequest> {
         let omitted = self.omitted(Given::of(request));
         if omitted.is_empty() {
@@ -136,7 +197,7 @@ impl Sampling {
             if omitted.top_k {
                 fields.remove(TOP_K);
             }
-            if omitted.budgeted_thinking
+            if omitted.thinking == Some(ThinkingForm::Budgeted)
                 && let Some(thinking) = fields.get_mut(THINKING).and_then(|t| t.as_object_mut())
             {
                 thinking.remove("budget_tokens");
@@ -158,6 +219,10 @@ mod tests {
 
     use super::*;
 
+    const ANY: Accepts = Accepts { sampling: Sampling::Any, thinking: Thinking::Any };
+    const EITHER: Accepts = Accepts { sampling: Sampling::TemperatureOrTopP, thinking: Thinking::Any };
+    const OPUS_4_7: Accepts = Accepts { sampling: Sampling::Fixed, thinking: Thinking::Adaptive };
+
     fn request(config: serde_json::Value, fields: Option<serde_json::Value>) -> ConverseRequest {
         let mut body = json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}], "inferenceConfig": config});
         if let Some(fields) = fields {
@@ -169,14 +234,14 @@ mod tests {
     #[test]
     fn a_model_that_takes_any_combination_is_sent_the_request_as_it_is() {
         let all = request(json!({"temperature": 0.2, "topP": 0.9}), Some(json!({"top_k": 5})));
-        assert!(matches!(Sampling::Any.fit(&all), Cow::Borrowed(_)));
-        assert_eq!(Sampling::Any.refusal(Given::of(&all)), None);
+        assert!(matches!(ANY.fit(&all), Cow::Borrowed(_)));
+        assert_eq!(ANY.refusal(Given::of(&all)), None);
     }
 
     #[test]
     fn temperature_with_top_p_loses_top_p_and_keeps_everything_else() {
         let both = request(json!({"temperature": 0.2, "topP": 0.9, "maxTokens": 50}), Some(json!({"top_k": 5})));
-        let rule = Sampling::TemperatureOrTopP;
+        let rule = EITHER;
         assert_eq!(rule.refusal(Given::of(&both)), Some(Refusal::Both));
         let fitted = rule.fit(&both);
         let config = fitted.inference_config.as_ref().unwrap();
@@ -193,16 +258,16 @@ mod tests {
     #[test]
     fn a_fixed_model_is_sent_none_of_the_three_and_other_fields_survive() {
         let all = request(json!({"temperature": 0.0, "topP": 0.5, "maxTokens": 9}), Some(json!({"top_k": 3})));
-        assert_eq!(Sampling::Fixed.refusal(Given::of(&all)), Some(Refusal::Unsupported("temperature")));
-        let fitted = Sampling::Fixed.fit(&all);
+        assert_eq!(OPUS_4_7.refusal(Given::of(&all)), Some(Refusal::Unsupported("temperature")));
+        let fitted = OPUS_4_7.fit(&all);
         assert!(Given::of(&fitted).is_empty());
         assert_eq!(fitted.inference_config.as_ref().unwrap().max_tokens, Some(9));
         assert_eq!(fitted.additional_model_request_fields, None, "an emptied object is dropped, not sent as {{}}");
-        assert_eq!(Sampling::Fixed.omitted(Given::of(&all)).names(), ["temperature", "topP", "top_k"]);
+        assert_eq!(OPUS_4_7.omitted(Given::of(&all)).names(), ["temperature", "topP", "top_k"]);
 
         let thinking = request(json!({}), Some(json!({"top_k": 3, "thinking": {"type": "adaptive"}})));
-        assert_eq!(Sampling::Fixed.refusal(Given::of(&thinking)), Some(Refusal::Unsupported("top_k")));
-        let fitted = Sampling::Fixed.fit(&thinking);
+        assert_eq!(OPUS_4_7.refusal(Given::of(&thinking)), Some(Refusal::Unsupported("top_k")));
+        let fitted = OPUS_4_7.fit(&thinking);
         assert_eq!(fitted.additional_model_request_fields, Some(json!({"thinking": {"type": "adaptive"}})));
     }
 
@@ -212,19 +277,19 @@ mod tests {
             json!({"maxTokens": 4000}),
             Some(json!({"thinking": {"type": "enabled", "budget_tokens": 2048, "display": "summarized"}})),
         );
-        assert_eq!(Sampling::Fixed.refusal(Given::of(&budgeted)), Some(Refusal::BudgetedThinking));
-        let fitted = Sampling::Fixed.fit(&budgeted);
+        assert_eq!(OPUS_4_7.refusal(Given::of(&budgeted)), Some(Refusal::BudgetedThinking));
+        let fitted = OPUS_4_7.fit(&budgeted);
         assert_eq!(
             fitted.additional_model_request_fields,
             Some(json!({"thinking": {"type": "adaptive", "display": "summarized"}}))
         );
-        assert_eq!(Sampling::Fixed.refusal(Given::of(&fitted)), None);
-        assert_eq!(Sampling::Fixed.omitted(Given::of(&budgeted)).names(), ["thinking.budget_tokens"]);
+        assert_eq!(OPUS_4_7.refusal(Given::of(&fitted)), None);
+        assert_eq!(OPUS_4_7.omitted(Given::of(&budgeted)).names(), ["thinking.budget_tokens"]);
         // Models before Opus 4.7 take the budget.
-        for rule in [Sampling::Any, Sampling::TemperatureOrTopP] {
+        for rule in [ANY, EITHER] {
             assert!(matches!(rule.fit(&budgeted), Cow::Borrowed(_)));
         }
         let off = request(json!({}), Some(json!({"thinking": {"type": "disabled"}})));
-        assert_eq!(Sampling::Fixed.refusal(Given::of(&off)), None);
+        assert_eq!(OPUS_4_7.refusal(Given::of(&off)), None);
     }
 }

@@ -45,7 +45,7 @@ use crate::label::ErrorLabel;
 use crate::ports::Ports;
 use crate::request::{ConverseRequest, RequestError};
 use crate::routing::RouteOverrides;
-use crate::sampling::Sampling;
+use crate::sampling::Accepts;
 use crate::service::{AUTO_MODEL, ConverseCall, Gateway, GatewayError, USAGE_WRITE_BUDGET};
 use crate::usage::{self, UsageRecord, UsageSource, build::Served};
 
@@ -568,7 +568,7 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
             let Some(oldest) = waiting.first() else {
                 return Ok(());
             };
-            let (input, fits) = job_input(&waiting, spec.sampling, self.settings.max_input_bytes)?;
+            let (input, fits) = job_input(&waiting, spec.accepts(), self.settings.max_input_bytes)?;
             if fits >= self.settings.min_records.max(1) {
                 let records = &waiting[..fits];
                 let plan = self.plan_for(&spec.model_id, records, now);
@@ -662,8 +662,8 @@ impl<P: SubmissionPorts> BatchSubmission<P> {
         }
         // The plan's records may still wait when the run died before taking them out.
         self.ports.pending().remove(&records).await?;
-        let sampling = self.catalog.by_model_id(&plan.model_id).map_or(Sampling::Any, |spec| spec.sampling);
-        let (input, fits) = job_input(&records, sampling, u64::MAX)?;
+        let accepts = self.catalog.by_model_id(&plan.model_id).map_or(Accepts::default(), ModelSpec::accepts);
+        let (input, fits) = job_input(&records, accepts, u64::MAX)?;
         if fits != records.len() {
             return Err(BatchError::Corrupt(format!("job {} has records that cannot be encoded", plan.job_name)));
         }
@@ -777,13 +777,13 @@ struct InputLine<'a> {
     model_input: &'a ConverseRequest,
 }
 
-/// The input JSONL of a job of `records` for a model with `sampling`: the longest prefix
-/// within `max_bytes`, and its length in records. Each line is fitted to the model's
-/// sampling rule, as an online call is: one refused parameter would fail the record.
-fn job_input(records: &[SubmittedRecord], sampling: Sampling, max_bytes: u64) -> Result<(Vec<u8>, usize), BatchError> {
+/// The input JSONL of a job of `records` for a model that `accepts` what it does: the
+/// longest prefix within `max_bytes`, and its length in records. Each line is fitted to the
+/// model, as an online call is: one refused parameter would fail the record.
+fn job_input(records: &[SubmittedRecord], accepts: Accepts, max_bytes: u64) -> Result<(Vec<u8>, usize), BatchError> {
     let mut body = Vec::new();
     for (i, record) in records.iter().enumerate() {
-        let mut model_input = sampling.fit(&record.request);
+        let mut model_input = accepts.fit(&record.request);
         // The job names the model; a record enqueued with its `modelId` still in the body
         // must not send it.
         if model_input.model_id.is_some() {

@@ -27,7 +27,7 @@ use crate::batch::{AsyncOutputReader, BatchFiles, BatchJobs, CreateJob, JobDescr
 use crate::catalog::{Catalog, Tier};
 use crate::cost::{PricingMode, Usage};
 use crate::request::{ConverseResponse, InferenceConfig};
-use crate::sampling::Sampling;
+use crate::sampling::Accepts;
 
 /// The largest manifest, prompts file or sample read whole; a larger one is not ours.
 const MAX_OBJECT_BYTES: u64 = 256 * 1024 * 1024;
@@ -279,7 +279,7 @@ impl<P: CalibrationPorts> Calibration<P> {
         let prompts = self.prompts(&manifest).await?;
         let empty = Answers::new();
         let reference_answers = answers.get(&Tier::Opus).unwrap_or(&empty);
-        let grader_sampling = self.sampling_of(&manifest.grader);
+        let grader_accepts = self.accepts_of(&manifest.grader);
         let mut graded = Vec::new();
         for (record_id, sample) in &prompts {
             let Some(reference) = reference_answers.get(record_id) else { continue };
@@ -287,7 +287,7 @@ impl<P: CalibrationPorts> Calibration<P> {
             for tier in CHEAPER {
                 let Some(candidate) = answers.get(&tier).and_then(|a| a.get(record_id)) else { continue };
                 let request = grading_request(&system, &cell, &reference, &candidate.text());
-                graded.push((format!("{record_id}-{tier}"), grader_sampling.fit(&request).into_owned()));
+                graded.push((format!("{record_id}-{tier}"), grader_accepts.fit(&request).into_owned()));
             }
         }
         // Failed answers can leave fewer grades than Bedrock's per-job minimum, which would
@@ -463,10 +463,10 @@ impl<P: CalibrationPorts> Calibration<P> {
         Ok(answers)
     }
 
-    /// The sampling rule of the model a job runs (a base ID, profile ID or ARN); a model
-    /// outside the catalog is sent the request as it is.
-    fn sampling_of(&self, model_id: &str) -> Sampling {
-        self.catalog.resolve_served(model_id).map_or(Sampling::Any, |(spec, _)| spec.sampling)
+    /// What the model a job runs accepts (a base ID, profile ID or ARN); a model outside the
+    /// catalog is sent the request as it is.
+    fn accepts_of(&self, model_id: &str) -> Accepts {
+        self.catalog.resolve_served(model_id).map_or(Accepts::default(), |(spec, _)| spec.accepts())
     }
 
     fn batch_cost(&self, model_id: &str, response: &ConverseResponse) -> Result<f64, CalibrationError> {

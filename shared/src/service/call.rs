@@ -68,7 +68,7 @@ pub(super) enum Failure {
 
 impl Hop {
     fn of(attempt: &Attempt, request: &ConverseRequest, outcome: &'static str, error: Option<String>) -> Hop {
-        let omitted = attempt.sampling.omitted(Given::of(request)).names();
+        let omitted = attempt.accepts.omitted(Given::of(request)).names();
         Hop { model_id: attempt.invoke_id.clone(), tier: attempt.tier, outcome, error, omitted }
     }
 }
@@ -217,7 +217,7 @@ impl<P: Ports> Gateway<P> {
         prepared: &Prepared,
         last: bool,
     ) -> Result<(ConverseResponse, Option<AdmissionSummary>), Failure> {
-        let request = attempt.sampling.fit(&prepared.request);
+        let request = attempt.accepts.fit(&prepared.request);
         let spec = attempt.quota.as_ref().and_then(|q| self.catalog.by_model_id(&q.model_id));
         let model_max = attempt.max_output.as_ref().map(|(max, _)| *max).or(spec.map(|s| s.max_output_tokens));
         let tenant = prepared.tenant.as_str();

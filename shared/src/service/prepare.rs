@@ -12,7 +12,7 @@ use crate::ports::Ports;
 use crate::quota::QuotaKey;
 use crate::request::{ConverseRequest, RequestError};
 use crate::routing::RouteDecision;
-use crate::sampling::Sampling;
+use crate::sampling::Accepts;
 
 use super::lookup::FlightKey;
 use super::{AUTO_MODEL, CacheReport, CacheResult, ConverseCall, Gateway, GatewayError};
@@ -28,8 +28,8 @@ pub(crate) struct Attempt {
     pub(crate) quota: Option<QuotaKey>,
     pub(super) tier: Option<Tier>,
     pub(super) max_output: Option<(u32, String)>,
-    /// Which sampling parameters its model takes; the request is fitted to it when sent.
-    pub(super) sampling: Sampling,
+    /// What its model takes of a request; the request is fitted to it when sent.
+    pub(super) accepts: Accepts,
 }
 
 impl Attempt {
@@ -40,13 +40,21 @@ impl Attempt {
             quota: Some(QuotaKey::new(&spec.model_id, scope.clone())),
             tier,
             max_output: Some((spec.max_output_tokens, spec.display_name.clone())),
-            sampling: spec.sampling,
+            accepts: spec.accepts(),
         }
     }
 
-    /// A prompt router picks among models that take every sampling parameter.
+    /// A prompt router picks among models that take every sampling parameter and form of
+    /// thinking.
     fn prompt_router(arn: String, tier: Option<Tier>) -> Attempt {
-        Attempt { invoke_id: arn.clone(), key_model: arn, quota: None, tier, max_output: None, sampling: Sampling::Any }
+        Attempt {
+            invoke_id: arn.clone(),
+            key_model: arn,
+            quota: None,
+            tier,
+            max_output: None,
+            accepts: Accepts::default(),
+        }
     }
 }
 

@@ -156,7 +156,7 @@ impl<P: Ports> Gateway<P> {
     /// One attempt of the chain: admitted like a buffered call, answered once its stream has
     /// sent a first event (a throttle or failure before that still falls back).
     async fn open_attempt(&self, attempt: &Attempt, prepared: &Prepared, last: bool) -> Result<Opened, Failure> {
-        let request = attempt.sampling.fit(&prepared.request);
+        let request = attempt.accepts.fit(&prepared.request);
         let spec = self.attempt_spec(attempt);
         let wait = if last { prepared.deadline } else { prepared.deadline.within(self.settings.spill_after) };
         let permit = self.admit(attempt, spec, &request, wait, prepared).await?;
