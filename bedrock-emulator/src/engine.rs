@@ -347,6 +347,16 @@ fn check_limits(spec: &ModelSpec, request: &ConverseRequest) -> Result<u64, ApiE
                                           supported for this model. Use \"thinking.type.adaptive\" and \
                                           \"output_config.effort\" to control thinking behavior."
                 .to_owned(),
+            Refusal::DisabledThinking => "The model returned the following errors: \"thinking.type.disabled\" is not \
+                                          supported for this model. Use \"thinking.type.adaptive\" and \
+                                          \"output_config.effort\" to control thinking behavior."
+                .to_owned(),
+            Refusal::AdaptiveThinking => {
+                "The model returned the following errors: adaptive thinking is not supported on this model".to_owned()
+            }
+            Refusal::Thinking => {
+                "The model returned the following errors: thinking: Extra inputs are not permitted".to_owned()
+            }
         }));
     }
     if crate::generate::prefill(request).is_some_and(|text| text.ends_with(char::is_whitespace)) {

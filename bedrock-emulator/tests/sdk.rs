@@ -422,8 +422,38 @@ async fn sampling_parameters_a_model_refuses_are_validation_exceptions_in_conver
     assert!(message.contains(r#""thinking.type.enabled" is not supported for this model"#), "{message}");
     let mut adaptive = body;
     adaptive["thinking"] = json!({"type": "adaptive"});
-    invoke(adaptive).await.unwrap();
+    invoke(adaptive.clone()).await.unwrap();
     assert_eq!(stats(&emulator).await["totals"]["validation_errors"], 4);
+
+    // Each model takes its own forms of thinking.
+    let refused = |model: &'static str, thinking: Value| {
+        let client = client.clone();
+        let mut body = adaptive.clone();
+        body["thinking"] = thinking;
+        async move {
+            let sent = client
+                .invoke_model()
+                .model_id(model)
+                .content_type("application/json")
+                .body(Blob::new(body.to_string()))
+                .send()
+                .await;
+            sent.err().map(|err| err.as_service_error().unwrap().meta().message().unwrap().to_owned())
+        }
+    };
+    let disabled = refused(OPUS_4_7, json!({"type": "disabled"})).await.unwrap();
+    assert!(disabled.contains(r#""thinking.type.disabled" is not supported for this model"#), "{disabled}");
+    assert_eq!(
+        refused(HAIKU, json!({"type": "adaptive"})).await.as_deref(),
+        Some("The model returned the following errors: adaptive thinking is not supported on this model")
+    );
+    assert_eq!(refused(HAIKU, json!({"type": "enabled", "budget_tokens": 2048})).await, None);
+    assert_eq!(refused("us.anthropic.claude-sonnet-4-6", json!({"type": "adaptive"})).await, None);
+    assert_eq!(
+        refused("us.anthropic.claude-3-5-sonnet-20241022-v2:0", json!({"type": "disabled"})).await.as_deref(),
+        Some("The model returned the following errors: thinking: Extra inputs are not permitted")
+    );
+    assert_eq!(stats(&emulator).await["totals"]["validation_errors"], 7);
 }
 
 #[tokio::test]

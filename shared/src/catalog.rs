@@ -674,6 +674,28 @@ mod tests {
     }
 
     #[test]
+    fn thinking_rules_read_from_the_catalog_and_an_entry_without_one_keeps_the_old_reading() {
+        let c = catalog();
+        let thinking = |id: &str| c.by_model_id(id).unwrap().accepts().thinking;
+        assert_eq!(thinking("anthropic.claude-3-5-sonnet-20241022-v2:0"), Thinking::Unsupported);
+        assert_eq!(thinking("anthropic.claude-3-7-sonnet-20250219-v1:0"), Thinking::Budgeted);
+        assert_eq!(thinking("anthropic.claude-haiku-4-5-20251001-v1:0"), Thinking::Budgeted);
+        assert_eq!(thinking("anthropic.claude-sonnet-4-6"), Thinking::Any);
+        assert_eq!(thinking("anthropic.claude-opus-4-8"), Thinking::Adaptive);
+        assert!(c.models().iter().all(|spec| spec.thinking.is_some()), "every shipped entry says its rule");
+
+        let mut old = c.by_model_id("anthropic.claude-opus-4-7").unwrap().clone();
+        old.thinking = None;
+        assert_eq!(old.accepts(), Accepts { sampling: Sampling::Fixed, thinking: Thinking::Adaptive });
+        old.sampling = Sampling::TemperatureOrTopP;
+        assert_eq!(old.accepts().thinking, Thinking::Any);
+
+        let none = EMBEDDED_CATALOG.replacen("thinking = \"none\"", "thinking = \"off\"", 1);
+        let detail = std::error::Error::source(&Catalog::from_toml(&none).unwrap_err()).unwrap().to_string();
+        assert!(detail.contains("unknown variant `off`"), "{detail}");
+    }
+
+    #[test]
     fn a_bad_catalog_is_rejected_with_the_reason() {
         let bad = EMBEDDED_CATALOG.replacen("input = 1.0", "input = -1.0", 1);
         let err = Catalog::from_toml(&bad).unwrap_err();

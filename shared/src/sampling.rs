@@ -5,11 +5,13 @@
 //! Claude models differ, and Bedrock answers a parameter a model refuses with a 400: Claude 3.x
 //! and 4 take all three together; Opus 4.1 and the 4.5 and 4.6 generations refuse
 //! `temperature` with `topP` ("cannot both be specified for this model"); Opus 4.7 and later
-//! refuse all three, and take thinking only as `{"type": "adaptive"}` (a budgeted
-//! `{"type": "enabled", "budget_tokens": n}` is a 400 there). A caller who names a tier, or
-//! whose request falls back to another model, cannot know which rule the answering model
-//! follows, so the gateway sends each attempt what its model accepts and reports in the
-//! attempt's hop what it left out.
+//! refuse all three. Thinking has three generations too: models before Claude 3.7 Sonnet do
+//! not know the field; Claude 3.7 Sonnet to the 4.5 generation think only with a budget
+//! (`{"type": "enabled", "budget_tokens": n}`) and refuse `{"type": "adaptive"}`; the 4.6
+//! generation takes both; Opus 4.7 and later take only adaptive thinking, and refuse a budget
+//! and `{"type": "disabled"}` alike. A caller who names a tier, or whose request falls back to
+//! another model, cannot know which rule the answering model follows, so the gateway sends
+//! each attempt what its model accepts and reports in the attempt's hop what it left out.
 
 use std::borrow::Cow;
 
@@ -41,8 +43,13 @@ pub enum Thinking {
     /// Every form the request may take, sent as it is.
     #[default]
     Any,
-    /// Only adaptive thinking: the model decides how long it thinks.
+    /// Only thinking with a token budget.
+    Budgeted,
+    /// Only adaptive thinking: the model decides how long it thinks, and whether.
     Adaptive,
+    /// No `thinking` field at all.
+    #[serde(rename = "none")]
+    Unsupported,
 }
 
 /// The form of extended thinking a request asks for (`thinking.type`).
@@ -123,8 +130,14 @@ pub enum Refusal {
     Both,
     /// The model takes no sampling parameter; the first of them the request sets.
     Unsupported(&'static str),
-    /// The model thinks only adaptively.
+    /// A thinking budget; the model thinks only adaptively.
     BudgetedThinking,
+    /// `thinking.type` `disabled`; the model thinks only adaptively.
+    DisabledThinking,
+    /// Adaptive thinking; the model thinks only with a budget.
+    AdaptiveThinking,
+    /// A `thinking` field; the model does not think.
+    Thinking,
 }
 
 impl Sampling {
@@ -151,10 +164,42 @@ impl Thinking {
     fn refusal(self, given: Given) -> Option<Refusal> {
         match (self, given.thinking?) {
             (Thinking::Adaptive, ThinkingForm::Budgeted) => Some(Refusal::BudgetedThinking),
+            (Thinking::Adaptive, ThinkingForm::Disabled) => Some(Refusal::DisabledThinking),
+            (Thinking::Budgeted, ThinkingForm::Adaptive) => Some(Refusal::AdaptiveThinking),
+            (Thinking::Unsupported, _) => Some(Refusal::Thinking),
             _ => None,
         }
     }
+
+    /// The `thinking` field a model with this rule is sent instead of `asked`, which it
+    /// refuses; `None` to send none. A budget on an adaptive-only model becomes adaptive
+    /// thinking (the caller asked for thinking, and the model sizes it). Adaptive thinking
+    /// on a budget-only model becomes half of `maxTokens` as the budget: Anthropic's budget
+    /// must be at least 1,024 tokens and below `maxTokens`, so without room for that (or
+    /// without a `maxTokens` to measure it by) the model answers without thinking. Without
+    /// thinking is what `disabled` asks of an adaptive-only model, whose default is to think
+    /// only when asked.
+    fn replacement(self, asked: &serde_json::Value, max_tokens: Option<u32>) -> Option<serde_json::Value> {
+        let mut thinking = asked.as_object()?.clone();
+        match (self, ThinkingForm::of(asked)) {
+            (Thinking::Adaptive, ThinkingForm::Budgeted) => {
+                thinking.remove(BUDGET_TOKENS);
+                thinking.insert("type".to_owned(), "adaptive".into());
+            }
+            (Thinking::Budgeted, ThinkingForm::Adaptive) => {
+                let budget = max_tokens.map(|max| max / 2).filter(|budget| *budget >= MIN_THINKING_BUDGET)?;
+                thinking.insert("type".to_owned(), "enabled".into());
+                thinking.insert(BUDGET_TOKENS.to_owned(), budget.into());
+            }
+            _ => return None,
+        }
+        Some(thinking.into())
+    }
 }
+
+/// Anthropic's smallest thinking budget.
+pub const MIN_THINKING_BUDGET: u32 = 1_024;
+const BUDGET_TOKENS: &str = "budget_tokens";
 
 /// What a model accepts of a request: the catalog's `sampling` and `thinking` of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -171,8 +216,7 @@ impl Accepts {
     }
 
     /// What to leave out of, or change in, a request that sets `given` so that the model
-    /// accepts it. A thinking budget the model refuses becomes adaptive thinking: the caller
-    /// asked for thinking.
+    /// accepts it (the thinking sent instead, if any, is [`Thinking::replacement`]'s).
     pub fn omitted(self, given: Given) -> Given {
         let thinking = self.thinking.refusal(given).and(given.thinking);
         Given { thinking, ..self.sampling.omitted(given) }
@@ -197,11 +241,12 @@ impl Accepts {
             if omitted.top_k {
                 fields.remove(TOP_K);
             }
-            if omitted.thinking == Some(ThinkingForm::Budgeted)
-                && let Some(thinking) = fields.get_mut(THINKING).and_then(|t| t.as_object_mut())
-            {
-                thinking.remove("budget_tokens");
-                thinking.insert("type".to_owned(), "adaptive".into());
+            if omitted.thinking.is_some() {
+                let max_tokens = request.max_tokens();
+                match fields.get(THINKING).and_then(|asked| self.thinking.replacement(asked, max_tokens)) {
+                    Some(replacement) => fields.insert(THINKING.to_owned(), replacement),
+                    None => fields.remove(THINKING),
+                };
             }
             if fields.is_empty() {
                 fitted.additional_model_request_fields = None;
@@ -222,6 +267,13 @@ mod tests {
     const ANY: Accepts = Accepts { sampling: Sampling::Any, thinking: Thinking::Any };
     const EITHER: Accepts = Accepts { sampling: Sampling::TemperatureOrTopP, thinking: Thinking::Any };
     const OPUS_4_7: Accepts = Accepts { sampling: Sampling::Fixed, thinking: Thinking::Adaptive };
+    const HAIKU_4_5: Accepts = Accepts { sampling: Sampling::TemperatureOrTopP, thinking: Thinking::Budgeted };
+    const CLAUDE_3_5: Accepts = Accepts { sampling: Sampling::Any, thinking: Thinking::Unsupported };
+
+    fn thinking(max_tokens: Option<u32>, thinking: serde_json::Value) -> ConverseRequest {
+        let config = max_tokens.map_or_else(|| json!({}), |max| json!({"maxTokens": max}));
+        request(config, Some(json!({"thinking": thinking, "top_k": 4})))
+    }
 
     fn request(config: serde_json::Value, fields: Option<serde_json::Value>) -> ConverseRequest {
         let mut body = json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}], "inferenceConfig": config});
@@ -289,7 +341,66 @@ mod tests {
         for rule in [ANY, EITHER] {
             assert!(matches!(rule.fit(&budgeted), Cow::Borrowed(_)));
         }
-        let off = request(json!({}), Some(json!({"thinking": {"type": "disabled"}})));
-        assert_eq!(OPUS_4_7.refusal(Given::of(&off)), None);
+    }
+
+    #[test]
+    fn disabled_thinking_is_not_sent_where_only_adaptive_thinking_is_taken() {
+        let off = request(json!({"maxTokens": 100}), Some(json!({"thinking": {"type": "disabled"}})));
+        assert_eq!(OPUS_4_7.refusal(Given::of(&off)), Some(Refusal::DisabledThinking));
+        let fitted = OPUS_4_7.fit(&off);
+        assert_eq!(fitted.additional_model_request_fields, None);
+        assert_eq!(OPUS_4_7.omitted(Given::of(&off)).names(), ["thinking.disabled"]);
+        for rule in [ANY, EITHER, HAIKU_4_5] {
+            assert!(matches!(rule.fit(&off), Cow::Borrowed(_)), "{rule:?}");
+        }
+    }
+
+    #[test]
+    fn adaptive_thinking_becomes_half_of_max_tokens_as_the_budget_where_only_a_budget_is_taken() {
+        let adaptive = thinking(Some(8_000), json!({"type": "adaptive"}));
+        assert_eq!(HAIKU_4_5.refusal(Given::of(&adaptive)), Some(Refusal::AdaptiveThinking));
+        let fitted = HAIKU_4_5.fit(&adaptive);
+        assert_eq!(
+            fitted.additional_model_request_fields,
+            Some(json!({"thinking": {"type": "enabled", "budget_tokens": 4_000}, "top_k": 4}))
+        );
+        assert_eq!(HAIKU_4_5.refusal(Given::of(&fitted)), None);
+        assert_eq!(HAIKU_4_5.omitted(Given::of(&adaptive)).names(), ["thinking.adaptive"]);
+        assert!(matches!(
+            HAIKU_4_5.fit(&thinking(Some(8_000), json!({"type": "enabled", "budget_tokens": 2_000}))),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(ANY.fit(&adaptive), Cow::Borrowed(_)), "the 4.6 generation takes both");
+
+        // The smallest budget is 1,024 and must stay below maxTokens: without room, or
+        // without a maxTokens, the model answers without thinking and top_k survives.
+        let exact = HAIKU_4_5.fit(&thinking(Some(2_048), json!({"type": "adaptive"}))).into_owned();
+        assert_eq!(exact.additional_model_request_fields.unwrap()["thinking"]["budget_tokens"], 1_024);
+        for no_room in [thinking(Some(2_047), json!({"type": "adaptive"})), thinking(None, json!({"type": "adaptive"}))]
+        {
+            let fitted = HAIKU_4_5.fit(&no_room);
+            assert_eq!(fitted.additional_model_request_fields, Some(json!({"top_k": 4})));
+            assert_eq!(HAIKU_4_5.omitted(Given::of(&no_room)).names(), ["thinking.adaptive"]);
+        }
+    }
+
+    #[test]
+    fn a_model_that_does_not_think_is_sent_no_thinking_field_in_any_form() {
+        for form in [
+            json!({"type": "enabled", "budget_tokens": 2_000}),
+            json!({"type": "adaptive"}),
+            json!({"type": "disabled"}),
+            json!({"kind": "unknown"}),
+        ] {
+            let asked = thinking(Some(4_000), form.clone());
+            assert_eq!(CLAUDE_3_5.refusal(Given::of(&asked)), Some(Refusal::Thinking), "{form}");
+            let fitted = CLAUDE_3_5.fit(&asked);
+            assert_eq!(fitted.additional_model_request_fields, Some(json!({"top_k": 4})), "{form}");
+            assert_eq!(CLAUDE_3_5.omitted(Given::of(&asked)).names().len(), 1, "{form}");
+        }
+        assert!(matches!(CLAUDE_3_5.fit(&request(json!({"topP": 0.5}), Some(json!({"top_k": 4})))), Cow::Borrowed(_)));
+        // A shape only Bedrock can judge is passed on to a model that thinks.
+        assert!(matches!(OPUS_4_7.fit(&thinking(None, json!({"kind": "unknown"}))), Cow::Owned(_)), "top_k goes");
+        assert_eq!(OPUS_4_7.omitted(Given::of(&thinking(None, json!({"kind": "unknown"})))).names(), ["top_k"]);
     }
 }

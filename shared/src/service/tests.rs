@@ -1063,3 +1063,32 @@ async fn a_fallback_to_a_model_with_another_rule_is_sent_what_that_model_accepts
         g.ports.models.seen_requests().iter().map(|r| r.inference_config.as_ref().and_then(|c| c.top_p)).collect();
     assert_eq!(top_p, [None, None, Some(0.9)]);
 }
+
+#[tokio::test]
+async fn each_model_is_sent_the_form_of_thinking_it_takes() {
+    let gateway = gateway();
+    let thinking_body = |model: &str, thinking: serde_json::Value| {
+        let mut body = body(model, "think first");
+        body["inferenceConfig"] = serde_json::json!({"maxTokens": 6000});
+        body["additionalModelRequestFields"] = serde_json::json!({"thinking": thinking});
+        body
+    };
+    let sent_thinking = |i: usize| {
+        let sent = &gateway.ports().models().seen_requests()[i];
+        sent.additional_model_request_fields.as_ref().and_then(|f| f.get("thinking").cloned())
+    };
+
+    // Haiku 4.5 thinks only with a budget: adaptive thinking becomes half of maxTokens.
+    let adaptive = serde_json::json!({"type": "adaptive"});
+    let answer = gateway.converse(call("a", thinking_body("haiku", adaptive.clone()))).await.unwrap();
+    assert_eq!(sent_thinking(0), Some(serde_json::json!({"type": "enabled", "budget_tokens": 3000})));
+    assert_eq!(answer.omitted(), ["thinking.adaptive"]);
+
+    // Sonnet 4.6 takes it as asked; Opus 4.7 refuses `disabled`, which is its default anyway.
+    gateway.converse(call("a", thinking_body("us.anthropic.claude-sonnet-4-6", adaptive))).await.unwrap();
+    assert_eq!(sent_thinking(1), Some(serde_json::json!({"type": "adaptive"})));
+    let off = serde_json::json!({"type": "disabled"});
+    let answer = gateway.converse(call("a", thinking_body("global.anthropic.claude-opus-4-7", off))).await.unwrap();
+    assert_eq!(sent_thinking(2), None);
+    assert_eq!(answer.hops[0].omitted, ["thinking.disabled"]);
+}
