@@ -84,13 +84,14 @@ impl ThinkingForm {
     }
 }
 
-/// Which sampling parameters, and which form of thinking, a request sets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a request sets that some model refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Given {
-    pub temperature: bool,
-    pub top_p: bool,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
     pub top_k: bool,
     pub thinking: Option<ThinkingForm>,
+    pub max_tokens: Option<u32>,
 }
 
 impl Given {
@@ -98,15 +99,38 @@ impl Given {
         let config = request.inference_config.as_ref();
         let fields = request.additional_model_request_fields.as_ref();
         Given {
-            temperature: config.is_some_and(|c| c.temperature.is_some()),
-            top_p: config.is_some_and(|c| c.top_p.is_some()),
+            temperature: config.and_then(|c| c.temperature),
+            top_p: config.and_then(|c| c.top_p),
             top_k: fields.is_some_and(|f| f.get(TOP_K).is_some()),
             thinking: fields.and_then(|f| f.get(THINKING)).map(ThinkingForm::of),
+            max_tokens: request.max_tokens(),
         }
     }
 
+    /// The sampling parameters it sets.
+    fn sampled(self) -> Omitted {
+        Omitted {
+            temperature: self.temperature.is_some(),
+            top_p: self.top_p.is_some(),
+            top_k: self.top_k,
+            thinking: None,
+        }
+    }
+}
+
+/// What is left out of a request, or changed in it, for its model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Omitted {
+    pub temperature: bool,
+    pub top_p: bool,
+    pub top_k: bool,
+    /// The form of thinking asked for and not sent as it was.
+    pub thinking: Option<ThinkingForm>,
+}
+
+impl Omitted {
     pub fn is_empty(self) -> bool {
-        self == Given::default()
+        self == Omitted::default()
     }
 
     /// The parameters' names as a Converse request spells them.
@@ -116,10 +140,6 @@ impl Given {
             .filter_map(|(set, name)| set.then_some(name))
             .chain(self.thinking.map(ThinkingForm::name))
             .collect()
-    }
-
-    fn sampled(self) -> Given {
-        Given { thinking: None, ..self }
     }
 }
 
@@ -144,17 +164,19 @@ impl Sampling {
     fn refusal(self, given: Given) -> Option<Refusal> {
         match self {
             Sampling::Any => None,
-            Sampling::TemperatureOrTopP => (given.temperature && given.top_p).then_some(Refusal::Both),
+            Sampling::TemperatureOrTopP => {
+                (given.temperature.is_some() && given.top_p.is_some()).then_some(Refusal::Both)
+            }
             Sampling::Fixed => given.sampled().names().first().copied().map(Refusal::Unsupported),
         }
     }
 
     /// Of `temperature` and `topP` together, `topP` goes: `temperature` is the one callers
     /// set on purpose far more often, and SDKs that send both fill `topP` with a default.
-    fn omitted(self, given: Given) -> Given {
+    fn omitted(self, given: Given) -> Omitted {
         match self.refusal(given) {
-            None => Given::default(),
-            Some(Refusal::Both) => Given { top_p: true, ..Given::default() },
+            None => Omitted::default(),
+            Some(Refusal::Both) => Omitted { top_p: true, ..Omitted::default() },
             Some(_) => given.sampled(),
         }
     }
@@ -217,14 +239,15 @@ impl Accepts {
 
     /// What to leave out of, or change in, a request that sets `given` so that the model
     /// accepts it (the thinking sent instead, if any, is [`Thinking::replacement`]'s).
-    pub fn omitted(self, given: Given) -> Given {
+    pub fn omitted(self, given: Given) -> Omitted {
         let thinking = self.thinking.refusal(given).and(given.thinking);
-        Given { thinking, ..self.sampling.omitted(given) }
+        Omitted { thinking, ..self.sampling.omitted(given) }
     }
 
     /// `request` as a model with these rules accepts it: borrowed when nothing is left out.
     pub fn fit(self, request: &ConverseRequest) -> Cow<'_, ConverseRequest> {
-        let omitted = self.omitted(Given::of(request));
+        let given = Given::of(request);
+        let omitted = self.omitted(given);
         if omitted.is_empty() {
             return Cow::Borrowed(request);
         }
@@ -242,8 +265,7 @@ impl Accepts {
                 fields.remove(TOP_K);
             }
             if omitted.thinking.is_some() {
-                let max_tokens = request.max_tokens();
-                match fields.get(THINKING).and_then(|asked| self.thinking.replacement(asked, max_tokens)) {
+                match fields.get(THINKING).and_then(|asked| self.thinking.replacement(asked, given.max_tokens)) {
                     Some(replacement) => fields.insert(THINKING.to_owned(), replacement),
                     None => fields.remove(THINKING),
                 };
@@ -312,7 +334,7 @@ mod tests {
         let all = request(json!({"temperature": 0.0, "topP": 0.5, "maxTokens": 9}), Some(json!({"top_k": 3})));
         assert_eq!(OPUS_4_7.refusal(Given::of(&all)), Some(Refusal::Unsupported("temperature")));
         let fitted = OPUS_4_7.fit(&all);
-        assert!(Given::of(&fitted).is_empty());
+        assert_eq!(Given::of(&fitted), Given { max_tokens: Some(9), ..Given::default() });
         assert_eq!(fitted.inference_config.as_ref().unwrap().max_tokens, Some(9));
         assert_eq!(fitted.additional_model_request_fields, None, "an emptied object is dropped, not sent as {{}}");
         assert_eq!(OPUS_4_7.omitted(Given::of(&all)).names(), ["temperature", "topP", "top_k"]);
