@@ -357,6 +357,18 @@ fn check_limits(spec: &ModelSpec, request: &ConverseRequest) -> Result<u64, ApiE
             Refusal::Thinking => {
                 "The model returned the following errors: thinking: Extra inputs are not permitted".to_owned()
             }
+            Refusal::ThinkingWithForcedTool => {
+                "The model returned the following errors: Thinking may not be enabled when tool_choice forces tool use."
+                    .to_owned()
+            }
+            Refusal::SampledWhileThinking(name) => format!(
+                "The model returned the following errors: {} when thinking is enabled or in adaptive mode",
+                match name {
+                    "temperature" => "`temperature` may only be set to 1",
+                    "topP" => "`top_p` must be greater than or equal to 0.95 or unset",
+                    _ => "`top_k` may not be set",
+                }
+            ),
         }));
     }
     if crate::generate::prefill(request).is_some_and(|text| text.ends_with(char::is_whitespace)) {

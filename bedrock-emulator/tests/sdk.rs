@@ -453,7 +453,21 @@ async fn sampling_parameters_a_model_refuses_are_validation_exceptions_in_conver
         refused("us.anthropic.claude-3-5-sonnet-20241022-v2:0", json!({"type": "disabled"})).await.as_deref(),
         Some("The model returned the following errors: thinking: Extra inputs are not permitted")
     );
-    assert_eq!(stats(&emulator).await["totals"]["validation_errors"], 7);
+    // A model that thinks takes temperature only at 1.
+    let mut warm = adaptive.clone();
+    warm["thinking"] = json!({"type": "enabled", "budget_tokens": 2048});
+    warm["temperature"] = json!(0.5);
+    let err = client
+        .invoke_model()
+        .model_id(HAIKU)
+        .content_type("application/json")
+        .body(Blob::new(warm.to_string()))
+        .send()
+        .await
+        .unwrap_err();
+    let message = err.as_service_error().unwrap().meta().message().unwrap().to_owned();
+    assert!(message.contains("`temperature` may only be set to 1 when thinking is enabled"), "{message}");
+    assert_eq!(stats(&emulator).await["totals"]["validation_errors"], 8);
 }
 
 #[tokio::test]

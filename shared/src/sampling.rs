@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::request::ConverseRequest;
+use crate::request::{ConverseRequest, ToolChoice};
 
 /// The keys of Anthropic's `top_k` and `thinking` in `additionalModelRequestFields`.
 const TOP_K: &str = "top_k";
@@ -92,6 +92,8 @@ pub struct Given {
     pub top_k: bool,
     pub thinking: Option<ThinkingForm>,
     pub max_tokens: Option<u32>,
+    /// `toolChoice` `any` or `tool`: the answer must call a tool.
+    pub forced_tool: bool,
 }
 
 impl Given {
@@ -104,7 +106,16 @@ impl Given {
             top_k: fields.is_some_and(|f| f.get(TOP_K).is_some()),
             thinking: fields.and_then(|f| f.get(THINKING)).map(ThinkingForm::of),
             max_tokens: request.max_tokens(),
+            forced_tool: request
+                .tool_config
+                .as_ref()
+                .is_some_and(|t| matches!(t.tool_choice, Some(ToolChoice::Any(_) | ToolChoice::Tool(_)))),
         }
+    }
+
+    /// Whether the request asks the model to think.
+    pub fn thinks(self) -> bool {
+        thinks(self.thinking)
     }
 
     /// The sampling parameters it sets.
@@ -117,6 +128,15 @@ impl Given {
         }
     }
 }
+
+fn thinks(form: Option<ThinkingForm>) -> bool {
+    matches!(form, Some(ThinkingForm::Budgeted | ThinkingForm::Adaptive))
+}
+
+/// Anthropic's bounds on sampling while a model thinks: `temperature` only 1, no `top_k`,
+/// `topP` from 0.95.
+const THINKING_TEMPERATURE: f32 = 1.0;
+const THINKING_MIN_TOP_P: f32 = 0.95;
 
 /// What is left out of a request, or changed in it, for its model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -158,6 +178,10 @@ pub enum Refusal {
     AdaptiveThinking,
     /// A `thinking` field; the model does not think.
     Thinking,
+    /// Thinking with `toolChoice` forcing a tool.
+    ThinkingWithForcedTool,
+    /// Thinking with a sampling parameter outside its bounds while thinking (its name).
+    SampledWhileThinking(&'static str),
 }
 
 impl Sampling {
@@ -217,6 +241,28 @@ impl Thinking {
         }
         Some(thinking.into())
     }
+
+    /// The form of thinking a model with this rule is sent for `given`.
+    fn sent(self, given: Given) -> Option<ThinkingForm> {
+        let asked = given.thinking?;
+        let room = given.max_tokens.is_some_and(|max| max / 2 >= MIN_THINKING_BUDGET);
+        match (self, asked) {
+            (Thinking::Unsupported, _) | (Thinking::Adaptive, ThinkingForm::Disabled) => None,
+            (Thinking::Adaptive, ThinkingForm::Budgeted) => Some(ThinkingForm::Adaptive),
+            (Thinking::Budgeted, ThinkingForm::Adaptive) => room.then_some(ThinkingForm::Budgeted),
+            (_, form) => Some(form),
+        }
+    }
+}
+
+/// The sampling parameters a thinking request must leave out, first `temperature`.
+fn outside_thinking_bounds(given: Given) -> Omitted {
+    Omitted {
+        temperature: given.temperature.is_some_and(|t| t != THINKING_TEMPERATURE),
+        top_p: given.top_p.is_some_and(|p| p < THINKING_MIN_TOP_P),
+        top_k: given.top_k,
+        thinking: None,
+    }
 }
 
 /// Anthropic's smallest thinking budget.
@@ -234,14 +280,36 @@ impl Accepts {
     /// What a model with these rules refuses in a request that sets `given`, the sampling
     /// parameters first.
     pub fn refusal(self, given: Given) -> Option<Refusal> {
-        self.sampling.refusal(given).or_else(|| self.thinking.refusal(given))
+        self.sampling.refusal(given).or_else(|| self.thinking.refusal(given)).or_else(|| {
+            if !given.thinks() {
+                None
+            } else if given.forced_tool {
+                Some(Refusal::ThinkingWithForcedTool)
+            } else {
+                outside_thinking_bounds(given).names().first().copied().map(Refusal::SampledWhileThinking)
+            }
+        })
     }
 
     /// What to leave out of, or change in, a request that sets `given` so that the model
     /// accepts it (the thinking sent instead, if any, is [`Thinking::replacement`]'s).
+    /// Anthropic's models refuse to think while a tool is forced, and refuse most sampling
+    /// while they think: a forced tool keeps its call and thinking goes (the caller's code
+    /// depends on the call), and thinking keeps its place over the sampling parameters (as
+    /// with a budget on an adaptive-only model, the caller asked for thinking).
     pub fn omitted(self, given: Given) -> Omitted {
-        let thinking = self.thinking.refusal(given).and(given.thinking);
-        Omitted { thinking, ..self.sampling.omitted(given) }
+        let sent = self.thinking.sent(given).filter(|form| !(given.forced_tool && thinks(Some(*form))));
+        let mut omitted = self.sampling.omitted(given);
+        if sent != given.thinking {
+            omitted.thinking = given.thinking;
+        }
+        if thinks(sent) {
+            let bounds = outside_thinking_bounds(given);
+            omitted.temperature |= bounds.temperature;
+            omitted.top_p |= bounds.top_p;
+            omitted.top_k |= bounds.top_k;
+        }
+        omitted
     }
 
     /// `request` as a model with these rules accepts it: borrowed when nothing is left out.
@@ -265,7 +333,9 @@ impl Accepts {
                 fields.remove(TOP_K);
             }
             if omitted.thinking.is_some() {
-                match fields.get(THINKING).and_then(|asked| self.thinking.replacement(asked, given.max_tokens)) {
+                let replacement = (!given.forced_tool)
+                    .then(|| fields.get(THINKING).and_then(|asked| self.thinking.replacement(asked, given.max_tokens)));
+                match replacement.flatten() {
                     Some(replacement) => fields.insert(THINKING.to_owned(), replacement),
                     None => fields.remove(THINKING),
                 };
@@ -384,15 +454,18 @@ mod tests {
         let fitted = HAIKU_4_5.fit(&adaptive);
         assert_eq!(
             fitted.additional_model_request_fields,
-            Some(json!({"thinking": {"type": "enabled", "budget_tokens": 4_000}, "top_k": 4}))
+            Some(json!({"thinking": {"type": "enabled", "budget_tokens": 4_000}})),
+            "top_k goes: a model that thinks refuses it"
         );
         assert_eq!(HAIKU_4_5.refusal(Given::of(&fitted)), None);
-        assert_eq!(HAIKU_4_5.omitted(Given::of(&adaptive)).names(), ["thinking.adaptive"]);
-        assert!(matches!(
-            HAIKU_4_5.fit(&thinking(Some(8_000), json!({"type": "enabled", "budget_tokens": 2_000}))),
-            Cow::Borrowed(_)
-        ));
-        assert!(matches!(ANY.fit(&adaptive), Cow::Borrowed(_)), "the 4.6 generation takes both");
+        assert_eq!(HAIKU_4_5.omitted(Given::of(&adaptive)).names(), ["top_k", "thinking.adaptive"]);
+        let budgeted = request(
+            json!({"maxTokens": 8_000}),
+            Some(json!({"thinking": {"type": "enabled", "budget_tokens": 2_000}})),
+        );
+        assert!(matches!(HAIKU_4_5.fit(&budgeted), Cow::Borrowed(_)));
+        let adaptive_alone = request(json!({"maxTokens": 8_000}), Some(json!({"thinking": {"type": "adaptive"}})));
+        assert!(matches!(ANY.fit(&adaptive_alone), Cow::Borrowed(_)), "the 4.6 generation takes both");
 
         // The smallest budget is 1,024 and must stay below maxTokens: without room, or
         // without a maxTokens, the model answers without thinking and top_k survives.
@@ -403,6 +476,107 @@ mod tests {
             let fitted = HAIKU_4_5.fit(&no_room);
             assert_eq!(fitted.additional_model_request_fields, Some(json!({"top_k": 4})));
             assert_eq!(HAIKU_4_5.omitted(Given::of(&no_room)).names(), ["thinking.adaptive"]);
+        }
+    }
+
+    #[test]
+    fn a_thinking_request_is_sent_only_the_sampling_a_thinking_model_takes() {
+        let sampled = |mut config: serde_json::Value| {
+            config["maxTokens"] = json!(8_000);
+            request(config, Some(json!({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 2_000}})))
+        };
+        let claude_3_7 = Accepts { sampling: Sampling::Any, thinking: Thinking::Budgeted };
+        let asked = sampled(json!({"temperature": 0.3, "topP": 0.9}));
+        assert_eq!(claude_3_7.refusal(Given::of(&asked)), Some(Refusal::SampledWhileThinking("temperature")));
+        let fitted = claude_3_7.fit(&asked);
+        let config = fitted.inference_config.as_ref().unwrap();
+        assert_eq!((config.temperature, config.top_p, config.max_tokens), (None, None, Some(8_000)));
+        assert_eq!(
+            fitted.additional_model_request_fields,
+            Some(json!({"thinking": {"type": "enabled", "budget_tokens": 2_000}}))
+        );
+        assert_eq!(claude_3_7.omitted(Given::of(&asked)).names(), ["temperature", "topP", "top_k"]);
+        assert_eq!(claude_3_7.refusal(Given::of(&fitted)), None);
+
+        // Inside the bounds (temperature 1, topP from 0.95) the values stay.
+        let within = sampled(json!({"temperature": 1.0, "topP": 0.95}));
+        assert_eq!(claude_3_7.omitted(Given::of(&within)).names(), ["top_k"]);
+        // Without thinking nothing is bounded; nor where thinking goes for a model that
+        // cannot think.
+        let plain = request(json!({"temperature": 0.3, "topP": 0.9}), Some(json!({"top_k": 5})));
+        assert!(matches!(claude_3_7.fit(&plain), Cow::Borrowed(_)));
+        assert_eq!(CLAUDE_3_5.omitted(Given::of(&asked)).names(), ["thinking.budget_tokens"]);
+    }
+
+    #[test]
+    fn a_forced_tool_keeps_its_call_and_thinking_goes() {
+        let mut forced: ConverseRequest = serde_json::from_value(json!({
+            "messages": [{"role": "user", "content": [{"text": "weather?"}]}],
+            "inferenceConfig": {"maxTokens": 8_000, "temperature": 0.2},
+            "additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 2_000}},
+            "toolConfig": {
+                "tools": [{"toolSpec": {"name": "weather", "inputSchema": {"json": {"type": "object"}}}}],
+                "toolChoice": {"any": {}}
+            }
+        }))
+        .unwrap();
+        for rule in [ANY, HAIKU_4_5, OPUS_4_7] {
+            assert!(rule.refusal(Given::of(&forced)).is_some(), "{rule:?}");
+            let fitted = rule.fit(&forced);
+            assert_eq!(fitted.additional_model_request_fields, None, "{rule:?}");
+            assert_eq!(rule.refusal(Given::of(&fitted)), None, "{rule:?}");
+        }
+        assert_eq!(ANY.refusal(Given::of(&forced)), Some(Refusal::ThinkingWithForcedTool));
+        assert_eq!(ANY.omitted(Given::of(&forced)).names(), ["thinking.budget_tokens"], "temperature stays");
+        // `auto` leaves the choice to the model, which may think.
+        let tool_config = forced.tool_config.as_mut().unwrap();
+        tool_config.tool_choice = serde_json::from_value(json!({"auto": {}})).unwrap();
+        assert_eq!(ANY.omitted(Given::of(&forced)).names(), ["temperature"]);
+    }
+
+    #[test]
+    fn every_fitted_request_is_accepted_by_its_model() {
+        let claude_3_7 = Accepts { sampling: Sampling::Any, thinking: Thinking::Budgeted };
+        let forms = [
+            None,
+            Some(json!({"type": "enabled", "budget_tokens": 1_500})),
+            Some(json!({"type": "adaptive"})),
+            Some(json!({"type": "disabled"})),
+        ];
+        let samplings = [
+            (None, None, false),
+            (Some(0.5), None, true),
+            (Some(1.0), Some(0.97), false),
+            (Some(0.0), Some(0.5), true),
+        ];
+        for rule in [ANY, EITHER, OPUS_4_7, HAIKU_4_5, CLAUDE_3_5, claude_3_7] {
+            for thinking in &forms {
+                for (temperature, top_p, top_k) in samplings {
+                    for max_tokens in [None, Some(1_000), Some(6_000)] {
+                        let mut config = json!({});
+                        if let Some(t) = temperature {
+                            config["temperature"] = json!(t);
+                        }
+                        if let Some(p) = top_p {
+                            config["topP"] = json!(p);
+                        }
+                        if let Some(m) = max_tokens {
+                            config["maxTokens"] = json!(m);
+                        }
+                        let mut fields = serde_json::Map::new();
+                        if top_k {
+                            fields.insert("top_k".into(), json!(3));
+                        }
+                        if let Some(t) = thinking {
+                            fields.insert("thinking".into(), t.clone());
+                        }
+                        let asked = request(config, (!fields.is_empty()).then(|| fields.into()));
+                        let given = Given::of(&asked);
+                        assert_eq!(rule.refusal(Given::of(&rule.fit(&asked))), None, "{rule:?} {asked:?}");
+                        assert_eq!(rule.refusal(given).is_none(), rule.omitted(given).is_empty(), "{rule:?} {asked:?}");
+                    }
+                }
+            }
         }
     }
 

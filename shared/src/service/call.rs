@@ -222,7 +222,13 @@ impl<P: Ports> Gateway<P> {
         let model_max = attempt.max_output.as_ref().map(|(max, _)| *max).or(spec.map(|s| s.max_output_tokens));
         let tenant = prepared.tenant.as_str();
         let learned = match model_max {
-            Some(model_max) if self.settings.learned_max_tokens && request.max_tokens().is_none() => {
+            // A thinking request keeps the model's own limit: a learned one could fall below
+            // its budget, and an answer that thinks cannot be continued from a prefill.
+            Some(model_max)
+                if self.settings.learned_max_tokens
+                    && request.max_tokens().is_none()
+                    && !Given::of(&request).thinks() =>
+            {
                 Some((self.outputs.max_tokens(tenant, &attempt.key_model, model_max), model_max))
             }
             _ => None,

@@ -993,8 +993,7 @@ async fn only_opted_in_answered_requests_are_sampled_and_a_failed_sample_changes
 fn sampled_body(model: &str) -> serde_json::Value {
     let mut body = body(model, "hello");
     body["inferenceConfig"] = serde_json::json!({"temperature": 0.3, "topP": 0.9, "maxTokens": 200});
-    body["additionalModelRequestFields"] =
-        serde_json::json!({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}});
+    body["additionalModelRequestFields"] = serde_json::json!({"top_k": 5});
     body
 }
 
@@ -1006,7 +1005,7 @@ async fn each_model_is_sent_only_the_sampling_parameters_it_accepts_and_the_hop_
         let config = sent.inference_config.clone().unwrap_or_default();
         (config.temperature, config.top_p, config.max_tokens, sent.additional_model_request_fields.clone())
     };
-    let fields = Some(serde_json::json!({"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}}));
+    let fields = Some(serde_json::json!({"top_k": 5}));
 
     // Claude 3.7 Sonnet takes the three together: sent as asked.
     let answer =
@@ -1020,11 +1019,10 @@ async fn each_model_is_sent_only_the_sampling_parameters_it_accepts_and_the_hop_
     assert_eq!(answer.hops[0].omitted, ["topP"]);
     assert_eq!(answer.omitted(), ["topP"]);
 
-    // Opus 4.7 takes none of them, and thinks only adaptively.
+    // Opus 4.7 takes none of them.
     let answer = gateway.converse(call("a", sampled_body("global.anthropic.claude-opus-4-7"))).await.unwrap();
-    let adaptive = Some(serde_json::json!({"thinking": {"type": "adaptive"}}));
-    assert_eq!(sent_config(2), (None, None, Some(200), adaptive));
-    assert_eq!(answer.hops[0].omitted, ["temperature", "topP", "top_k", "thinking.budget_tokens"]);
+    assert_eq!(sent_config(2), (None, None, Some(200), None));
+    assert_eq!(answer.hops[0].omitted, ["temperature", "topP", "top_k"]);
 
     // The caller's request is the cache's: a repeat is a hit on the same entry.
     let repeat = gateway.converse(call("a", sampled_body("global.anthropic.claude-opus-4-7"))).await.unwrap();
@@ -1091,4 +1089,20 @@ async fn each_model_is_sent_the_form_of_thinking_it_takes() {
     let answer = gateway.converse(call("a", thinking_body("global.anthropic.claude-opus-4-7", off))).await.unwrap();
     assert_eq!(sent_thinking(2), None);
     assert_eq!(answer.hops[0].omitted, ["thinking.disabled"]);
+
+    // A budget on Opus 4.7 becomes adaptive thinking; a temperature beside thinking goes.
+    let mut budgeted = thinking_body(
+        "global.anthropic.claude-opus-4-8",
+        serde_json::json!({"type": "enabled", "budget_tokens": 2048}),
+    );
+    budgeted["inferenceConfig"]["temperature"] = serde_json::json!(0.2);
+    let answer = gateway.converse(call("a", budgeted.clone())).await.unwrap();
+    assert_eq!(sent_thinking(3), Some(serde_json::json!({"type": "adaptive"})));
+    assert_eq!(answer.hops[0].omitted, ["temperature", "thinking.budget_tokens"]);
+    budgeted["modelId"] = "us.anthropic.claude-3-7-sonnet-20250219-v1:0".into();
+    let answer = gateway.converse(call("a", budgeted)).await.unwrap();
+    let sent = &gateway.ports().models().seen_requests()[4];
+    assert_eq!(sent.inference_config.as_ref().and_then(|c| c.temperature), None);
+    assert_eq!(sent_thinking(4), Some(serde_json::json!({"type": "enabled", "budget_tokens": 2048})));
+    assert_eq!(answer.hops[0].omitted, ["temperature"]);
 }
