@@ -371,6 +371,7 @@ fn check_limits(spec: &ModelSpec, request: &ConverseRequest) -> Result<u64, ApiE
             ),
         }));
     }
+    check_thinking_budget(request, max_tokens)?;
     if crate::generate::prefill(request).is_some_and(|text| text.ends_with(char::is_whitespace)) {
         // Anthropic's models refuse to continue from trailing whitespace, and Bedrock passes that on.
         return Err(ApiError::validation("The final assistant content cannot end with trailing whitespace."));
@@ -379,6 +380,27 @@ fn check_limits(spec: &ModelSpec, request: &ConverseRequest) -> Result<u64, ApiE
         return Err(ApiError::validation("Input is too long for requested model."));
     }
     Ok(max_tokens)
+}
+
+/// Anthropic's bounds on a thinking budget, which Bedrock passes on: at least 1,024 tokens, and
+/// below the output limit in force (the thinking is part of the output).
+fn check_thinking_budget(request: &ConverseRequest, max_tokens: u64) -> Result<(), ApiError> {
+    let Some(thinking) = request.additional_model_request_fields.as_ref().and_then(|f| f.get("thinking")) else {
+        return Ok(());
+    };
+    if thinking.get("type").and_then(|t| t.as_str()) != Some("enabled") {
+        return Ok(());
+    }
+    let refused =
+        |detail: &str| Err(ApiError::validation(format!("The model returned the following errors: {detail}")));
+    match thinking.get("budget_tokens").and_then(serde_json::Value::as_u64) {
+        None => refused("thinking.enabled.budget_tokens: Field required"),
+        Some(budget) if budget < u64::from(gateway_core::sampling::MIN_THINKING_BUDGET) => {
+            refused("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+        }
+        Some(budget) if budget >= max_tokens => refused("`max_tokens` must be greater than `thinking.budget_tokens`."),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Runs every check and decision of a model call up to the point where the answer is known.

@@ -467,7 +467,19 @@ async fn sampling_parameters_a_model_refuses_are_validation_exceptions_in_conver
         .unwrap_err();
     let message = err.as_service_error().unwrap().meta().message().unwrap().to_owned();
     assert!(message.contains("`temperature` may only be set to 1 when thinking is enabled"), "{message}");
-    assert_eq!(stats(&emulator).await["totals"]["validation_errors"], 8);
+    // A budget is at least 1,024 tokens and below max_tokens (4,000 here).
+    for (budget, refusal) in [
+        (json!(512), Some("budget_tokens: Input should be greater than or equal to 1024")),
+        (json!(4000), Some("`max_tokens` must be greater than `thinking.budget_tokens`.")),
+        (json!(1024), None),
+    ] {
+        let message = refused(HAIKU, json!({"type": "enabled", "budget_tokens": budget})).await;
+        match refusal {
+            Some(expected) => assert!(message.as_deref().unwrap_or("").ends_with(expected), "{message:?}"),
+            None => assert_eq!(message, None),
+        }
+    }
+    assert_eq!(stats(&emulator).await["totals"]["validation_errors"], 10);
 }
 
 #[tokio::test]
