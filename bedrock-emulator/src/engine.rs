@@ -11,7 +11,7 @@ use gateway_core::catalog::{Catalog, ModelSpec, ResolveError, Scope, Target, Tie
 use gateway_core::date::Date;
 use gateway_core::quota::{QuotaKey, Throttle};
 use gateway_core::request::{CacheTtl, ConverseRequest};
-use gateway_core::sampling::{Given, Refusal};
+use gateway_core::sampling::{Given, Refusal, ThinkingForm};
 use gateway_core::tokens::estimate_request;
 use sha2::{Digest, Sha256};
 
@@ -385,15 +385,13 @@ fn check_limits(spec: &ModelSpec, request: &ConverseRequest) -> Result<u64, ApiE
 /// Anthropic's bounds on a thinking budget, which Bedrock passes on: at least 1,024 tokens, and
 /// below the output limit in force (the thinking is part of the output).
 fn check_thinking_budget(request: &ConverseRequest, max_tokens: u64) -> Result<(), ApiError> {
-    let Some(thinking) = request.additional_model_request_fields.as_ref().and_then(|f| f.get("thinking")) else {
-        return Ok(());
-    };
-    if thinking.get("type").and_then(|t| t.as_str()) != Some("enabled") {
+    if Given::of(request).thinking != Some(ThinkingForm::Budgeted) {
         return Ok(());
     }
+    let thinking = request.additional_model_request_fields.as_ref().and_then(|f| f.get("thinking"));
     let refused =
         |detail: &str| Err(ApiError::validation(format!("The model returned the following errors: {detail}")));
-    match thinking.get("budget_tokens").and_then(serde_json::Value::as_u64) {
+    match thinking.and_then(|t| t.get("budget_tokens")).and_then(serde_json::Value::as_u64) {
         None => refused("thinking.enabled.budget_tokens: Field required"),
         Some(budget) if budget < u64::from(gateway_core::sampling::MIN_THINKING_BUDGET) => {
             refused("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")

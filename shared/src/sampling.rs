@@ -233,7 +233,7 @@ impl Thinking {
                 thinking.insert("type".to_owned(), "adaptive".into());
             }
             (Thinking::Budgeted, ThinkingForm::Adaptive) => {
-                let budget = max_tokens.map(|max| max / 2).filter(|budget| *budget >= MIN_THINKING_BUDGET)?;
+                let budget = adaptive_budget(max_tokens)?;
                 thinking.insert("type".to_owned(), "enabled".into());
                 thinking.insert(BUDGET_TOKENS.to_owned(), budget.into());
             }
@@ -245,11 +245,12 @@ impl Thinking {
     /// The form of thinking a model with this rule is sent for `given`.
     fn sent(self, given: Given) -> Option<ThinkingForm> {
         let asked = given.thinking?;
-        let room = given.max_tokens.is_some_and(|max| max / 2 >= MIN_THINKING_BUDGET);
         match (self, asked) {
             (Thinking::Unsupported, _) | (Thinking::Adaptive, ThinkingForm::Disabled) => None,
             (Thinking::Adaptive, ThinkingForm::Budgeted) => Some(ThinkingForm::Adaptive),
-            (Thinking::Budgeted, ThinkingForm::Adaptive) => room.then_some(ThinkingForm::Budgeted),
+            (Thinking::Budgeted, ThinkingForm::Adaptive) => {
+                adaptive_budget(given.max_tokens).map(|_| ThinkingForm::Budgeted)
+            }
             (_, form) => Some(form),
         }
     }
@@ -267,6 +268,12 @@ fn outside_thinking_bounds(given: Given) -> Omitted {
 
 /// Anthropic's smallest thinking budget.
 pub const MIN_THINKING_BUDGET: u32 = 1_024;
+
+/// The budget adaptive thinking becomes on a budget-only model: half of `maxTokens`, if
+/// that is a budget Anthropic takes.
+fn adaptive_budget(max_tokens: Option<u32>) -> Option<u32> {
+    max_tokens.map(|max| max / 2).filter(|budget| *budget >= MIN_THINKING_BUDGET)
+}
 const BUDGET_TOKENS: &str = "budget_tokens";
 
 /// What a model accepts of a request: the catalog's `sampling` and `thinking` of it.
