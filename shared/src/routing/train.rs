@@ -50,11 +50,12 @@ pub struct TrainParams {
     /// the text model learns. Inside the training sources length is anti-predictive (a quirk
     /// of how each was written: the model learns to ignore it), across writers it is the
     /// most reliable signal there is, so it is a fixed prior rather than a learned weight.
-    /// The weak tier's strength trades one for the other: from 1.5 the unseen-source mean
-    /// is clearly above length but Arena-Bench's own test split is clearly below router v1;
-    /// 0.4 is the strongest prior that leaves every trained source's test split within
-    /// noise of v1, and still at length's mean on unseen sources (`train-router
-    /// --unseen-sources --length-prior` sweeps it).
+    /// The weak tier's strength trades one for the other: at 1.5 the unseen-source mean is
+    /// clearly above length but Arena-Bench's own test split is clearly below router v1;
+    /// only 0.3–0.5 keep every trained source's test split within noise of v1 and the
+    /// unseen mean at length's. 0.4 is the middle of that range; below 0.4 the tolerance
+    /// tables send a third or more of MMLU-Pro to Opus at 10 %. Compare other values with
+    /// `train-router --length-prior` and `--unseen-sources --length-prior`.
     pub length_prior: [f64; HEADS],
     /// Difficulty labels: how far each cheaper tier sits below the strongest, as the
     /// difference of the logits of their accuracies ([`PUBLISHED_TIER_ACCURACIES`] gives the
